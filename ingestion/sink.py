@@ -1,0 +1,233 @@
+"""Land one micro-batch of consumed messages in one PostgreSQL database, exactly once.
+
+In a single transaction the sink
+1. checks that the stored Kafka positions are still the ones this worker started from (a fence:
+   if another worker got there first, nothing is written and ``OffsetConflict`` is raised),
+2. COPYs the valid events into a session-local scratch table and moves them into the partitioned
+   ``staging.transactions`` with ``ON CONFLICT DO NOTHING`` (a redelivery is stored once and
+   recorded in ``staging.duplicate_transactions``),
+3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason,
+4. advances ``staging.kafka_offsets`` past the batch and records the batch in
+   ``staging.ingest_batches``.
+A crash anywhere before the commit leaves the database as it was; consumption then resumes from
+the stored positions, so every offset is accounted for once.
+
+A deployment may keep regions in different databases (data residency): one sink per database,
+each landing only its regions' events while accounting for every offset of the batch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from psycopg.types.json import Jsonb
+
+from contracts.transaction import Transaction
+from txmon.db import connect
+
+LANDING_COLUMNS = (
+    "transaction_id", "status", "event_time", "account_id", "counterparty_id", "amount", "currency",
+    "region", "fraud_flag", "produced_at", "topic", "partition", "offset", "raw_event",
+)
+_COLS = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
+
+REJECTED_COLUMNS = ("topic", "partition", "offset", "kafka_key", "raw_value", "raw_text", "reason", "produced_at")
+
+
+class OffsetConflict(RuntimeError):
+    """Another worker advanced a partition this batch covers; the batch was not written."""
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed Kafka message, after validation: ``event`` or ``reason`` is set."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    produced_at: datetime | None
+    event: Transaction | None = None
+    reason: str | None = None
+
+
+@dataclass
+class BatchResult:
+    landed: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last)
+    slices: Counter = field(default_factory=Counter)  # (event_date, region) -> landed rows
+
+    def add(self, other: BatchResult) -> None:
+        self.landed += other.landed
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.slices.update(other.slices)
+        for p, (first, last) in other.offsets.items():
+            old = self.offsets.get(p)
+            self.offsets[p] = (min(first, old[0]), max(last, old[1])) if old else (first, last)
+
+
+def _raw_text(value: bytes | None) -> str | None:
+    if value is None or b"\x00" in value:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class WarehouseSink:
+    """Lands the events of ``regions`` (and, in the home database, the quarantine) in one database."""
+
+    def __init__(self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str):
+        self.dsn = dsn
+        self.topic = topic
+        self.regions = frozenset(regions)
+        self.home = home
+        self.worker = worker
+        self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
+        self.conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {_COLS} FROM staging.transactions WITH NO DATA"
+        )
+        self._known_days: set[date] = set()
+        # partition -> next offset this database has accounted for (None: nothing yet).
+        self.next_offsets: dict[int, int | None] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def load_positions(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        rows = self.conn.execute(
+            'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s AND "partition" = ANY(%s)',
+            (self.topic, list(partitions)),
+        ).fetchall()
+        stored = dict(rows)
+        self.next_offsets = {p: stored.get(p) for p in partitions}
+        return dict(self.next_offsets)
+
+    def ensure_days(self, days: Iterable[date]) -> None:
+        """Create the day partitions of staging.transactions that do not exist yet."""
+        new = sorted(set(days) - self._known_days)
+        if not new:
+            return
+        with self.conn.transaction():
+            for day in new:
+                self.conn.execute("SELECT staging.ensure_transactions_partition(%s)", (day,))
+        self._known_days.update(new)
+
+    def _fence(self, partitions: Sequence[int]) -> None:
+        rows = self.conn.execute(
+            'SELECT "partition", next_offset FROM staging.kafka_offsets '
+            'WHERE topic = %s AND "partition" = ANY(%s) ORDER BY "partition" FOR UPDATE',
+            (self.topic, list(partitions)),
+        ).fetchall()
+        stored = dict(rows)
+        moved = [p for p in partitions if stored.get(p) != self.next_offsets.get(p)]
+        if moved:
+            raise OffsetConflict(f"partitions {moved} of {self.topic} were advanced by another worker")
+
+    def land(self, messages: Sequence[Message]) -> BatchResult:
+        """Write one batch; returns what this database received. Raises OffsetConflict when fenced."""
+        result = BatchResult()
+        mine: list[Message] = []
+        rejected: list[Message] = []
+        for m in messages:
+            known = self.next_offsets.get(m.partition)
+            if known is not None and m.offset < known:
+                continue  # accounted for here already (a replay after another database was behind)
+            first, last = result.offsets.get(m.partition, (m.offset, m.offset))
+            result.offsets[m.partition] = (min(first, m.offset), max(last, m.offset))
+            if m.event is not None:
+                if m.event.region in self.regions:
+                    mine.append(m)
+            elif self.home:
+                rejected.append(m)
+        if not result.offsets:
+            return result
+        self.ensure_days(m.event.event_date for m in mine)
+
+        partitions = sorted(result.offsets)
+        with self.conn.transaction():
+            self._fence(partitions)
+            if mine:
+                result.landed, duplicate_keys = self._land_events(mine)
+                result.duplicates = len(duplicate_keys)
+                for m in mine:
+                    if (m.partition, m.offset) not in duplicate_keys:
+                        result.slices[(m.event.event_date, m.event.region)] += 1
+            if rejected:
+                self._quarantine(rejected)
+                result.quarantined = len(rejected)
+            self._advance(result)
+        for p, (_, last) in result.offsets.items():
+            self.next_offsets[p] = last + 1
+        return result
+
+    def _land_events(self, mine: Sequence[Message]) -> tuple[int, set[tuple[int, int]]]:
+        topic = self.topic
+        with self.conn.cursor() as cur:
+            cur.execute("TRUNCATE landing")
+            with cur.copy(f"COPY landing ({_COLS}) FROM STDIN") as copy:
+                for m in mine:
+                    e = m.event
+                    copy.write_row((
+                        e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount,
+                        e.currency, e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset,
+                        m.value.decode("utf-8"),
+                    ))
+            cur.execute(
+                f"""
+                WITH inserted AS (
+                    INSERT INTO staging.transactions ({_COLS})
+                    SELECT {_COLS} FROM landing
+                    ON CONFLICT DO NOTHING
+                    RETURNING "partition", "offset"
+                )
+                INSERT INTO staging.duplicate_transactions
+                    (topic, "partition", "offset", transaction_id, status, event_time)
+                SELECT l.topic, l."partition", l."offset", l.transaction_id, l.status, l.event_time
+                FROM landing l
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM inserted i WHERE i."partition" = l."partition" AND i."offset" = l."offset")
+                RETURNING "partition", "offset"
+                """
+            )
+            duplicates = {(p, o) for p, o in cur.fetchall()}
+        return len(mine) - len(duplicates), duplicates
+
+    def _quarantine(self, rejected: Sequence[Message]) -> None:
+        cols = ", ".join(f'"{c}"' for c in REJECTED_COLUMNS)
+        with self.conn.cursor() as cur, cur.copy(
+            f"COPY staging.rejected_transactions ({cols}) FROM STDIN"
+        ) as copy:
+            for m in rejected:
+                copy.write_row(
+                    (self.topic, m.partition, m.offset, m.key, m.value, _raw_text(m.value), m.reason, m.produced_at)
+                )
+
+    def _advance(self, result: BatchResult) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                """
+                INSERT INTO staging.kafka_offsets (topic, "partition", next_offset) VALUES (%s, %s, %s)
+                ON CONFLICT (topic, "partition")
+                DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = statement_timestamp()
+                """,
+                [(self.topic, p, last + 1) for p, (_, last) in sorted(result.offsets.items())],
+            )
+            cur.execute(
+                """
+                INSERT INTO staging.ingest_batches (worker, landed, duplicates, quarantined, offsets, slices)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                """,
+                (
+                    self.worker, result.landed, result.duplicates, result.quarantined,
+                    Jsonb({str(p): list(v) for p, v in sorted(result.offsets.items())}),
+                    Jsonb({f"{d.isoformat()}|{r}": n for (d, r), n in sorted(result.slices.items())}),
+                ),
+            )

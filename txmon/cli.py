@@ -1,0 +1,315 @@
+"""The `txmon` command. Every failure the user can cause ends in one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad argument: reported as one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or a positive number")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset, e.g. 2026-11-24T00:00:00Z")
+    return moment
+
+
+def _partitions(text: str) -> list[int]:
+    try:
+        parts = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of partition numbers") from None
+    if not parts or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of partition numbers")
+    return parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="txmon", description="Transaction monitoring data platform.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    services = sub.add_parser("services", help="start, stop or check the local PostgreSQL and Kafka")
+    services.add_argument("action", choices=["up", "down", "status"])
+
+    info = sub.add_parser("info", help="print the effective settings")
+    info.add_argument("--json", action="store_true", help="as one JSON object")
+
+    sub.add_parser("migrate", help="apply pending warehouse migrations to every regional database")
+
+    produce = sub.add_parser("produce", help="send each line of a JSON-lines file as one event")
+    produce.add_argument("file", type=Path)
+
+    gen = sub.add_parser("generate", help="synthetic payments, to the topic or to a file")
+    gen.add_argument("--tps", type=_positive_float, required=True, help="events per second")
+    gen.add_argument("--duration", type=_non_negative_float, required=True,
+                     help="seconds of events (0: until interrupted)")
+    gen.add_argument("--seed", type=int, help="makes the stream reproducible")
+    gen.add_argument("--bad-rate", type=_rate, default=0.0, help="share of malformed events (0..1)")
+    gen.add_argument("--start", type=_timestamp, help="event_time of the first event (default: now)")
+    gen.add_argument("--output", type=Path, help="write JSON lines to this file instead of the topic")
+
+    ingest = sub.add_parser("ingest", help="land events from the topic in PostgreSQL")
+    ingest.add_argument("--until-idle", action="store_true", help="land what is on the topic, then exit")
+    ingest.add_argument("--partitions", type=_partitions, help="only these topic partitions (static scale-out)")
+    ingest.add_argument("--group", action="store_true", help="share partitions with other workers in a group")
+    ingest.add_argument("--max-seconds", type=_positive_float, help="stop after this long")
+
+    run = sub.add_parser("run", help="services up, synthetic payments flowing, ingestion worker, live status")
+    run.add_argument("--tps", type=_positive_float, default=2000.0)
+    run.add_argument("--duration", type=_non_negative_float, default=0.0, help="seconds (0: until Ctrl-C)")
+
+    sub.add_parser("status", help="rows landed, quarantined and consumer lag")
+    return parser
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_services(args, settings) -> int:
+    from txmon import services
+
+    if args.action == "up":
+        statuses = services.up(settings)
+    elif args.action == "down":
+        services.down(settings)
+        statuses = services.status(settings)
+    else:
+        statuses = services.status(settings)
+    for s in statuses:
+        print(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
+    if args.action == "up" and not all(s.up for s in statuses):
+        return EXIT_FAILURE
+    if args.action == "status" and not all(s.up for s in statuses):
+        return 3
+    return 0
+
+
+def cmd_info(args, settings) -> int:
+    info = settings.info()
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        for key, value in sorted(info.items()):
+            print(f"{key:<26} {value}")
+    return 0
+
+
+def cmd_migrate(args, settings) -> int:
+    from txmon.warehouse import migrate
+
+    for dsn, applied in migrate(settings).items():
+        print(f"{dsn.split('@')[-1]}: {', '.join(applied) if applied else 'up to date'}")
+    return 0
+
+
+def cmd_produce(args, settings) -> int:
+    from txmon.produce import read_lines, send
+
+    if not args.file.is_file():
+        raise UsageError(f"txmon produce: {args.file} is not a readable file")
+    report = send(settings, read_lines(args.file))
+    print(f"sent {report.sent} events to {settings.topic} in {report.seconds:.1f}s, {report.failed} failed")
+    if report.failed:
+        print(f"txmon produce: first failure: {report.first_error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def cmd_generate(args, settings) -> int:
+    from txmon.generate import PaymentGenerator
+    from txmon.produce import send
+
+    gen = PaymentGenerator(settings, tps=args.tps, seed=args.seed, bad_rate=args.bad_rate, start=args.start)
+    count = int(args.tps * args.duration) if args.duration else None
+    events = gen.events(count) if count is not None else iter(gen.next, None)
+    if args.output:
+        if count is None:
+            raise UsageError("txmon generate: --output needs a --duration above 0")
+        with open(args.output, "wb") as fh:
+            for event in events:
+                fh.write(event.value + b"\n")
+        print(f"wrote {count} events to {args.output}")
+        return 0
+    report = send(settings, events, tps=args.tps)
+    print(f"sent {report.sent} events to {settings.topic} in {report.seconds:.1f}s, {report.failed} failed")
+    return EXIT_FAILURE if report.failed else 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_ingest(args, settings) -> int:
+    from ingestion.consumer import Ingestor
+
+    stop = _stop_on_signals()
+    ingestor = Ingestor(settings, partitions=args.partitions, group=args.group)
+    log = logging.getLogger("txmon.ingest")
+    progress = {"at": time.monotonic(), "landed": 0}
+
+    def on_batch(result):
+        progress["landed"] += result.landed
+        if time.monotonic() - progress["at"] >= 5:
+            log.info("landed %d events in the last %.0fs", progress["landed"], time.monotonic() - progress["at"])
+            progress.update(at=time.monotonic(), landed=0)
+
+    try:
+        report = ingestor.run(until_idle=args.until_idle, max_seconds=args.max_seconds, stop=stop,
+                              on_batch=None if args.until_idle else on_batch)
+    finally:
+        ingestor.close()
+    print(json.dumps(report.summary()))
+    return 0
+
+
+def _status_line(settings) -> str:
+    from ingestion.lag import consumer_lag
+    from txmon.db import connect
+
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="status") as conn:
+        landed, quarantined, dupes = conn.execute(
+            """SELECT (SELECT count(*) FROM staging.transactions),
+                      (SELECT count(*) FROM staging.rejected_transactions),
+                      (SELECT count(*) FROM staging.duplicate_transactions)"""
+        ).fetchone()
+        latest = conn.execute("SELECT max(ingested_at) FROM staging.transactions").fetchone()[0]
+    lag = sum(consumer_lag(settings).values())
+    when = latest.strftime("%H:%M:%S") if latest else "-"
+    return (f"staging.transactions {landed:>10,}   quarantined {quarantined:>7,}   duplicates {dupes:>6,}   "
+            f"consumer lag {lag:>7,}   last landed {when} UTC")
+
+
+def cmd_status(args, settings) -> int:
+    print(_status_line(settings))
+    return 0
+
+
+def cmd_run(args, settings) -> int:
+    from txmon import services
+
+    for s in services.up(settings):
+        print(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
+    exe = [sys.executable, "-m", "txmon.cli"]
+    children = [
+        subprocess.Popen([*exe, "ingest"]),
+        subprocess.Popen([*exe, "generate", "--tps", str(args.tps), "--duration", "0"],
+                         stdout=subprocess.DEVNULL),
+    ]
+    stop = _stop_on_signals()
+    deadline = time.monotonic() + args.duration if args.duration else None
+    print(f"synthetic payments at {args.tps:g}/s -> {settings.topic} -> staging.transactions; Ctrl-C stops")
+    try:
+        while not stop.wait(5):
+            if any(c.poll() is not None for c in children):
+                print("txmon run: a child process exited; stopping", file=sys.stderr)
+                return EXIT_FAILURE
+            print(_status_line(settings), flush=True)
+            if deadline and time.monotonic() > deadline:
+                break
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            c.wait(timeout=60)
+    return 0
+
+
+COMMANDS = {
+    "services": cmd_services,
+    "info": cmd_info,
+    "migrate": cmd_migrate,
+    "produce": cmd_produce,
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "run": cmd_run,
+    "status": cmd_status,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import psycopg
+    from confluent_kafka import KafkaException
+
+    from txmon.config import ConfigError, Settings
+    from txmon.services.common import ServiceError
+
+    try:
+        args = build_parser().parse_args(argv)
+        settings = Settings.from_env()
+        return COMMANDS[args.command](args, settings)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, ServiceError) as exc:
+        print(f"txmon: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        print(f"txmon: PostgreSQL is not reachable ({first}); is `txmon services up` done?", file=sys.stderr)
+        return EXIT_FAILURE
+    except KafkaException as exc:
+        print(f"txmon: Kafka error: {exc}; is `txmon services up` done?", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:  # the project's own errors (IngestError, ProduceError, MigrationError)
+        print(f"txmon: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The one settings object of txmon.
+
+Every component (CLI, ingestion, services, Dagster, dbt vars, benchmarks) reads its settings from
+``Settings.from_env()``; nothing else reads ``TXMON_*`` variables. Each setting has a default that
+runs the whole platform on one machine; ``txmon info --json`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import quote
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_REGIONS = ("EU", "US", "APAC")
+DEFAULT_CURRENCIES = ("USD", "EUR", "GBP", "CHF", "JPY", "SGD", "HKD", "AUD", "CAD", "INR")
+
+
+class ConfigError(ValueError):
+    """A setting has a value txmon cannot use. The message names the variable."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _world_traversable(path: Path) -> bool:
+    """True when every directory from / down to ``path`` can be entered by any user."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def default_state_dir() -> Path:
+    """Where services keep their data and logs.
+
+    ``<repo>/.txmon`` unless the PostgreSQL server (which runs as the unprivileged ``postgres``
+    user when txmon runs as root) could not enter it, e.g. a checkout under ``/root``; then a
+    per-checkout directory under ``/var/tmp``.
+    """
+    in_repo = REPO_ROOT / ".txmon"
+    if os.geteuid() != 0 or _world_traversable(REPO_ROOT):
+        return in_repo
+    digest = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:10]
+    return Path("/var/tmp") / f"txmon-{digest}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = field(default_factory=default_state_dir)
+
+    # PostgreSQL: the project's own cluster (not the machine's default one).
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 15432
+    pg_user: str = "txmon"
+    pg_password: str = "txmon"
+    warehouse_db: str = "txmon"
+    dagster_db: str = "dagster"
+    # Full libpq URLs override the parts above (a managed database, docker compose).
+    warehouse_dsn_override: str | None = None
+    dagster_dsn_override: str | None = None
+    # Data residency: region -> libpq URL of the database that holds that region's raw data.
+    # Regions not listed live in the warehouse database.
+    region_dsns: Mapping[str, str] = field(default_factory=dict)
+
+    # Kafka: a single combined broker+controller in KRaft mode.
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_bootstrap_override: str | None = None
+    kafka_heap: str = "512m"
+    topic: str = "payments.transactions"
+    quarantine_topic: str = "payments.transactions.quarantine"
+    topic_partitions: int = 6
+    consumer_group: str = "txmon-ingest"
+
+    # The contract's configurable sets and the monitoring rules.
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    currencies: tuple[str, ...] = DEFAULT_CURRENCIES
+    suspicious_threshold_usd: Decimal = Decimal("10000")
+    partitions_start_date: date = date(2025, 1, 1)
+
+    # Ingestion micro-batches: whichever bound is reached first closes a batch.
+    batch_max_events: int = 20000
+    batch_max_seconds: float = 0.5
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka_bootstrap_override or f"{self.kafka_host}:{self.kafka_port}"
+
+    def _dsn(self, database: str) -> str:
+        user, password = quote(self.pg_user, safe=""), quote(self.pg_password, safe="")
+        return f"postgresql://{user}:{password}@{self.pg_host}:{self.pg_port}/{database}"
+
+    @property
+    def warehouse_dsn(self) -> str:
+        return self.warehouse_dsn_override or self._dsn(self.warehouse_db)
+
+    @property
+    def dagster_dsn(self) -> str:
+        return self.dagster_dsn_override or self._dsn(self.dagster_db)
+
+    @property
+    def admin_dsn(self) -> str:
+        """The maintenance database of the local cluster, for creating the others."""
+        return self._dsn("postgres")
+
+    def dsn_for_region(self, region: str) -> str:
+        """The one answer to "which database does region R live in"."""
+        if region not in self.regions:
+            raise ConfigError(f"region {region!r} is not one of the configured regions {list(self.regions)}")
+        return self.region_dsns.get(region, self.warehouse_dsn)
+
+    def databases(self) -> dict[str, tuple[str, ...]]:
+        """Each distinct regional database with the regions it holds (the warehouse first)."""
+        out: dict[str, list[str]] = {self.warehouse_dsn: []}
+        for region in self.regions:
+            out.setdefault(self.dsn_for_region(region), []).append(region)
+        return {dsn: tuple(regions) for dsn, regions in out.items()}
+
+    def info(self) -> dict:
+        """The effective settings as plain JSON values (`txmon info --json`)."""
+        raw = asdict(self)
+        out = {
+            key: (str(value) if isinstance(value, Path | Decimal | date) else value)
+            for key, value in raw.items()
+            if not key.endswith("_override") and key != "pg_password"
+        }
+        out.update(
+            warehouse_dsn=self.warehouse_dsn,
+            dagster_dsn=self.dagster_dsn,
+            kafka_bootstrap=self.kafka_bootstrap,
+            regions=list(self.regions),
+            currencies=list(self.currencies),
+            region_dsns={region: self.dsn_for_region(region) for region in self.regions},
+        )
+        return out
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``TXMON_*`` environment variables over the defaults."""
+        env = os.environ if env is None else env
+        kwargs: dict = {}
+
+        def get(name: str) -> str | None:
+            value = env.get(f"TXMON_{name}")
+            return value if value not in (None, "") else None
+
+        def integer(name: str, key: str, low: int, high: int) -> None:
+            value = get(name)
+            if value is None:
+                return
+            try:
+                number = int(value)
+            except ValueError:
+                raise ConfigError(f"TXMON_{name}={value!r} is not a whole number") from None
+            if not low <= number <= high:
+                raise ConfigError(f"TXMON_{name}={number} is outside {low}..{high}")
+            kwargs[key] = number
+
+        if (value := get("STATE_DIR")) is not None:
+            kwargs["state_dir"] = Path(value).expanduser().resolve()
+        for name, key in [
+            ("PG_HOST", "pg_host"),
+            ("PG_USER", "pg_user"),
+            ("PG_PASSWORD", "pg_password"),
+            ("WAREHOUSE_DB", "warehouse_db"),
+            ("DAGSTER_DB", "dagster_db"),
+            ("WAREHOUSE_DSN", "warehouse_dsn_override"),
+            ("DAGSTER_DSN", "dagster_dsn_override"),
+            ("KAFKA_HOST", "kafka_host"),
+            ("KAFKA_BOOTSTRAP", "kafka_bootstrap_override"),
+            ("KAFKA_HEAP", "kafka_heap"),
+            ("TOPIC", "topic"),
+            ("QUARANTINE_TOPIC", "quarantine_topic"),
+            ("CONSUMER_GROUP", "consumer_group"),
+        ]:
+            if (value := get(name)) is not None:
+                kwargs[key] = value
+        integer("PG_PORT", "pg_port", 1, 65535)
+        integer("KAFKA_PORT", "kafka_port", 1, 65535)
+        integer("KAFKA_CONTROLLER_PORT", "kafka_controller_port", 1, 65535)
+        integer("TOPIC_PARTITIONS", "topic_partitions", 1, 1024)
+        integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
+
+        if (value := get("BATCH_MAX_SECONDS")) is not None:
+            try:
+                kwargs["batch_max_seconds"] = float(value)
+            except ValueError:
+                raise ConfigError(f"TXMON_BATCH_MAX_SECONDS={value!r} is not a number") from None
+            if not 0 < kwargs["batch_max_seconds"] <= 60:
+                raise ConfigError("TXMON_BATCH_MAX_SECONDS must be above 0 and at most 60")
+
+        if (value := get("REGIONS")) is not None:
+            kwargs["regions"] = _csv(value)
+            bad = [r for r in kwargs["regions"] if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,15}", r)]
+            if bad or not kwargs["regions"]:
+                raise ConfigError(f"TXMON_REGIONS={value!r}: regions are upper-case names like EU,US,APAC")
+        if (value := get("CURRENCIES")) is not None:
+            kwargs["currencies"] = _csv(value)
+            bad = [c for c in kwargs["currencies"] if not re.fullmatch(r"[A-Z]{3}", c)]
+            if bad or not kwargs["currencies"]:
+                raise ConfigError(f"TXMON_CURRENCIES={value!r}: currencies are ISO 4217 codes like USD,EUR")
+        if (value := get("SUSPICIOUS_THRESHOLD_USD")) is not None:
+            try:
+                threshold = Decimal(value)
+            except InvalidOperation:
+                raise ConfigError(f"TXMON_SUSPICIOUS_THRESHOLD_USD={value!r} is not a decimal") from None
+            if not threshold.is_finite() or threshold <= 0:
+                raise ConfigError("TXMON_SUSPICIOUS_THRESHOLD_USD must be a positive decimal")
+            kwargs["suspicious_threshold_usd"] = threshold
+        if (value := get("PARTITIONS_START_DATE")) is not None:
+            try:
+                kwargs["partitions_start_date"] = date.fromisoformat(value)
+            except ValueError:
+                raise ConfigError(f"TXMON_PARTITIONS_START_DATE={value!r} is not a YYYY-MM-DD date") from None
+        if (value := get("REGION_DSNS")) is not None:
+            try:
+                mapping = json.loads(value)
+            except json.JSONDecodeError:
+                mapping = None
+            if not isinstance(mapping, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+            ):
+                raise ConfigError('TXMON_REGION_DSNS must be a JSON object like {"EU": "postgresql://..."}')
+            kwargs["region_dsns"] = mapping
+
+        settings = cls(**kwargs)
+        unknown = set(settings.region_dsns) - set(settings.regions)
+        if unknown:
+            raise ConfigError(f"TXMON_REGION_DSNS names regions that are not configured: {sorted(unknown)}")
+        return settings

@@ -1,0 +1,19 @@
+"""The one way txmon opens a PostgreSQL connection."""
+
+from __future__ import annotations
+
+import psycopg
+
+APPLICATION_NAME = "txmon"
+
+
+def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
+    """A psycopg 3 connection with txmon's session defaults (UTC, a named application)."""
+    name = f"{APPLICATION_NAME}:{purpose}" if purpose else APPLICATION_NAME
+    return psycopg.connect(
+        dsn,
+        autocommit=autocommit,
+        application_name=name,
+        options="-c timezone=UTC",
+        connect_timeout=10,
+    )

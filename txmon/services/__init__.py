@@ -1,0 +1,29 @@
+"""Local PostgreSQL and Kafka, started and stopped the same way for the README, tests and CI."""
+
+from __future__ import annotations
+
+from txmon.config import Settings
+from txmon.services.common import ServiceError, ServiceStatus
+from txmon.services.kafka import Kafka
+from txmon.services.postgres import Postgres
+
+__all__ = ["ServiceError", "ServiceStatus", "down", "status", "up"]
+
+
+def up(settings: Settings) -> list[ServiceStatus]:
+    """Start both services (a no-op for one already up), create topics and apply migrations."""
+    from txmon.warehouse import migrate
+
+    Postgres(settings).start()
+    migrate(settings)
+    Kafka(settings).start()
+    return status(settings)
+
+
+def down(settings: Settings) -> None:
+    Kafka(settings).stop()
+    Postgres(settings).stop()
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    return [Postgres(settings).status(), Kafka(settings).status()]

@@ -1,0 +1,179 @@
+"""The project's own PostgreSQL cluster, from Debian's packages.
+
+The cluster lives in ``<state_dir>/postgres`` (not the machine's default cluster) and listens on
+127.0.0.1 at the configured port. The server refuses to run as root, so when txmon runs as root
+the cluster belongs to the ``postgres`` user that Debian's package creates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from txmon.config import Settings
+from txmon.db import connect
+from txmon.services.common import ServiceError, ServiceStatus, tail
+
+SERVER_CONF = """\
+# Written by txmon; edit the settings in txmon/services/postgres.py instead.
+listen_addresses = '{host}'
+port = {port}
+unix_socket_directories = '{run_dir}'
+max_connections = 200
+shared_buffers = 1GB
+work_mem = 32MB
+maintenance_work_mem = 256MB
+max_wal_size = 8GB
+min_wal_size = 1GB
+checkpoint_timeout = 15min
+wal_compression = lz4
+wal_buffers = 64MB
+timezone = 'UTC'
+log_timezone = 'UTC'
+log_min_duration_statement = 5000
+"""
+
+
+def _bin_dir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if not candidates:
+        raise ServiceError(
+            "PostgreSQL server binaries not found: install Debian's package `postgresql` "
+            "(scripts/bootstrap does this)"
+        )
+    return Path(candidates[-1]).parent
+
+
+def _owner() -> str | None:
+    """The user the server runs as: ``postgres`` when we are root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise ServiceError("running as root needs the `postgres` user: install Debian's package `postgresql`") from None
+    return "postgres"
+
+
+class Postgres:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.root = settings.state_dir / "postgres"
+        self.data = self.root / "data"
+        self.run_dir = self.root / "run"
+        self.log = self.root / "server.log"
+
+    # -------------------------------------------------------------- helpers
+    def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        owner = _owner()
+        cmd = ["runuser", "-u", owner, "--", *argv] if owner else list(argv)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise ServiceError(f"{Path(argv[0]).name} failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    def _chown(self, path: Path) -> None:
+        owner = _owner()
+        if owner:
+            shutil.chown(path, owner, owner)
+
+    @property
+    def _local(self) -> bool:
+        """Only a cluster on this machine is ours to start and stop."""
+        return self.settings.warehouse_dsn_override is None
+
+    # -------------------------------------------------------------- lifecycle
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        bin_dir = _bin_dir()
+        for path in (self.root, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            self._chown(path)
+        pwfile = self.root / "initdb.pw"
+        pwfile.write_text(self.settings.pg_password + "\n")
+        self._chown(pwfile)
+        pwfile.chmod(0o600)
+        try:
+            self._run(
+                str(bin_dir / "initdb"),
+                "-D", str(self.data),
+                "-U", self.settings.pg_user,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        conf = self.data / "txmon.conf"
+        conf.write_text(
+            SERVER_CONF.format(host=self.settings.pg_host, port=self.settings.pg_port, run_dir=self.run_dir)
+        )
+        self._chown(conf)
+        with open(self.data / "postgresql.conf", "a") as fh:
+            fh.write("\ninclude 'txmon.conf'\n")
+
+    def running(self) -> bool:
+        if not (self.data / "PG_VERSION").exists():
+            return False
+        return self._run(str(_bin_dir() / "pg_ctl"), "status", "-D", str(self.data), check=False).returncode == 0
+
+    def start(self) -> None:
+        if not self._local:
+            return
+        self.init()
+        if not self.running():
+            self.log.touch()
+            self._chown(self.log)
+            proc = self._run(
+                str(_bin_dir() / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise ServiceError(
+                    f"PostgreSQL did not start on port {self.settings.pg_port}; log {self.log}: {tail(self.log)}"
+                )
+        self.wait_ready()
+        self.create_databases()
+
+    def stop(self) -> None:
+        if self._local and self.running():
+            self._run(str(_bin_dir() / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with connect(self.settings.admin_dsn, autocommit=True, purpose="services"):
+                    return
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"PostgreSQL is not answering at {self.settings.pg_host}:"
+                                       f"{self.settings.pg_port}: {str(exc).strip()}") from None
+                time.sleep(0.3)
+
+    def create_databases(self) -> None:
+        with connect(self.settings.admin_dsn, autocommit=True, purpose="services") as conn:
+            existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            for name in (self.settings.warehouse_db, self.settings.dagster_db):
+                if name not in existing:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def status(self) -> ServiceStatus:
+        where = f"{self.settings.pg_host}:{self.settings.pg_port}"
+        try:
+            with connect(self.settings.warehouse_dsn, autocommit=True, purpose="services") as conn:
+                version = conn.execute("SHOW server_version").fetchone()[0]
+            return ServiceStatus("postgres", True, f"PostgreSQL {version} at {where}, data {self.data}")
+        except psycopg.OperationalError as exc:
+            return ServiceStatus("postgres", False, f"not answering at {where}: {str(exc).strip().splitlines()[0]}")
