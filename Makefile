@@ -1,0 +1,25 @@
+# The two commands of the README:
+#   make run    services up, synthetic payments flowing into PostgreSQL, live status
+#   make test   install, start the services, run every test (what CI runs)
+.PHONY: run test bootstrap services-up lint lock
+
+bootstrap:
+	@scripts/bootstrap
+
+services-up: bootstrap
+	@.venv/bin/txmon services up
+
+run: bootstrap
+	@.venv/bin/txmon run
+
+test: services-up
+	@.venv/bin/ruff check .
+	@.venv/bin/pytest
+
+lint: bootstrap
+	@.venv/bin/ruff check .
+
+# Re-resolve requirements.lock after changing the pins in pyproject.toml.
+lock:
+	@python3 -m pip install -q uv==0.13.8 && python3 -m uv pip compile pyproject.toml --extra dev \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes -o requirements.lock

@@ -1,0 +1,82 @@
+"""Shared fixtures. Integration tests run against the real local PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from txmon.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Platform:
+    """An isolated slice of the running services: its own topic pair and warehouse database."""
+
+    settings: Settings
+    env: dict[str, str]
+
+    def txmon(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "txmon.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"txmon {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        return proc
+
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "txmon.cli", *args], env=self.env, cwd=REPO, **kwargs)
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        from txmon.db import connect
+
+        with connect(self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    from txmon import services
+
+    settings = Settings.from_env()
+    services.up(settings)  # idempotent: a no-op when `make test` already started them
+    return settings
+
+
+@pytest.fixture
+def platform(base_settings: Settings) -> Platform:
+    from psycopg import sql
+
+    from txmon import kafka as kafka_clients
+    from txmon.db import connect
+    from txmon.services.kafka import Kafka
+    from txmon.warehouse import migrate
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    settings = replace(
+        base_settings, topic=f"{name}.transactions", quarantine_topic=f"{name}.quarantine", warehouse_db=name
+    )
+    with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrate(settings)
+    Kafka(settings).ensure_topics()
+    env = {
+        **os.environ,
+        "TXMON_TOPIC": settings.topic,
+        "TXMON_QUARANTINE_TOPIC": settings.quarantine_topic,
+        "TXMON_WAREHOUSE_DB": name,
+    }
+    yield Platform(settings, env)
+    with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin = kafka_clients.admin(settings)
+    for future in admin.delete_topics([settings.topic, settings.quarantine_topic]).values():
+        future.result(timeout=30)
