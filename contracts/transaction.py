@@ -77,7 +77,7 @@ def _event_time(value: str) -> datetime:
     except ValueError as exc:
         raise InvalidEvent(f"event_time {value!r} is not a valid RFC 3339 date-time: {exc}") from None
     if moment.tzinfo is None:  # the schema's pattern already demands an offset; keep the guarantee here
-        raise InvalidEvent(f"event_time {value!r} has no UTC offset")
+        raise InvalidEvent(f"event_time {value!r} is not an RFC 3339 date-time with an offset")
     return moment
 
 
@@ -106,6 +106,7 @@ class EventValidator:
             _amount(exc.value)  # raises with a precise reason where there is one
             return f"amount {exc.value!r} must be a plain decimal like \"125.50\" (no exponent or sign)"
         if field == "event_time" and isinstance(exc.value, str):
+            _event_time(exc.value)  # raises with a precise reason for impossible dates
             return f"event_time {exc.value!r} is not an RFC 3339 date-time with an offset"
         return f"{field}: {exc.message.removeprefix(exc.name + ' ').removeprefix('data ')}"
 

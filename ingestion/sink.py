@@ -92,7 +92,7 @@ class WarehouseSink:
         self.worker = worker
         self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
         self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {_COLS} FROM staging.transactions WITH NO DATA"
+            f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {_COLS} FROM staging.transactions WITH NO DATA"  # noqa: S608
         )
         self._known_days: set[date] = set()
         # partition -> next offset this database has accounted for (None: nothing yet).
@@ -195,7 +195,7 @@ class WarehouseSink:
                 WHERE NOT EXISTS (
                     SELECT 1 FROM inserted i WHERE i."partition" = l."partition" AND i."offset" = l."offset")
                 RETURNING "partition", "offset"
-                """
+                """  # noqa: S608 (the only interpolation is the constant column list)
             )
             duplicates = {(p, o) for p, o in cur.fetchall()}
         return len(mine) - len(duplicates), duplicates

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from txmon.config import ConfigError, Settings
+
+
+def test_defaults_follow_the_contract():
+    s = Settings.from_env({})
+    assert s.topic == "payments.transactions"
+    assert s.regions == ("EU", "US", "APAC")
+    assert s.suspicious_threshold_usd == Decimal("10000")
+    assert s.partitions_start_date.isoformat() == "2025-01-01"
+    info = s.info()
+    for key in ("warehouse_dsn", "kafka_bootstrap", "topic", "regions", "suspicious_threshold_usd"):
+        assert key in info
+    assert info["warehouse_dsn"].startswith("postgresql://")
+    assert "pg_password" not in info
+
+
+def test_environment_overrides():
+    s = Settings.from_env({
+        "TXMON_REGIONS": "EU, CH", "TXMON_SUSPICIOUS_THRESHOLD_USD": "5000.50", "TXMON_PG_PORT": "6543",
+        "TXMON_TOPIC": "other", "TXMON_KAFKA_BOOTSTRAP": "kafka:9092",
+    })
+    assert s.regions == ("EU", "CH")
+    assert s.suspicious_threshold_usd == Decimal("5000.50")
+    assert ":6543/" in s.warehouse_dsn
+    assert s.kafka_bootstrap == "kafka:9092"
+
+
+def test_region_routing_is_one_lookup():
+    s = Settings.from_env({"TXMON_REGION_DSNS": '{"EU": "postgresql://eu-host/txmon"}'})
+    assert s.dsn_for_region("EU") == "postgresql://eu-host/txmon"
+    assert s.dsn_for_region("US") == s.warehouse_dsn
+    assert s.databases() == {s.warehouse_dsn: ("US", "APAC"), "postgresql://eu-host/txmon": ("EU",)}
+    with pytest.raises(ConfigError):
+        s.dsn_for_region("MARS")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TXMON_PG_PORT": "abc"},
+        {"TXMON_PG_PORT": "70000"},
+        {"TXMON_REGIONS": "eu"},
+        {"TXMON_CURRENCIES": "DOLLAR"},
+        {"TXMON_SUSPICIOUS_THRESHOLD_USD": "-1"},
+        {"TXMON_SUSPICIOUS_THRESHOLD_USD": "lots"},
+        {"TXMON_PARTITIONS_START_DATE": "2025-13-01"},
+        {"TXMON_REGION_DSNS": "not json"},
+        {"TXMON_REGION_DSNS": '{"MARS": "postgresql://x/y"}'},
+        {"TXMON_BATCH_MAX_SECONDS": "0"},
+    ],
+)
+def test_bad_settings_name_the_variable(env):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    assert "TXMON_" in str(err.value)

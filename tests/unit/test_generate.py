@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+
+from contracts.transaction import EventValidator, InvalidEvent
+from txmon import fx
+from txmon.config import Settings
+from txmon.generate import PaymentGenerator
+
+START = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def stream(n, **kw):
+    gen = PaymentGenerator(Settings.from_env({}), tps=1000, seed=kw.pop("seed", 3), start=START, **kw)
+    return list(gen.events(n))
+
+
+def test_same_seed_same_bytes():
+    assert [e.value for e in stream(2000)] == [e.value for e in stream(2000)]
+    assert [e.value for e in stream(200)] != [e.value for e in stream(200, seed=4)]
+
+
+def test_stream_is_realistic_and_valid():
+    settings = Settings.from_env({})
+    validator = EventValidator(settings.regions, settings.currencies)
+    events = stream(60_000)
+    parsed = [validator.parse(e.value) for e in events]  # no bad events asked for: all valid
+    assert {t.region for t in parsed} == {"EU", "US", "APAC"}
+    assert all(e.key == t.account_id.encode() for e, t in zip(events, parsed, strict=True))
+    ids = {}
+    for t in parsed:
+        ids.setdefault(t.transaction_id, set()).add(t.status)
+    assert sum(1 for s in ids.values() if {"pending", "settled"} <= s) > 1000  # lifecycle updates
+    assert len(events) - len({e.value for e in events}) > 20  # producer-style redeliveries
+    flagged = sum(t.fraud_flag for t in parsed) / len(parsed)
+    assert 0.002 < flagged < 0.01
+    big = sum(1 for t in parsed if t.amount * fx.usd_per_unit(t.currency, t.event_date) > Decimal(10_000))
+    assert 0.001 < big / len(parsed) < 0.02  # a real tail above the threshold
+    times = [t.event_time for t in parsed]
+    assert times[0] >= START and times[-1] < START.replace(minute=2)
+
+
+def test_bad_rate_gives_invalid_events_of_several_kinds():
+    settings = Settings.from_env({})
+    validator = EventValidator(settings.regions, settings.currencies)
+    reasons = set()
+    for e in stream(5000, bad_rate=0.2):
+        try:
+            validator.parse(e.value)
+        except InvalidEvent as exc:
+            reasons.add(exc.reason.split(" ")[0])
+    assert len(reasons) >= 5, reasons
+
+
+def test_amounts_are_decimal_strings():
+    for e in stream(500):
+        amount = orjson.loads(e.value)["amount"]
+        assert isinstance(amount, str) and Decimal(amount) > 0
