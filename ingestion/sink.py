@@ -155,10 +155,10 @@ class WarehouseSink:
         with self.conn.transaction():
             self._fence(partitions)
             if mine:
-                result.landed, duplicate_keys = self._land_events(mine)
-                result.duplicates = len(duplicate_keys)
+                duplicates = {(m.partition, m.offset) for m in self._land_events(mine)}
+                result.landed, result.duplicates = len(mine) - len(duplicates), len(duplicates)
                 for m in mine:
-                    if (m.partition, m.offset) not in duplicate_keys:
+                    if (m.partition, m.offset) not in duplicates:
                         result.slices[(m.event.event_date, m.event.region)] += 1
             if rejected:
                 self._quarantine(rejected)
@@ -168,7 +168,8 @@ class WarehouseSink:
             self.next_offsets[p] = last + 1
         return result
 
-    def _land_events(self, mine: Sequence[Message]) -> tuple[int, set[tuple[int, int]]]:
+    def _land_events(self, mine: Sequence[Message]) -> list[Message]:
+        """COPY the events in; returns the ones that were already stored (recorded as duplicates)."""
         topic = self.topic
         with self.conn.cursor() as cur:
             cur.execute("TRUNCATE landing")
@@ -182,23 +183,21 @@ class WarehouseSink:
                     ))
             cur.execute(
                 f"""
-                WITH inserted AS (
-                    INSERT INTO staging.transactions ({_COLS})
-                    SELECT {_COLS} FROM landing
-                    ON CONFLICT DO NOTHING
-                    RETURNING "partition", "offset"
-                )
-                INSERT INTO staging.duplicate_transactions
-                    (topic, "partition", "offset", transaction_id, status, event_time)
-                SELECT l.topic, l."partition", l."offset", l.transaction_id, l.status, l.event_time
-                FROM landing l
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM inserted i WHERE i."partition" = l."partition" AND i."offset" = l."offset")
-                RETURNING "partition", "offset"
+                INSERT INTO staging.transactions ({_COLS}) SELECT {_COLS} FROM landing
+                ON CONFLICT DO NOTHING RETURNING "partition", "offset"
                 """  # noqa: S608 (the only interpolation is the constant column list)
             )
-            duplicates = {(p, o) for p, o in cur.fetchall()}
-        return len(mine) - len(duplicates), duplicates
+            inserted = set(cur.fetchall())
+            duplicates = [m for m in mine if (m.partition, m.offset) not in inserted]
+            if duplicates:
+                with cur.copy(
+                    'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
+                    "event_time) FROM STDIN"
+                ) as copy:
+                    for m in duplicates:
+                        copy.write_row((topic, m.partition, m.offset, m.event.transaction_id, m.event.status,
+                                        m.event.event_time))
+        return duplicates
 
     def _quarantine(self, rejected: Sequence[Message]) -> None:
         cols = ", ".join(f'"{c}"' for c in REJECTED_COLUMNS)

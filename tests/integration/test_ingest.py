@@ -113,7 +113,7 @@ def test_known_file_lands_exactly(platform, tmp_path):
         "amount must be greater than 0",
         "currency 'XYZ' is not one of the configured currency values",
         "region 'MARS' is not one of the configured region values",
-        "event_time '24/11/2026 10:00' is not an RFC 3339 date-time",
+        "event_time '24/11/2026 10:00' is not a valid RFC 3339 date-time",
         "event_time '2026-11-24T10:00:00' is not an RFC 3339 date-time",
         "status 'approved' is not one of",
     ]:
