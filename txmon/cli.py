@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=_non_negative_float, default=0.0, help="seconds (0: until Ctrl-C)")
 
     sub.add_parser("status", help="rows landed, quarantined and consumer lag")
+
+    dbt = sub.add_parser("dbt", help="run dbt on the project with txmon's connection and vars, e.g. `txmon dbt build`")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt")
     return parser
 
 
@@ -267,6 +271,19 @@ def cmd_run(args, settings) -> int:
     return 0
 
 
+def cmd_dbt(args, settings) -> int:
+    from txmon.dbt import DBT_PROJECT_DIR, dbt_env, dbt_vars, vars_arg
+
+    if not args.dbt_args:
+        raise UsageError("txmon dbt: name a dbt command, e.g. `txmon dbt build`")
+    extra = [] if "--vars" in args.dbt_args or args.dbt_args[0] in ("debug", "deps", "clean") else \
+        vars_arg(dbt_vars(settings))
+    dbt = Path(sys.executable).with_name("dbt")
+    proc = subprocess.run([str(dbt), *args.dbt_args, *extra], cwd=DBT_PROJECT_DIR,
+                          env={**os.environ, **dbt_env(settings)})
+    return proc.returncode
+
+
 COMMANDS = {
     "services": cmd_services,
     "info": cmd_info,
@@ -276,6 +293,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "run": cmd_run,
     "status": cmd_status,
+    "dbt": cmd_dbt,
 }
 
 

@@ -88,6 +88,9 @@ class Settings:
     regions: tuple[str, ...] = DEFAULT_REGIONS
     currencies: tuple[str, ...] = DEFAULT_CURRENCIES
     suspicious_threshold_usd: Decimal = Decimal("10000")
+    suspicious_threshold_usd_by_region: Mapping[str, Decimal] = field(default_factory=dict)
+    # A later event of the same transaction is looked for up to this many days after an event.
+    lifecycle_window_days: int = 7
     partitions_start_date: date = date(2025, 1, 1)
 
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
@@ -144,6 +147,7 @@ class Settings:
             regions=list(self.regions),
             currencies=list(self.currencies),
             region_dsns={region: self.dsn_for_region(region) for region in self.regions},
+            suspicious_threshold_usd_by_region={r: str(t) for r, t in self.suspicious_threshold_usd_by_region.items()},
         )
         return out
 
@@ -194,6 +198,7 @@ class Settings:
         integer("KAFKA_CONTROLLER_PORT", "kafka_controller_port", 1, 65535)
         integer("TOPIC_PARTITIONS", "topic_partitions", 1, 1024)
         integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
+        integer("LIFECYCLE_WINDOW_DAYS", "lifecycle_window_days", 0, 3660)
 
         if (value := get("BATCH_MAX_SECONDS")) is not None:
             try:
@@ -221,6 +226,16 @@ class Settings:
             if not threshold.is_finite() or threshold <= 0:
                 raise ConfigError("TXMON_SUSPICIOUS_THRESHOLD_USD must be a positive decimal")
             kwargs["suspicious_threshold_usd"] = threshold
+        if (value := get("SUSPICIOUS_THRESHOLD_USD_BY_REGION")) is not None:
+            try:
+                mapping = {str(k): Decimal(str(v)) for k, v in json.loads(value).items()}
+            except (json.JSONDecodeError, AttributeError, InvalidOperation):
+                mapping = None
+            if mapping is None or any(not t.is_finite() or t <= 0 for t in mapping.values()):
+                raise ConfigError(
+                    'TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION must be a JSON object like {"EU": "15000"}'
+                )
+            kwargs["suspicious_threshold_usd_by_region"] = mapping
         if (value := get("PARTITIONS_START_DATE")) is not None:
             try:
                 kwargs["partitions_start_date"] = date.fromisoformat(value)
@@ -238,7 +253,9 @@ class Settings:
             kwargs["region_dsns"] = mapping
 
         settings = cls(**kwargs)
-        unknown = set(settings.region_dsns) - set(settings.regions)
-        if unknown:
-            raise ConfigError(f"TXMON_REGION_DSNS names regions that are not configured: {sorted(unknown)}")
+        for name, mapping in (("REGION_DSNS", settings.region_dsns),
+                              ("SUSPICIOUS_THRESHOLD_USD_BY_REGION", settings.suspicious_threshold_usd_by_region)):
+            unknown = set(mapping) - set(settings.regions)
+            if unknown:
+                raise ConfigError(f"TXMON_{name} names regions that are not configured: {sorted(unknown)}")
         return settings

@@ -1,0 +1,69 @@
+-- Each transaction's latest event (greatest event_at; at the same instant the later lifecycle
+-- state, then the later Kafka offset), in the region x UTC-day slice where that event falls.
+-- A transaction whose later event lies on a later day belongs to that day, not to this one;
+-- later events are looked for up to `lifecycle_window_days` after the slice.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition('event_date', 'region') }}",
+        post_hook="create index if not exists int_transactions_latest_slice on {{ this }} (event_date, region)",
+    )
+}}
+
+with slice_events as (
+
+    select * from {{ ref('stg_transactions') }}
+    where {{ in_partition('event_at', 'region') }}
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by transaction_id
+            order by event_at desc, status_rank desc, kafka_offset desc
+        ) as recency
+
+    from slice_events
+
+),
+
+latest_in_slice as (
+
+    select * from ranked where recency = 1
+
+),
+
+superseded as (
+
+    select l.transaction_id
+    from latest_in_slice as l
+    where exists (
+        select 1
+        from {{ ref('stg_transactions') }} as later
+        where later.transaction_id = l.transaction_id
+          and later.event_at > l.event_at
+          and later.event_at < (l.event_date + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+    )
+
+)
+
+select
+    transaction_id,
+    account_id,
+    counterparty_id,
+    amount,
+    currency,
+    region,
+    status,
+    is_fraud_flagged,
+    event_at,
+    event_date,
+    kafka_partition,
+    kafka_offset
+
+from latest_in_slice
+where transaction_id not in (select transaction_id from superseded)

@@ -1,0 +1,29 @@
+-- Per UTC day, region and currency: how many transactions have their latest event that day, and how
+-- many of those (and how much volume) settled.
+{{
+    config(
+        alias='daily_settlements',
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition('settlement_date', 'region') }}",
+        post_hook="create index if not exists daily_settlements_slice on {{ this }} (settlement_date, region)",
+    )
+}}
+
+with latest as (
+
+    select * from {{ ref('int_transactions_latest') }}
+    where {{ partition_filter('event_date', 'region') }}
+
+)
+
+select
+    event_date as settlement_date,
+    region,
+    currency,
+    count(*) as transaction_count,
+    count(*) filter (where status = 'settled') as settled_count,
+    coalesce(sum(amount) filter (where status = 'settled'), 0)::numeric(20, 4) as settled_volume
+
+from latest
+group by event_date, region, currency

@@ -1,0 +1,68 @@
+-- Suspicious transactions (latest state): USD amount strictly above the threshold of the region,
+-- or flagged by the upstream fraud screen. One row per transaction, with every reason that applies.
+{{
+    config(
+        alias='suspicious_activity',
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition('event_date', 'region') }}",
+        post_hook="create index if not exists suspicious_activity_slice on {{ this }} (event_date, region)",
+    )
+}}
+
+with latest as (
+
+    select * from {{ ref('int_transactions_latest') }}
+    where {{ partition_filter('event_date', 'region') }}
+
+),
+
+converted as (
+
+    select
+        latest.*,
+        round(latest.amount * rate.usd_per_unit, 4) as amount_usd,
+        {{ suspicious_threshold_usd('latest.region') }} as threshold_usd
+
+    from latest
+    left join lateral (
+        -- FX rule: the rate with the latest rate_date on or before the business day.
+        select fx.usd_per_unit
+        from {{ ref('fx_rates') }} as fx
+        where fx.currency = latest.currency
+          and fx.rate_date <= latest.event_date
+        order by fx.rate_date desc
+        limit 1
+    ) as rate on true
+
+),
+
+flagged as (
+
+    select
+        *,
+        array_remove(array[
+            case when amount_usd > threshold_usd then 'amount_over_threshold' end,
+            case when is_fraud_flagged then 'fraud_flag' end
+        ], null)::text[] as reasons
+
+    from converted
+
+)
+
+select
+    transaction_id,
+    account_id,
+    counterparty_id,
+    region,
+    amount,
+    currency,
+    amount_usd,
+    threshold_usd,
+    status,
+    event_at as event_time,
+    event_date,
+    reasons
+
+from flagged
+where cardinality(reasons) > 0

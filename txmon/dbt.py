@@ -1,0 +1,54 @@
+"""How txmon runs dbt: the project, its connection and its vars, all from the one Settings object."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date
+
+from psycopg.conninfo import conninfo_to_dict
+
+from txmon.config import REPO_ROOT, Settings
+
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment dbt's profiles.yml reads (TXMON_DBT_*), from the warehouse DSN."""
+    parts = conninfo_to_dict(settings.warehouse_dsn)
+    return {
+        "TXMON_DBT_HOST": str(parts.get("host", "127.0.0.1")),
+        "TXMON_DBT_PORT": str(parts.get("port", 5432)),
+        "TXMON_DBT_USER": str(parts.get("user", "")),
+        "TXMON_DBT_PASSWORD": str(parts.get("password", "")),
+        "TXMON_DBT_DBNAME": str(parts.get("dbname", "")),
+        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+
+
+def apply_dbt_env(settings: Settings) -> None:
+    os.environ.update(dbt_env(settings))
+
+
+def dbt_vars(settings: Settings, day: date | None = None, region: str | None = None) -> dict:
+    """The --vars of one run: the settings, and the region x day slice when given."""
+    if (day is None) != (region is None):
+        raise ValueError("a slice needs both a day and a region")
+    if region is not None and region not in settings.regions:
+        raise ValueError(f"region {region!r} is not one of {list(settings.regions)}")
+    return {
+        "partition_date": day.isoformat() if day else None,
+        "partition_region": region,
+        "suspicious_threshold_usd": str(settings.suspicious_threshold_usd),
+        "suspicious_threshold_usd_by_region": {
+            r: str(t) for r, t in sorted(settings.suspicious_threshold_usd_by_region.items())
+        },
+        "lifecycle_window_days": settings.lifecycle_window_days,
+        "regions": list(settings.regions),
+        "currencies": list(settings.currencies),
+    }
+
+
+def vars_arg(variables: dict) -> list[str]:
+    return ["--vars", json.dumps(variables, sort_keys=True)]
