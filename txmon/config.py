@@ -93,6 +93,13 @@ class Settings:
     lifecycle_window_days: int = 7
     partitions_start_date: date = date(2025, 1, 1)
 
+    # Who lands the data: the Dagster sensor itself ("sensor"), or standalone `txmon ingest`
+    # workers ("worker", the sensor then only reports what they landed).
+    ingest_mode: str = "sensor"
+    sensor_ingest_seconds: float = 20.0
+    # Dagster runs (and sensor-reported events) older than this are pruned daily.
+    dagster_retention_days: int = 30
+
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: int = 20000
     batch_max_seconds: float = 0.5
@@ -199,6 +206,7 @@ class Settings:
         integer("TOPIC_PARTITIONS", "topic_partitions", 1, 1024)
         integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
         integer("LIFECYCLE_WINDOW_DAYS", "lifecycle_window_days", 0, 3660)
+        integer("DAGSTER_RETENTION_DAYS", "dagster_retention_days", 1, 3660)
 
         if (value := get("BATCH_MAX_SECONDS")) is not None:
             try:
@@ -208,6 +216,10 @@ class Settings:
             if not 0 < kwargs["batch_max_seconds"] <= 60:
                 raise ConfigError("TXMON_BATCH_MAX_SECONDS must be above 0 and at most 60")
 
+        if (value := get("INGEST_MODE")) is not None:
+            if value not in ("sensor", "worker"):
+                raise ConfigError(f"TXMON_INGEST_MODE={value!r}: use sensor or worker")
+            kwargs["ingest_mode"] = value
         if (value := get("REGIONS")) is not None:
             kwargs["regions"] = _csv(value)
             bad = [r for r in kwargs["regions"] if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,15}", r)]

@@ -18,13 +18,19 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- The same slice on a table keyed by (date, region): the pre-hook of every partitioned model. -#}
+{#-
+  The pre-hook of every partitioned model: empty the slice about to be rebuilt, inside the model's
+  transaction. The advisory lock makes two runs of the same slice take turns (without it both
+  would delete, then both insert).
+-#}
 {% macro delete_partition(date_column, region_column) -%}
     {%- if is_incremental() and var('partition_date') is not none -%}
+        select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
         delete from {{ this }}
         where {{ date_column }} = '{{ var('partition_date') }}'::date
           and {{ region_column }} = '{{ var('partition_region') }}'
     {%- elif is_incremental() -%}
+        select pg_advisory_xact_lock(hashtext('{{ this }}'));
         delete from {{ this }}
     {%- else -%}
         select 1

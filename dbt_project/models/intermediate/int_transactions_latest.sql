@@ -2,6 +2,7 @@
 -- state, then the later Kafka offset), in the region x UTC-day slice where that event falls.
 -- A transaction whose later event lies on a later day belongs to that day, not to this one;
 -- later events are looked for up to `lifecycle_window_days` after the slice.
+-- depends_on: {{ source('staging', 'transactions') }}
 {{
     config(
         materialized='incremental',

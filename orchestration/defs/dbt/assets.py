@@ -1,0 +1,91 @@
+"""Two sets of dbt assets, split by partitioning (as dbt and Dagster both advise):
+
+- reference: the FX seed and the staging view, unpartitioned, built once at set-up;
+- partitioned: the intermediate and mart models, rebuilt one region x day slice per run with the
+  slice passed as --vars (one run per partition; no single-run backfills, see README).
+"""
+
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, AssetSelection, AutomationCondition
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
+from orchestration.partitions import parse_partition_key, region_day_partitions
+from orchestration.resources import TxmonResource
+from txmon.config import Settings
+from txmon.dbt import DBT_PROJECT_DIR, dbt_vars, vars_arg
+
+PARTITIONED = "tag:partitioned"
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+
+
+def dbt_build_args(settings: Settings, partition: str | None) -> list[str]:
+    """The dbt command of one run: build (models + data tests), the slice and settings as --vars."""
+    day, region = parse_partition_key(partition) if partition else (None, None)
+    return ["build", "--exclude-resource-type", "unit_test", *vars_arg(dbt_vars(settings, day, region))]
+
+
+def on_new_data(upstream: AssetKey) -> AutomationCondition:
+    """Run a partition when its upstream partition changed, on any day (late data included)."""
+    return (
+        AutomationCondition.any_deps_updated().allow(AssetSelection.assets(upstream)).since_last_handled()
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ).with_label(f"new data in {upstream.to_user_string()}")
+
+
+INT_LATEST = AssetKey(["intermediate", "int_transactions_latest"])
+AUTOMATION = {
+    # Each transaction's latest state, then the suspicious-activity mart: refreshed from new data
+    # within a minute, for every day that received data.
+    "int_transactions_latest": on_new_data(STAGING_TRANSACTIONS),
+    "fct_suspicious_activity": on_new_data(INT_LATEST),
+    # Settlements: on a schedule once the UTC day closes (daily_settlements_schedule), and for
+    # older days when late data changes them; never for the day still open.
+    "fct_daily_settlements": on_new_data(INT_LATEST) & ~AutomationCondition.in_latest_time_window(),
+}
+
+
+class TxmonDbtTranslator(DagsterDbtTranslator):
+    """Asset keys are the warehouse relations: schema / table (marts/suspicious_activity)."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
+        relation = dbt_resource_props.get("alias") or dbt_resource_props["name"]
+        return AssetKey([dbt_resource_props["schema"], relation])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        return dbt_resource_props["fqn"][1] if len(dbt_resource_props["fqn"]) > 2 else "reference"
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
+        return AUTOMATION.get(dbt_resource_props["name"])
+
+
+TRANSLATOR = TxmonDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    exclude=PARTITIONED,
+    dagster_dbt_translator=TRANSLATOR,
+    name="reference_dbt_models",
+)
+def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
+    yield from dbt.cli(dbt_build_args(txmon.settings(), None), context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    select=PARTITIONED,
+    partitions_def=region_day_partitions(Settings.from_env()),
+    dagster_dbt_translator=TRANSLATOR,
+    name="partitioned_dbt_models",
+)
+def partitioned_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
+    yield from dbt.cli(dbt_build_args(txmon.settings(), context.partition_key), context=context).stream()

@@ -1,0 +1,49 @@
+"""Dagster's home, instance and dbt manifest, prepared the same way for the CLI, the UI and tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from txmon.config import REPO_ROOT, Settings
+from txmon.dbt import DBT_PROJECT_DIR, apply_dbt_env
+
+DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+
+class OrchestrationError(RuntimeError):
+    pass
+
+
+def dagster_home(settings: Settings) -> Path:
+    """<state dir>/dagster with the repo's dagster.yaml; exported as DAGSTER_HOME."""
+    home = settings.state_dir / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["TXMON_DAGSTER_DSN"] = settings.dagster_dsn
+    return home
+
+
+def _manifest_stale() -> bool:
+    if not MANIFEST.exists():
+        return True
+    built = MANIFEST.stat().st_mtime
+    sources = [p for d in ("models", "macros", "seeds", "tests") for p in (DBT_PROJECT_DIR / d).rglob("*")]
+    sources += [DBT_PROJECT_DIR / "dbt_project.yml", DBT_PROJECT_DIR / "profiles.yml"]
+    return any(p.is_file() and p.stat().st_mtime > built for p in sources)
+
+
+def prepare(settings: Settings) -> None:
+    """dbt's connection variables, and `dbt parse` when the manifest is missing or older than the project."""
+    apply_dbt_env(settings)
+    if not _manifest_stale():
+        return
+    dbt = Path(sys.executable).with_name("dbt")
+    proc = subprocess.run([str(dbt), "parse", "--quiet"], cwd=DBT_PROJECT_DIR, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise OrchestrationError(f"dbt parse failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
