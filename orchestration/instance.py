@@ -20,12 +20,13 @@ class OrchestrationError(RuntimeError):
 
 
 def dagster_home(settings: Settings) -> Path:
-    """<state dir>/dagster with the repo's dagster.yaml; exported as DAGSTER_HOME."""
+    """<state dir>/dagster with the repo's dagster.yaml; exported as DAGSTER_HOME, with the storage URL."""
     home = settings.state_dir / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
-    os.environ["TXMON_DAGSTER_DSN"] = settings.dagster_dsn
+    # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
+    os.environ["TXMON_DAGSTER_STORAGE_URL"] = settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
     return home
 
 

@@ -12,10 +12,15 @@ DATE, REGION = "date", "region"
 
 
 def region_day_partitions(settings: Settings) -> MultiPartitionsDefinition:
-    """Daily UTC dates from the configured start x the configured regions ("2026-11-24|EU")."""
+    """Daily UTC dates from the configured start x the configured regions ("2026-11-24|EU").
+
+    The day still open is a partition too (end_offset=1), so today's marts refresh as data lands.
+    """
     return MultiPartitionsDefinition(
         {
-            DATE: DailyPartitionsDefinition(start_date=settings.partitions_start_date.isoformat(), timezone="UTC"),
+            DATE: DailyPartitionsDefinition(
+                start_date=settings.partitions_start_date.isoformat(), timezone="UTC", end_offset=1
+            ),
             REGION: StaticPartitionsDefinition(list(settings.regions)),
         }
     )

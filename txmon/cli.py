@@ -65,6 +65,15 @@ def _timestamp(text: str) -> datetime:
     return moment
 
 
+def _day(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from None
+
+
 def _partitions(text: str) -> list[int]:
     try:
         parts = [int(p) for p in text.split(",") if p.strip()]
@@ -106,9 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--group", action="store_true", help="share partitions with other workers in a group")
     ingest.add_argument("--max-seconds", type=_positive_float, help="stop after this long")
 
-    run = sub.add_parser("run", help="services up, synthetic payments flowing, ingestion worker, live status")
+    mat = sub.add_parser("materialize", help="materialize one region-day partition of every mart, checks included")
+    mat.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
+    mat.add_argument("--region", required=True)
+
+    back = sub.add_parser("backfill", help="materialize a range of days (inclusive) for one or all regions")
+    back.add_argument("--from", dest="first", type=_day, required=True, help="YYYY-MM-DD")
+    back.add_argument("--to", dest="last", type=_day, required=True, help="YYYY-MM-DD (inclusive)")
+    back.add_argument("--region", help="one region (default: all)")
+
+    sub.add_parser("dagster", help="run the Dagster UI and daemon (sensor, automation, schedules) until Ctrl-C")
+
+    run = sub.add_parser(
+        "run", help="services up, synthetic payments, ingestion, Dagster UI and daemon, live status (Ctrl-C stops)"
+    )
     run.add_argument("--tps", type=_positive_float, default=2000.0)
     run.add_argument("--duration", type=_non_negative_float, default=0.0, help="seconds (0: until Ctrl-C)")
+    run.add_argument("--worker", action="store_true",
+                     help="land with a standalone worker; the Dagster sensor then only reports")
+    run.add_argument("--port", type=int, default=3000, help="Dagster UI port")
 
     sub.add_parser("status", help="rows landed, quarantined and consumer lag")
 
@@ -240,26 +265,67 @@ def cmd_status(args, settings) -> int:
     return 0
 
 
-def cmd_run(args, settings) -> int:
-    from txmon import services
+def _materialize(settings, partitions) -> int:
+    from orchestration.runner import check_partition, materialize
 
-    for s in services.up(settings):
-        print(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
-    exe = [sys.executable, "-m", "txmon.cli"]
-    children = [
-        subprocess.Popen([*exe, "ingest"]),
-        subprocess.Popen([*exe, "generate", "--tps", str(args.tps), "--duration", "0"],
-                         stdout=subprocess.DEVNULL),
+    for day, region in partitions:
+        try:
+            check_partition(settings, day, region)
+        except ValueError as exc:
+            raise UsageError(f"txmon: {exc}") from None
+    outcomes = materialize(settings, partitions)
+    for outcome in outcomes:
+        print(outcome.line())
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        print(f"txmon: {len(failed)} of {len(outcomes)} partitions failed", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+def cmd_materialize(args, settings) -> int:
+    return _materialize(settings, [(args.date, args.region)])
+
+
+def cmd_backfill(args, settings) -> int:
+    from orchestration.runner import days
+
+    try:
+        span = days(args.first, args.last)
+    except ValueError as exc:
+        raise UsageError(f"txmon backfill: {exc}") from None
+    regions = [args.region] if args.region else list(settings.regions)
+    return _materialize(settings, [(day, region) for day in span for region in regions])
+
+
+def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
+    from orchestration.runner import setup
+
+    setup(settings)  # DAGSTER_HOME, manifest, reference models, mart tables (sets os.environ)
+    bin_dir = Path(sys.executable).parent
+    log_dir = settings.state_dir / "dagster" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    module = ["-m", "orchestration.definitions"]
+    return [
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
+                         stdout=open(log_dir / "webserver.log", "ab"), stderr=subprocess.STDOUT),
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *module],
+                         stdout=open(log_dir / "daemon.log", "ab"), stderr=subprocess.STDOUT),
     ]
+
+
+def _supervise(children: list[subprocess.Popen], duration: float, status) -> int:
     stop = _stop_on_signals()
-    deadline = time.monotonic() + args.duration if args.duration else None
-    print(f"synthetic payments at {args.tps:g}/s -> {settings.topic} -> staging.transactions; Ctrl-C stops")
+    deadline = time.monotonic() + duration if duration else None
     try:
         while not stop.wait(5):
-            if any(c.poll() is not None for c in children):
-                print("txmon run: a child process exited; stopping", file=sys.stderr)
+            exited = [c for c in children if c.poll() is not None]
+            if exited:
+                print(f"txmon: {' '.join(map(str, exited[0].args[:2]))} exited with {exited[0].returncode}; stopping",
+                      file=sys.stderr)
                 return EXIT_FAILURE
-            print(_status_line(settings), flush=True)
+            if status:
+                print(status(), flush=True)
             if deadline and time.monotonic() > deadline:
                 break
     finally:
@@ -267,8 +333,39 @@ def cmd_run(args, settings) -> int:
             if c.poll() is None:
                 c.send_signal(signal.SIGTERM)
         for c in children:
-            c.wait(timeout=60)
+            try:
+                c.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                c.kill()
     return 0
+
+
+def cmd_dagster(args, settings) -> int:
+    children = _dagster_processes(settings, 3000)
+    print("Dagster UI: http://127.0.0.1:3000  (logs in .txmon/dagster/logs; Ctrl-C stops)")
+    return _supervise(children, 0, None)
+
+
+def cmd_run(args, settings) -> int:
+    from dataclasses import replace
+
+    from txmon import services
+
+    for s in services.up(settings):
+        print(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
+    if args.worker:
+        settings = replace(settings, ingest_mode="worker")
+        os.environ["TXMON_INGEST_MODE"] = "worker"
+    children = _dagster_processes(settings, args.port)
+    exe = [sys.executable, "-m", "txmon.cli"]
+    if args.worker:
+        children.append(subprocess.Popen([*exe, "ingest"], stderr=subprocess.DEVNULL))
+    children.append(subprocess.Popen([*exe, "generate", "--tps", str(args.tps), "--duration", "0"],
+                                     stdout=subprocess.DEVNULL))
+    lander = "a standalone worker" if args.worker else "the Dagster sensor kafka_ingestion"
+    print(f"synthetic payments at {args.tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
+    print(f"Dagster UI: http://127.0.0.1:{args.port}  (sensor, automation and schedules on; Ctrl-C stops)")
+    return _supervise(children, args.duration, lambda: _status_line(settings))
 
 
 def cmd_dbt(args, settings) -> int:
@@ -294,11 +391,16 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "dbt": cmd_dbt,
+    "materialize": cmd_materialize,
+    "backfill": cmd_backfill,
+    "dagster": cmd_dagster,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("txmon").setLevel(logging.INFO)
+    logging.getLogger("dagster").setLevel(logging.WARNING)
     import psycopg
     from confluent_kafka import KafkaException
 

@@ -21,11 +21,10 @@ from dagster import (
     schedule,
 )
 
-from orchestration.defs.dbt.assets import PARTITIONED, partitioned_dbt_models
+from orchestration.defs.dbt.assets import PARTITIONED, partitioned_dbt_models, reference_dbt_models
 from orchestration.partitions import partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
-
 
 # Every asset downstream of staging for one region x day: what `txmon materialize` and
 # `txmon backfill` run, one run per partition.
@@ -35,6 +34,13 @@ region_day_job = define_asset_job(
     partitions_def=region_day_partitions(Settings.from_env()),
     description=f"Rebuilds one region x day slice of every dbt model tagged {PARTITIONED}, with its checks.",
     tags={"txmon/pipeline": "region_day"},
+)
+
+# The unpartitioned dbt assets (FX seed, staging view): built once at set-up and when they change.
+reference_job = define_asset_job(
+    "reference",
+    selection=AssetSelection.assets(reference_dbt_models),
+    description="Builds the FX rates seed and the staging view, with their checks.",
 )
 
 marts_automation = AutomationConditionSensorDefinition(
