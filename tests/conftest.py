@@ -35,11 +35,14 @@ class Platform:
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "txmon.cli", *args], env=self.env, cwd=REPO, **kwargs)
 
-    def query(self, sql: str, params=()) -> list[tuple]:
+    def query(self, sql: str, params=(), dsn: str | None = None) -> list[tuple]:
         from txmon.db import connect
 
-        with connect(self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
+        with connect(dsn or self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
             return conn.execute(sql, params).fetchall()
+
+    def query_dagster(self, sql: str, params=()) -> list[tuple]:
+        return self.query(sql, params, dsn=self.settings.dagster_dsn)
 
 
 @pytest.fixture(scope="session")
