@@ -19,14 +19,22 @@ class OrchestrationError(RuntimeError):
     pass
 
 
+def dagster_env(settings: Settings) -> dict[str, str]:
+    """DAGSTER_HOME (<state dir>/dagster) and the storage URL its dagster.yaml reads."""
+    return {
+        "DAGSTER_HOME": str(settings.state_dir / "dagster"),
+        # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
+        "TXMON_DAGSTER_STORAGE_URL": settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1),
+    }
+
+
 def dagster_home(settings: Settings) -> Path:
-    """<state dir>/dagster with the repo's dagster.yaml; exported as DAGSTER_HOME, with the storage URL."""
-    home = settings.state_dir / "dagster"
+    """Lay out DAGSTER_HOME with the repo's dagster.yaml and export dagster_env() to this process."""
+    env = dagster_env(settings)
+    home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
-    os.environ["TXMON_DAGSTER_STORAGE_URL"] = settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
+    os.environ.update(env)
     return home
 
 

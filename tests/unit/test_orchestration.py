@@ -1,0 +1,76 @@
+"""Pure pieces of orchestration: partition keys, dbt arguments, and a snapshot of the code location."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from orchestration.partitions import parse_partition_key, partition_key, region_day_partitions
+from txmon.config import Settings
+from txmon.dbt import dbt_vars
+
+
+def test_partition_keys_round_trip():
+    key = partition_key(date(2026, 11, 24), "EU")
+    assert str(key) == "2026-11-24|EU"
+    assert parse_partition_key(key) == (date(2026, 11, 24), "EU")
+    assert parse_partition_key("2026-11-24|APAC") == (date(2026, 11, 24), "APAC")
+
+
+def test_partitions_are_days_from_the_start_by_regions():
+    settings = Settings.from_env({"TXMON_PARTITIONS_START_DATE": "2026-11-01"})
+    parts = region_day_partitions(settings)
+    keys = parts.get_partition_keys()
+    assert "2026-11-01|EU" in keys and "2026-10-31|EU" not in keys
+    assert {k.split("|")[1] for k in keys} == {"EU", "US", "APAC"}
+
+
+def test_dbt_vars_for_a_slice():
+    settings = Settings.from_env({"TXMON_SUSPICIOUS_THRESHOLD_USD": "12500.50",
+                                  "TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION": '{"APAC": "8000"}'})
+    v = dbt_vars(settings, date(2026, 11, 24), "APAC")
+    assert v["partition_date"] == "2026-11-24" and v["partition_region"] == "APAC"
+    assert v["suspicious_threshold_usd"] == "12500.50"
+    assert v["suspicious_threshold_usd_by_region"] == {"APAC": "8000"}
+    assert json.loads(json.dumps(v)) == v  # it travels as --vars JSON
+    full = dbt_vars(settings)
+    assert full["partition_date"] is None and full["partition_region"] is None
+    with pytest.raises(ValueError):
+        dbt_vars(settings, date(2026, 11, 24), None)
+    with pytest.raises(ValueError):
+        dbt_vars(settings, date(2026, 11, 24), "MARS")
+
+
+def test_dbt_build_args_exclude_unit_tests_and_carry_the_slice():
+    from orchestration.defs.dbt.assets import dbt_build_args
+
+    args = dbt_build_args(Settings.from_env({}), "2026-11-24|US")
+    assert args[:3] == ["build", "--exclude-resource-type", "unit_test"]
+    assert json.loads(args[args.index("--vars") + 1])["partition_region"] == "US"
+
+
+def test_code_location_snapshot():
+    """Asset keys, partitioning and automation: a rename here is a breaking change for users."""
+    from orchestration.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = sorted(k.to_user_string() for k in graph.get_all_asset_keys())
+    assert keys == [
+        "intermediate/int_transactions_latest",
+        "marts/daily_settlements",
+        "marts/suspicious_activity",
+        "reference/fx_rates",
+        "staging/stg_transactions",
+        "staging/transactions",
+    ]
+    partitioned = sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def)
+    assert partitioned == [
+        "intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity",
+        "staging/transactions",
+    ]
+    automated = sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition)
+    assert automated == ["intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity"]
+    assert {s.name for s in defs.sensors} >= {"kafka_ingestion", "marts_automation"}
+    assert {s.name for s in defs.schedules} == {"daily_settlements", "prune_dagster_history"}
