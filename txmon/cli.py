@@ -303,7 +303,7 @@ def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
 
     setup(settings)  # DAGSTER_HOME, manifest, reference models, mart tables (sets os.environ)
     bin_dir = Path(sys.executable).parent
-    log_dir = settings.state_dir / "dagster" / "logs"
+    log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
     log_dir.mkdir(parents=True, exist_ok=True)
     module = ["-m", "orchestration.definitions"]
     return [
@@ -342,7 +342,7 @@ def _supervise(children: list[subprocess.Popen], duration: float, status) -> int
 
 def cmd_dagster(args, settings) -> int:
     children = _dagster_processes(settings, 3000)
-    print("Dagster UI: http://127.0.0.1:3000  (logs in .txmon/dagster/logs; Ctrl-C stops)")
+    print("Dagster UI: http://127.0.0.1:3000  (logs in .txmon/logs; Ctrl-C stops)")
     return _supervise(children, 0, None)
 
 
