@@ -46,8 +46,8 @@ def main() -> None:
     seen = []
     for i in range(args.tries):
         latency = one_try(settings, args.timeout)
-        print(f"try {i + 1}: {'not seen within %.0fs' % args.timeout if latency is None else '%.1fs' % latency}",
-              flush=True)
+        outcome = f"not seen within {args.timeout:.0f}s" if latency is None else f"{latency:.1f}s"
+        print(f"try {i + 1}: {outcome}", flush=True)
         if latency is not None:
             seen.append(latency)
     if seen:

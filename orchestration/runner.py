@@ -98,6 +98,7 @@ def setup(settings: Settings):
 
 def materialize(settings: Settings, partitions: list[tuple[date, str]]) -> list[PartitionOutcome]:
     """One run per partition, in order, each recorded in the Dagster instance."""
+    from orchestration.defs.dbt.assets import FULL_SLICE_TAG
     from orchestration.partitions import partition_key
 
     defs, instance = setup(settings)
@@ -105,7 +106,9 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]]) -> list[
     outcomes = []
     for day, region in partitions:
         key = partition_key(day, region)
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET)
+        result = job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET, tags={FULL_SLICE_TAG: "true"}
+        )
         failed = sorted(
             f"{e.asset_key.to_user_string()}:{e.check_name}"
             for e in result.get_asset_check_evaluations()

@@ -31,8 +31,13 @@ def apply_dbt_env(settings: Settings) -> None:
     os.environ.update(dbt_env(settings))
 
 
-def dbt_vars(settings: Settings, day: date | None = None, region: str | None = None) -> dict:
-    """The --vars of one run: the settings, and the region x day slice when given."""
+SLICE_MODES = ("full", "new_data")
+
+
+def dbt_vars(settings: Settings, day: date | None = None, region: str | None = None, mode: str = "full") -> dict:
+    """The --vars of one run: the settings, and the region x day slice (and how to rebuild it) when given."""
+    if mode not in SLICE_MODES:
+        raise ValueError(f"slice mode {mode!r} is not one of {SLICE_MODES}")
     if (day is None) != (region is None):
         raise ValueError("a slice needs both a day and a region")
     if region is not None and region not in settings.regions:
@@ -40,6 +45,7 @@ def dbt_vars(settings: Settings, day: date | None = None, region: str | None = N
     return {
         "partition_date": day.isoformat() if day else None,
         "partition_region": region,
+        "slice_mode": mode,
         "suspicious_threshold_usd": str(settings.suspicious_threshold_usd),
         "suspicious_threshold_usd_by_region": {
             r: str(t) for r, t in sorted(settings.suspicious_threshold_usd_by_region.items())
@@ -47,6 +53,7 @@ def dbt_vars(settings: Settings, day: date | None = None, region: str | None = N
         "lifecycle_window_days": settings.lifecycle_window_days,
         "regions": list(settings.regions),
         "currencies": list(settings.currencies),
+        "partitions_start_date": settings.partitions_start_date.isoformat(),
     }
 
 

@@ -18,17 +18,55 @@
     {%- endif -%}
 {%- endmacro %}
 
+
+{#- A data test's `where` for the slice being built (every slice without partition vars). -#}
+{% macro partition_filter(date_column, region_column) -%}
+    {%- if var('partition_date') is none -%}
+        true
+    {%- else -%}
+        {{ date_column }} = '{{ var('partition_date') }}'::date and {{ region_column }} = '{{ var('partition_region') }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- True in a run that only refreshes the transactions with new events (slice_mode new_data). -#}
+{% macro new_data_run() -%}
+    {{ return(is_incremental() and var('partition_date') is not none and var('slice_mode') == 'new_data') }}
+{%- endmacro %}
+
+
 {#-
-  The pre-hook of every partitioned model: empty the slice about to be rebuilt, inside the model's
-  transaction. The advisory lock makes two runs of the same slice take turns (without it both
-  would delete, then both insert).
+  The pre-hook of every partitioned model, inside the model's transaction:
+  - full: empty the slice about to be rebuilt;
+  - new_data (by_transaction models only): note in txmon_touched the slice's transactions with an
+    event landed since this model last processed the slice (minus a margin), and delete just those.
+  The advisory lock makes two runs of the same slice take turns (without it both would delete,
+  then both insert).
 -#}
-{% macro delete_partition(date_column, region_column) -%}
+{% macro delete_partition(date_column, region_column, by_transaction=true) -%}
     {%- if is_incremental() and var('partition_date') is not none -%}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
+        {%- if by_transaction and new_data_run() %}
+        create temp table txmon_touched on commit drop as
+            select distinct transaction_id
+            from {{ ref('stg_transactions') }}
+            where {{ in_partition('event_at', 'region') }}
+              and ingested_at > (
+                select coalesce(max(processed_until), '-infinity'::timestamptz)
+                       - make_interval(secs => {{ var('watermark_margin_seconds') }})
+                from intermediate.slice_watermarks
+                where model = '{{ this.identifier }}'
+                  and slice_date = '{{ var('partition_date') }}'::date
+                  and region = '{{ var('partition_region') }}');
         delete from {{ this }}
         where {{ date_column }} = '{{ var('partition_date') }}'::date
           and {{ region_column }} = '{{ var('partition_region') }}'
+          and transaction_id in (select transaction_id from txmon_touched)
+        {%- else %}
+        delete from {{ this }}
+        where {{ date_column }} = '{{ var('partition_date') }}'::date
+          and {{ region_column }} = '{{ var('partition_region') }}'
+        {%- endif -%}
     {%- elif is_incremental() -%}
         select pg_advisory_xact_lock(hashtext('{{ this }}'));
         delete from {{ this }}
@@ -37,11 +75,22 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- A data test's `where` for the slice being built (every slice without partition vars). -#}
-{% macro partition_filter(date_column, region_column) -%}
-    {%- if var('partition_date') is none -%}
-        true
+
+{#- In a new_data run, restrict a model's rows to the transactions its pre-hook noted. -#}
+{% macro only_touched(column='transaction_id') -%}
+    {%- if new_data_run() -%}
+        and {{ column }} in (select transaction_id from txmon_touched)
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The post-hook of every partitioned model: the slice is processed up to this transaction's start. -#}
+{% macro record_watermark() -%}
+    {%- if var('partition_date') is not none -%}
+        insert into intermediate.slice_watermarks (model, slice_date, region, processed_until)
+        values ('{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}', now())
+        on conflict (model, slice_date, region) do update set processed_until = excluded.processed_until
     {%- else -%}
-        {{ date_column }} = '{{ var('partition_date') }}'::date and {{ region_column }} = '{{ var('partition_region') }}'
+        delete from intermediate.slice_watermarks where model = '{{ this.identifier }}'
     {%- endif -%}
 {%- endmacro %}

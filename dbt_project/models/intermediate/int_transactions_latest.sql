@@ -2,20 +2,25 @@
 -- state, then the later Kafka offset), in the region x UTC-day slice where that event falls.
 -- A transaction whose later event lies on a later day belongs to that day, not to this one;
 -- later events are looked for up to `lifecycle_window_days` after the slice.
+-- is_fraud_flagged is sticky: true when any event of the transaction (in the slice, or up to
+-- `lifecycle_window_days` before it) carried the upstream fraud flag.
 -- depends_on: {{ source('staging', 'transactions') }}
 {{
     config(
         materialized='incremental',
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
-        post_hook="create index if not exists int_transactions_latest_slice on {{ this }} (event_date, region)",
+        post_hook=[
+            "create index if not exists int_transactions_latest_slice on {{ this }} (event_date, region, transaction_id)",
+            "{{ record_watermark() }}",
+        ],
     )
 }}
 
 with slice_events as (
 
     select * from {{ ref('stg_transactions') }}
-    where {{ in_partition('event_at', 'region') }}
+    where {{ in_partition('event_at', 'region') }} {{ only_touched() }}
 
 ),
 
@@ -23,6 +28,7 @@ ranked as (
 
     select
         *,
+        bool_or(is_fraud_flagged) over (partition by transaction_id) as is_flagged_in_slice,
         row_number() over (
             partition by transaction_id
             order by event_at desc, status_rank desc, kafka_offset desc
@@ -60,7 +66,14 @@ select
     currency,
     region,
     status,
-    is_fraud_flagged,
+    is_flagged_in_slice or exists (
+        select 1
+        from {{ ref('stg_transactions') }} as earlier
+        where earlier.transaction_id = latest_in_slice.transaction_id
+          and earlier.is_fraud_flagged
+          and earlier.event_at < ('{{ var('partition_date') or '1970-01-01' }}'::date)::timestamp at time zone 'UTC'
+          and earlier.event_at >= (latest_in_slice.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+    ) as is_fraud_flagged,
     event_at,
     event_date,
     kafka_partition,

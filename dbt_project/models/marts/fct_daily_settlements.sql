@@ -1,11 +1,11 @@
 -- Per UTC day, region and currency: how many transactions have their latest event that day, and how
--- many of those (and how much volume) settled.
+-- many of those (and how much volume) settled. Always rebuilds its whole slice (an aggregate).
 {{
     config(
         alias='daily_settlements',
         materialized='incremental',
         incremental_strategy='append',
-        pre_hook="{{ delete_partition('settlement_date', 'region') }}",
+        pre_hook="{{ delete_partition('settlement_date', 'region', by_transaction=false) }}",
         post_hook="create index if not exists daily_settlements_slice on {{ this }} (settlement_date, region)",
     )
 }}

@@ -1,19 +1,23 @@
 -- Suspicious transactions (latest state): USD amount strictly above the threshold of the region,
 -- or flagged by the upstream fraud screen. One row per transaction, with every reason that applies.
+-- depends_on: {{ ref('stg_transactions') }}  (the new_data pre-hook reads it)
 {{
     config(
         alias='suspicious_activity',
         materialized='incremental',
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
-        post_hook="create index if not exists suspicious_activity_slice on {{ this }} (event_date, region)",
+        post_hook=[
+            "create index if not exists suspicious_activity_slice on {{ this }} (event_date, region, transaction_id)",
+            "{{ record_watermark() }}",
+        ],
     )
 }}
 
 with latest as (
 
     select * from {{ ref('int_transactions_latest') }}
-    where {{ partition_filter('event_date', 'region') }}
+    where {{ partition_filter('event_date', 'region') }} {{ only_touched() }}
 
 ),
 

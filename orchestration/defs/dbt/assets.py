@@ -7,6 +7,7 @@
 
 
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetSelection, AutomationCondition
@@ -23,10 +24,22 @@ PARTITIONED = "tag:partitioned"
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def dbt_build_args(settings: Settings, partition: str | None) -> list[str]:
+FULL_SLICE_TAG = "txmon/full_slice"
+
+
+def slice_mode(day: date | None, today: date, tags: Mapping[str, str]) -> str:
+    """The day still open refreshes only what landed since the last run; any other day (and any run
+    tagged txmon/full_slice, as `txmon materialize` and `txmon backfill` are) rebuilds its whole slice."""
+    return "new_data" if day == today and tags.get(FULL_SLICE_TAG) != "true" else "full"
+
+
+def dbt_build_args(settings: Settings, partition: str | None, mode: str = "full") -> list[str]:
     """The dbt command of one run: build (models + data tests), the slice and settings as --vars."""
     day, region = parse_partition_key(partition) if partition else (None, None)
-    return ["build", "--exclude-resource-type", "unit_test", *vars_arg(dbt_vars(settings, day, region))]
+    return [
+        "build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+        *vars_arg(dbt_vars(settings, day, region, mode)),
+    ]
 
 
 def on_new_data(upstream: AssetKey) -> AutomationCondition:
@@ -88,4 +101,7 @@ def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, tx
     name="partitioned_dbt_models",
 )
 def partitioned_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
-    yield from dbt.cli(dbt_build_args(txmon.settings(), context.partition_key), context=context).stream()
+    day, _ = parse_partition_key(context.partition_key)
+    mode = slice_mode(day, datetime.now(UTC).date(), context.run.tags)
+    context.log.info(f"slice mode: {mode}")
+    yield from dbt.cli(dbt_build_args(txmon.settings(), context.partition_key, mode), context=context).stream()
