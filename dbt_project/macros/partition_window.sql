@@ -94,3 +94,16 @@
         delete from intermediate.slice_watermarks where model = '{{ this.identifier }}'
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+  A model's slice index, created with the table only: CREATE INDEX, even IF NOT EXISTS, takes a
+  lock that conflicts with the inserts of concurrent runs of other slices.
+-#}
+{% macro create_slice_index(name, columns) -%}
+    {%- if not is_incremental() -%}
+        create index if not exists {{ name }} on {{ this }} ({{ columns }})
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

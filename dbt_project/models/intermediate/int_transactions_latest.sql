@@ -11,7 +11,7 @@
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
-            "create index if not exists int_transactions_latest_slice on {{ this }} (event_date, region, transaction_id)",
+            "{{ create_slice_index('int_transactions_latest_slice', 'event_date, region, transaction_id') }}",
             "{{ record_watermark() }}",
         ],
     )
@@ -77,7 +77,8 @@ select
     event_at,
     event_date,
     kafka_partition,
-    kafka_offset
+    kafka_offset,
+    now() as refreshed_at
 
 from latest_in_slice
 where transaction_id not in (select transaction_id from superseded)

@@ -8,7 +8,7 @@
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
-            "create index if not exists suspicious_activity_slice on {{ this }} (event_date, region, transaction_id)",
+            "{{ create_slice_index('suspicious_activity_slice', 'event_date, region, transaction_id') }}",
             "{{ record_watermark() }}",
         ],
     )
@@ -66,7 +66,8 @@ select
     status,
     event_at as event_time,
     event_date,
-    reasons
+    reasons,
+    now() as refreshed_at
 
 from flagged
 where cardinality(reasons) > 0
