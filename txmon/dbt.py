@@ -9,6 +9,7 @@ from datetime import date
 from psycopg.conninfo import conninfo_to_dict
 
 from txmon.config import REPO_ROOT, Settings
+from txmon.db import connect
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
@@ -32,6 +33,8 @@ def apply_dbt_env(settings: Settings) -> None:
 
 
 SLICE_MODES = ("full", "new_data")
+# The models that refresh per transaction in a new_data run (their watermarks live in the warehouse).
+NEW_DATA_MODELS = ("int_transactions_latest", "suspicious_activity")
 
 
 def dbt_vars(settings: Settings, day: date | None = None, region: str | None = None, mode: str = "full") -> dict:
@@ -55,6 +58,18 @@ def dbt_vars(settings: Settings, day: date | None = None, region: str | None = N
         "currencies": list(settings.currencies),
         "partitions_start_date": settings.partitions_start_date.isoformat(),
     }
+
+
+def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
+    """Whether every incremental model has processed this slice before (a new_data run needs that)."""
+    with connect(settings.dsn_for_region(region), autocommit=True, purpose="dbt") as conn:
+        if conn.execute("SELECT to_regclass('intermediate.slice_watermarks') IS NULL").fetchone()[0]:
+            return False
+        count = conn.execute(
+            "SELECT count(*) FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s",
+            (day, region),
+        ).fetchone()[0]
+    return count >= len(NEW_DATA_MODELS)
 
 
 def vars_arg(variables: dict) -> list[str]:

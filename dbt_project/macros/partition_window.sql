@@ -58,6 +58,7 @@
                 where model = '{{ this.identifier }}'
                   and slice_date = '{{ var('partition_date') }}'::date
                   and region = '{{ var('partition_region') }}');
+        analyze txmon_touched;
         delete from {{ this }}
         where {{ date_column }} = '{{ var('partition_date') }}'::date
           and {{ region_column }} = '{{ var('partition_region') }}'
@@ -76,10 +77,22 @@
 {%- endmacro %}
 
 
-{#- In a new_data run, restrict a model's rows to the transactions its pre-hook noted. -#}
-{% macro only_touched(column='transaction_id') -%}
+{#-
+  The rows of a partitioned model's input for this run: the whole slice, or in a new_data run only
+  the transactions its pre-hook noted, each looked up by key (an index probe: the OFFSET 0 keeps the
+  planner from turning the lookups back into a scan of the whole day).
+-#}
+{% macro slice_rows(relation, slice_filter) -%}
     {%- if new_data_run() -%}
-        and {{ column }} in (select transaction_id from txmon_touched)
+    select rows.*
+    from txmon_touched as touched
+    cross join lateral (
+        select * from {{ relation }}
+        where transaction_id = touched.transaction_id and {{ slice_filter }}
+        offset 0
+    ) as rows
+    {%- else -%}
+    select * from {{ relation }} where {{ slice_filter }}
     {%- endif -%}
 {%- endmacro %}
 

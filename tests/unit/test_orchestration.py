@@ -74,3 +74,13 @@ def test_code_location_snapshot():
     assert automated == ["intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity"]
     assert {s.name for s in defs.sensors} >= {"kafka_ingestion", "marts_automation"}
     assert {s.name for s in defs.schedules} == {"daily_settlements", "prune_dagster_history"}
+
+
+def test_only_the_open_day_refreshes_by_new_data():
+    from orchestration.defs.dbt.assets import FULL_SLICE_TAG, slice_mode
+
+    today, yesterday = date(2026, 11, 26), date(2026, 11, 25)
+    assert slice_mode(today, today, {}, processed_before=True) == "new_data"
+    assert slice_mode(today, today, {}, processed_before=False) == "full"  # first build of the day
+    assert slice_mode(yesterday, today, {}, processed_before=True) == "full"
+    assert slice_mode(today, today, {FULL_SLICE_TAG: "true"}, processed_before=True) == "full"

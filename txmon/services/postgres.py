@@ -39,6 +39,8 @@ wal_buffers = 64MB
 timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_duration_statement = 5000
+# Short analytical queries on 2 cores: JIT compilation costs more than it saves.
+jit = off
 """
 
 

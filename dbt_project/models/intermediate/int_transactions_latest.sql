@@ -19,8 +19,7 @@
 
 with slice_events as (
 
-    select * from {{ ref('stg_transactions') }}
-    where {{ in_partition('event_at', 'region') }} {{ only_touched() }}
+    {{ slice_rows(ref('stg_transactions'), in_partition('event_at', 'region')) }}
 
 ),
 
@@ -42,20 +41,6 @@ latest_in_slice as (
 
     select * from ranked where recency = 1
 
-),
-
-superseded as (
-
-    select l.transaction_id
-    from latest_in_slice as l
-    where exists (
-        select 1
-        from {{ ref('stg_transactions') }} as later
-        where later.transaction_id = l.transaction_id
-          and later.event_at > l.event_at
-          and later.event_at < (l.event_date + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
-    )
-
 )
 
 select
@@ -69,10 +54,10 @@ select
     is_flagged_in_slice or exists (
         select 1
         from {{ ref('stg_transactions') }} as earlier
-        where earlier.transaction_id = latest_in_slice.transaction_id
+        where earlier.transaction_id = latest.transaction_id
           and earlier.is_fraud_flagged
           and earlier.event_at < ('{{ var('partition_date') or '1970-01-01' }}'::date)::timestamp at time zone 'UTC'
-          and earlier.event_at >= (latest_in_slice.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+          and earlier.event_at >= (latest.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
     ) as is_fraud_flagged,
     event_at,
     event_date,
@@ -80,5 +65,19 @@ select
     kafka_offset,
     now() as refreshed_at
 
-from latest_in_slice
-where transaction_id not in (select transaction_id from superseded)
+from latest_in_slice as latest
+-- Not superseded by a later event of the same transaction (on this day or a later one): probed
+-- per transaction when only a few changed, as one anti-join over the days when the slice is rebuilt.
+{% set later_event -%}
+    select 1
+    from {{ ref('stg_transactions') }} as later
+    where later.transaction_id = latest.transaction_id
+      and later.event_at > latest.event_at
+      and later.event_at < (latest.event_date + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+{%- endset %}
+{% if new_data_run() -%}
+left join lateral ({{ later_event }} limit 1) as superseded on true
+where superseded is null
+{%- else -%}
+where not exists ({{ later_event }})
+{%- endif %}

@@ -16,8 +16,7 @@
 
 with latest as (
 
-    select * from {{ ref('int_transactions_latest') }}
-    where {{ partition_filter('event_date', 'region') }} {{ only_touched() }}
+    {{ slice_rows(ref('int_transactions_latest'), partition_filter('event_date', 'region')) }}
 
 ),
 

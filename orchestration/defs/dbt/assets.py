@@ -17,7 +17,7 @@ from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
-from txmon.dbt import DBT_PROJECT_DIR, dbt_vars, vars_arg
+from txmon.dbt import DBT_PROJECT_DIR, dbt_vars, slice_processed_before, vars_arg
 
 PARTITIONED = "tag:partitioned"
 
@@ -27,10 +27,11 @@ dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_D
 FULL_SLICE_TAG = "txmon/full_slice"
 
 
-def slice_mode(day: date | None, today: date, tags: Mapping[str, str]) -> str:
-    """The day still open refreshes only what landed since the last run; any other day (and any run
-    tagged txmon/full_slice, as `txmon materialize` and `txmon backfill` are) rebuilds its whole slice."""
-    return "new_data" if day == today and tags.get(FULL_SLICE_TAG) != "true" else "full"
+def slice_mode(day: date | None, today: date, tags: Mapping[str, str], processed_before: bool) -> str:
+    """The day still open refreshes only what landed since the last run, once it has been built;
+    any other day (and any run tagged txmon/full_slice, as `txmon materialize` and `txmon backfill`
+    are) rebuilds its whole slice."""
+    return "new_data" if day == today and processed_before and tags.get(FULL_SLICE_TAG) != "true" else "full"
 
 
 def dbt_build_args(settings: Settings, partition: str | None, mode: str = "full") -> list[str]:
@@ -101,7 +102,9 @@ def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, tx
     name="partitioned_dbt_models",
 )
 def partitioned_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
-    day, _ = parse_partition_key(context.partition_key)
-    mode = slice_mode(day, datetime.now(UTC).date(), context.run.tags)
+    settings = txmon.settings()
+    day, region = parse_partition_key(context.partition_key)
+    today = datetime.now(UTC).date()
+    mode = slice_mode(day, today, context.run.tags, day == today and slice_processed_before(settings, day, region))
     context.log.info(f"slice mode: {mode}")
-    yield from dbt.cli(dbt_build_args(txmon.settings(), context.partition_key, mode), context=context).stream()
+    yield from dbt.cli(dbt_build_args(settings, context.partition_key, mode), context=context).stream()
