@@ -110,11 +110,15 @@
 
 
 {#-
-  A model's slice index, created with the table only: CREATE INDEX, even IF NOT EXISTS, takes a
-  lock that conflicts with the inserts of concurrent runs of other slices.
+  A model's slice index, named after its columns, created when missing. Checked in the catalog
+  first: CREATE INDEX, even IF NOT EXISTS, takes a lock that conflicts with the inserts of
+  concurrent runs of other slices.
 -#}
-{% macro create_slice_index(name, columns) -%}
-    {%- if not is_incremental() -%}
+{% macro create_slice_index(columns) -%}
+    {%- set name = this.identifier ~ '__' ~ (columns | replace(', ', '__')) -%}
+    {%- set found = run_query(
+        "select 1 from pg_indexes where schemaname = '" ~ this.schema ~ "' and indexname = '" ~ name ~ "'") -%}
+    {%- if found.rows | length == 0 -%}
         create index if not exists {{ name }} on {{ this }} ({{ columns }})
     {%- else -%}
         select 1

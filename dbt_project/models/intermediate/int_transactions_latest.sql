@@ -11,7 +11,7 @@
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
-            "{{ create_slice_index('int_transactions_latest_slice', 'event_date, region, transaction_id') }}",
+            "{{ create_slice_index('event_date, region, transaction_id') }}",
             "{{ record_watermark() }}",
         ],
     )

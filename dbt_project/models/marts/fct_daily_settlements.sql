@@ -6,7 +6,7 @@
         materialized='incremental',
         incremental_strategy='append',
         pre_hook="{{ delete_partition('settlement_date', 'region', by_transaction=false) }}",
-        post_hook="{{ create_slice_index('daily_settlements_slice', 'settlement_date, region') }}",
+        post_hook="{{ create_slice_index('settlement_date, region') }}",
     )
 }}
 

@@ -8,7 +8,7 @@
         incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
-            "{{ create_slice_index('suspicious_activity_slice', 'event_date, region, transaction_id') }}",
+            "{{ create_slice_index('event_date, region, transaction_id') }}",
             "{{ record_watermark() }}",
         ],
     )
