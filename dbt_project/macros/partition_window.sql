@@ -115,6 +115,9 @@
   concurrent runs of other slices.
 -#}
 {% macro create_slice_index(columns) -%}
+    {%- if not execute -%}
+        {{ return('select 1') }}
+    {%- endif -%}
     {%- set name = this.identifier ~ '__' ~ (columns | replace(', ', '__')) -%}
     {%- set found = run_query(
         "select 1 from pg_indexes where schemaname = '" ~ this.schema ~ "' and indexname = '" ~ name ~ "'") -%}
