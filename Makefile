@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    services up, synthetic payments flowing into PostgreSQL, live status
+#   make run    services up, synthetic payments, Dagster UI with the pipeline live (ARGS="--worker")
 #   make test   install, start the services, run every test (what CI runs)
 .PHONY: run test bootstrap services-up lint lock
 
@@ -10,7 +10,7 @@ services-up: bootstrap
 	@.venv/bin/txmon services up
 
 run: bootstrap
-	@.venv/bin/txmon run
+	@.venv/bin/txmon run $(ARGS)
 
 test: services-up
 	@.venv/bin/ruff check .

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--region", help="one region (default: all)")
 
     sub.add_parser("dagster", help="run the Dagster UI and daemon (sensor, automation, schedules) until Ctrl-C")
+    sub.add_parser("dagster-setup", help="prepare Dagster's home, the dbt manifest, reference models and mart tables")
 
     run = sub.add_parser(
         "run", help="services up, synthetic payments, ingestion, Dagster UI and daemon, live status (Ctrl-C stops)"
@@ -340,6 +341,15 @@ def _supervise(children: list[subprocess.Popen], duration: float, status) -> int
     return 0
 
 
+def cmd_dagster_setup(args, settings) -> int:
+    from orchestration.runner import setup
+
+    _, instance = setup(settings)
+    instance.dispose()
+    print(f"Dagster home {settings.state_dir / 'dagster'} ready")
+    return 0
+
+
 def cmd_dagster(args, settings) -> int:
     children = _dagster_processes(settings, 3000)
     print("Dagster UI: http://127.0.0.1:3000  (logs in .txmon/logs; Ctrl-C stops)")
@@ -394,6 +404,7 @@ COMMANDS = {
     "materialize": cmd_materialize,
     "backfill": cmd_backfill,
     "dagster": cmd_dagster,
+    "dagster-setup": cmd_dagster_setup,
 }
 
 
