@@ -7,8 +7,6 @@
 -- depends_on: {{ source('staging', 'transactions') }}
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
             "{{ create_slice_index('event_date, region, transaction_id') }}",

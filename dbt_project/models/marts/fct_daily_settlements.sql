@@ -3,8 +3,6 @@
 {{
     config(
         alias='daily_settlements',
-        materialized='incremental',
-        incremental_strategy='append',
         pre_hook="{{ delete_partition('settlement_date', 'region', by_transaction=false) }}",
         post_hook="{{ create_slice_index('settlement_date, region') }}",
     )

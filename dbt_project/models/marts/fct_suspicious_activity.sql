@@ -4,8 +4,6 @@
 {{
     config(
         alias='suspicious_activity',
-        materialized='incremental',
-        incremental_strategy='append',
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
             "{{ create_slice_index('event_date, region, transaction_id') }}",
