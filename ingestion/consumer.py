@@ -44,7 +44,6 @@ class IngestReport:
     conflicts: int = 0
     first_poll: float | None = None  # time.monotonic() of the first message received
     last_commit: float | None = None  # time.monotonic() of the last database commit
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def consumed(self) -> int:

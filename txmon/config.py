@@ -33,6 +33,12 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _json_number(value: Decimal) -> int | float | str:
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value) if Decimal(repr(float(value))) == value else str(value)
+
+
 def _world_traversable(path: Path) -> bool:
     """True when every directory from / down to ``path`` can be entered by any user."""
     for parent in [path, *path.parents]:
@@ -148,6 +154,8 @@ class Settings:
             if not key.endswith("_override") and key != "pg_password"
         }
         out.update(
+            # A JSON number when it is one exactly (10000, 12500.5), else the decimal's text.
+            suspicious_threshold_usd=_json_number(self.suspicious_threshold_usd),
             warehouse_dsn=self.warehouse_dsn,
             dagster_dsn=self.dagster_dsn,
             kafka_bootstrap=self.kafka_bootstrap,

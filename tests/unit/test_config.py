@@ -17,6 +17,9 @@ def test_defaults_follow_the_contract():
     for key in ("warehouse_dsn", "kafka_bootstrap", "topic", "regions", "suspicious_threshold_usd"):
         assert key in info
     assert info["warehouse_dsn"].startswith("postgresql://")
+    assert info["suspicious_threshold_usd"] == 10000
+    custom = Settings.from_env({"TXMON_SUSPICIOUS_THRESHOLD_USD": "12500.25"})
+    assert custom.info()["suspicious_threshold_usd"] == 12500.25
     assert "pg_password" not in info
 
 
