@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from txmon.config import REPO_ROOT, Settings
-from txmon.dbt import DBT_PROJECT_DIR, apply_dbt_env
+from txmon.dbt import DBT_PROJECT_DIR, apply_dbt_env, run_dbt
 
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
@@ -52,7 +50,6 @@ def prepare(settings: Settings) -> None:
     apply_dbt_env(settings)
     if not _manifest_stale():
         return
-    dbt = Path(sys.executable).with_name("dbt")
-    proc = subprocess.run([str(dbt), "parse", "--quiet"], cwd=DBT_PROJECT_DIR, capture_output=True, text=True)
+    proc = run_dbt(settings, ["parse", "--quiet"], capture=True)
     if proc.returncode != 0:
         raise OrchestrationError(f"dbt parse failed: {(proc.stdout + proc.stderr).strip()[-500:]}")

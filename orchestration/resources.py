@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from dagster import ConfigurableResource
 from dagster_dbt import DbtCliResource
 
 from txmon.config import Settings
-from txmon.dbt import DBT_PROJECT_DIR
+from txmon.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
 
 class TxmonResource(ConfigurableResource):
@@ -23,5 +20,5 @@ def dbt_resource() -> DbtCliResource:
     return DbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=str(Path(sys.executable).with_name("dbt")),  # the virtualenv's own dbt
+        dbt_executable=str(DBT_EXECUTABLE),
     )

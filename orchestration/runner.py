@@ -3,17 +3,13 @@ instance the UI shows (`txmon materialize`, `txmon backfill`), and the one-time 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from orchestration.instance import OrchestrationError, dagster_home, prepare
 from txmon.config import Settings
 from txmon.db import connect
-from txmon.dbt import DBT_PROJECT_DIR, dbt_env, dbt_vars, vars_arg
+from txmon.dbt import dbt_vars, run_dbt, vars_arg
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "staging.stg_transactions")
 PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicious_activity", "marts.daily_settlements")
@@ -55,14 +51,7 @@ def days(first: date, last: date) -> list[date]:
 def _create_partitioned_tables(settings: Settings) -> None:
     """Create the partitioned models' tables, empty, once: parallel first runs would race to create them."""
     empty_slice = dbt_vars(settings, date(1970, 1, 1), settings.regions[0])
-    dbt = Path(sys.executable).with_name("dbt")
-    proc = subprocess.run(
-        [str(dbt), "run", "--quiet", "--select", "tag:partitioned", *vars_arg(empty_slice)],
-        cwd=DBT_PROJECT_DIR,
-        env={**os.environ, **dbt_env(settings)},
-        capture_output=True,
-        text=True,
-    )
+    proc = run_dbt(settings, ["run", "--quiet", "--select", "tag:partitioned", *vars_arg(empty_slice)], capture=True)
     if proc.returncode != 0:
         raise OrchestrationError(f"creating the mart tables failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
 

@@ -379,16 +379,13 @@ def cmd_run(args, settings) -> int:
 
 
 def cmd_dbt(args, settings) -> int:
-    from txmon.dbt import DBT_PROJECT_DIR, dbt_env, dbt_vars, vars_arg
+    from txmon.dbt import dbt_vars, run_dbt, vars_arg
 
     if not args.dbt_args:
         raise UsageError("txmon dbt: name a dbt command, e.g. `txmon dbt build`")
     extra = [] if "--vars" in args.dbt_args or args.dbt_args[0] in ("debug", "deps", "clean") else \
         vars_arg(dbt_vars(settings))
-    dbt = Path(sys.executable).with_name("dbt")
-    proc = subprocess.run([str(dbt), *args.dbt_args, *extra], cwd=DBT_PROJECT_DIR,
-                          env={**os.environ, **dbt_env(settings)})
-    return proc.returncode
+    return run_dbt(settings, [*args.dbt_args, *extra]).returncode
 
 
 COMMANDS = {

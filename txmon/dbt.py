@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
@@ -12,6 +15,7 @@ from txmon.config import REPO_ROOT, Settings
 from txmon.db import connect
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the virtualenv's own dbt
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
@@ -30,6 +34,14 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 def apply_dbt_env(settings: Settings) -> None:
     os.environ.update(dbt_env(settings))
+
+
+def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
+    """dbt on the project with txmon's connection (the one way txmon calls the dbt CLI itself)."""
+    return subprocess.run(
+        [str(DBT_EXECUTABLE), *args], cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(settings)},
+        capture_output=capture, text=True,
+    )
 
 
 SLICE_MODES = ("full", "new_data")
