@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -86,3 +87,37 @@ def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
 
 def vars_arg(variables: dict) -> list[str]:
     return ["--vars", json.dumps(variables, sort_keys=True)]
+
+
+class InProcessDbt:
+    """dbt inside this process (dbtRunner), the project parsed once and the manifest reused.
+
+    A refresh then costs about a second of dbt overhead instead of the CLI's start-up and the full
+    re-parse that every change of --vars forces. Calls are serialised (dbt keeps global state), and
+    write to their own target path so they never race the CLI runs' artifacts.
+    """
+
+    TARGET = DBT_PROJECT_DIR / "target" / "in_process"
+
+    def __init__(self):
+        self._manifest = None
+        self._lock = threading.Lock()
+
+    def _args(self, args: list[str]) -> list[str]:
+        return [
+            *args, "--quiet", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(self.TARGET), "--log-path", str(self.TARGET / "logs"),
+        ]
+
+    def invoke(self, settings: Settings, args: list[str]):
+        """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
+        from dbt.cli.main import dbtRunner
+
+        with self._lock:
+            apply_dbt_env(settings)
+            if self._manifest is None:
+                parsed = dbtRunner().invoke(self._args(["parse"]))
+                if not parsed.success:
+                    raise RuntimeError(f"dbt parse failed: {parsed.exception}")
+                self._manifest = parsed.result
+            return dbtRunner(manifest=self._manifest).invoke(self._args(args))

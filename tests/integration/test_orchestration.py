@@ -6,8 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, time, timedelta
 
-from dagster import AssetKey, DagsterInstance, SensorResult, build_sensor_context
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    DagsterInstance,
+    SensorResult,
+    build_sensor_context,
+)
 
 from tests.conftest import REPO
 from tests.integration.test_ingest import event, line
@@ -63,3 +71,76 @@ def test_sensor_tick_lands_and_reports(platform, tmp_path, monkeypatch):
         context = build_sensor_context(instance=instance, cursor=result.cursor, resources={"txmon": TxmonResource()})
         again = kafka_ingestion_sensor(context)
     assert not isinstance(again, SensorResult) or not again.asset_events
+
+
+def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_path, monkeypatch):
+    """The open day's suspicious activity is refreshed by the sensor itself: today's touched regions
+    only, first in full, then only the transactions with new events, reported with their dbt tests."""
+    for name, value in platform.env.items():
+        if name.startswith("TXMON_"):
+            monkeypatch.setenv(name, value)
+    from ingestion import batches
+    from orchestration.defs.dbt.open_day import open_day_marts_sensor
+    from orchestration.resources import TxmonResource
+
+    monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
+    today = datetime.now(UTC).date()
+    now = min(datetime.now(UTC).replace(microsecond=0), datetime.combine(today, time(23, 59, 58), UTC))
+    stamp, later = now.isoformat(), (now + timedelta(seconds=1)).isoformat()
+
+    def land(name, events):
+        source = tmp_path / name
+        source.write_text("\n".join(line(e) for e in events))
+        platform.txmon("produce", str(source))
+        platform.txmon("ingest", "--until-idle")
+
+    def tick(cursor=None):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_sensor_context(instance=instance, cursor=cursor, resources={"txmon": TxmonResource()})
+            return open_day_marts_sensor(context)
+
+    def suspicious():
+        return dict(platform.query(
+            "SELECT transaction_id, reasons FROM marts.suspicious_activity WHERE event_date = %s", (today,)
+        ))
+
+    platform.txmon("dagster-setup")
+    land("first.jsonl", [
+        event("od-1", amount="10000.01", currency="USD", region="US", event_time=stamp),
+        event("od-2", amount="10000.00", currency="USD", region="US", event_time=stamp),
+        event("od-3", amount="5.00", region="EU", fraud_flag=True, event_time=stamp),
+        event("od-4", amount="5.00", region="EU", event_time=stamp),
+    ])
+    first = tick()
+    assert isinstance(first, SensorResult)
+    assert suspicious() == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"]}
+    materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
+                    for e in first.asset_events if isinstance(e, AssetMaterialization)}
+    assert materialized == {
+        (asset, f"{today}|{region}", "full")
+        for asset in ("intermediate/int_transactions_latest", "marts/suspicious_activity") for region in ("EU", "US")
+    }
+    checks = [e for e in first.asset_events if isinstance(e, AssetCheckEvaluation)]
+    assert checks and all(c.passed for c in checks)
+    assert {str(c.partition) for c in checks} == {f"{today}|EU", f"{today}|US"}
+    assert json.loads(first.cursor)["pending"] == []
+
+    # Nothing new: nothing to do.
+    assert not isinstance(tick(first.cursor), SensorResult)
+
+    # A later event flags an existing transaction; only EU is refreshed, and only what is new.
+    land("second.jsonl", [
+        event("od-4", amount="5.00", region="EU", fraud_flag=True, event_time=later),
+        event("od-5", amount="20000", currency="USD", region="EU", event_time=stamp),
+    ])
+    second = tick(first.cursor)
+    assert suspicious() == {
+        "od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"],
+        "od-5": ["amount_over_threshold"],
+    }
+    materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
+                    for e in second.asset_events if isinstance(e, AssetMaterialization)}
+    assert materialized == {
+        ("intermediate/int_transactions_latest", f"{today}|EU", "new_data"),
+        ("marts/suspicious_activity", f"{today}|EU", "new_data"),
+    }

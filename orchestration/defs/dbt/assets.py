@@ -54,14 +54,16 @@ def on_new_data(upstream: AssetKey) -> AutomationCondition:
 
 
 INT_LATEST = AssetKey(["intermediate", "int_transactions_latest"])
+CLOSED_DAYS = ~AutomationCondition.in_latest_time_window()
 AUTOMATION = {
-    # Each transaction's latest state, then the suspicious-activity mart: refreshed from new data
-    # within a minute, for every day that received data.
-    "int_transactions_latest": on_new_data(STAGING_TRANSACTIONS),
-    "fct_suspicious_activity": on_new_data(INT_LATEST),
+    # Closed days only: the day still open is refreshed in-process by the open_day_marts sensor
+    # (open_day.py) within seconds; a run per refresh would cost tens of seconds of start-up.
+    # Late events re-materialize the older partitions they touch.
+    "int_transactions_latest": on_new_data(STAGING_TRANSACTIONS) & CLOSED_DAYS,
+    "fct_suspicious_activity": on_new_data(INT_LATEST) & CLOSED_DAYS,
     # Settlements: on a schedule once the UTC day closes (daily_settlements_schedule), and for
-    # older days when late data changes them; never for the day still open.
-    "fct_daily_settlements": on_new_data(INT_LATEST) & ~AutomationCondition.in_latest_time_window(),
+    # older days when late data changes them.
+    "fct_daily_settlements": on_new_data(INT_LATEST) & CLOSED_DAYS,
 }
 
 
