@@ -37,23 +37,32 @@
 
 {#-
   The pre-hook of every partitioned model, inside the model's transaction:
+  - note in txmon_run_clock how far this run sees the slice: staging rows carry their landing
+    transaction's start (ingested_at = now()), so every row landed before the oldest transaction
+    still open now, or before this one, is visible to the statements that follow; rows of the
+    transactions still open land at or after that instant and are picked up by the next run;
   - full: empty the slice about to be rebuilt;
   - new_data (by_transaction models only): note in txmon_touched the slice's transactions with an
-    event landed since this model last processed the slice (minus a margin), and delete just those.
+    event landed since this model last processed the slice, and delete just those.
   The advisory lock makes two runs of the same slice take turns (without it both would delete,
   then both insert).
 -#}
 {% macro delete_partition(date_column, region_column, by_transaction=true) -%}
-    {%- if is_incremental() and var('partition_date') is not none -%}
+    {%- if var('partition_date') is not none %}
+        create temp table txmon_run_clock on commit drop as
+            select least(now(), min(xact_start)) as processed_until
+            from pg_stat_activity
+            where datname = current_database() and pid <> pg_backend_pid() and xact_start is not null;
+    {%- endif -%}
+    {%- if is_incremental() and var('partition_date') is not none %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
         {%- if by_transaction and new_data_run() %}
         create temp table txmon_touched on commit drop as
             select distinct transaction_id
             from {{ ref('stg_transactions') }}
             where {{ in_partition('event_at', 'region') }}
-              and ingested_at > (
+              and ingested_at >= (
                 select coalesce(max(processed_until), '-infinity'::timestamptz)
-                       - make_interval(secs => {{ var('watermark_margin_seconds') }})
                 from intermediate.slice_watermarks
                 where model = '{{ this.identifier }}'
                   and slice_date = '{{ var('partition_date') }}'::date
@@ -71,7 +80,7 @@
     {%- elif is_incremental() -%}
         select pg_advisory_xact_lock(hashtext('{{ this }}'));
         delete from {{ this }}
-    {%- else -%}
+    {%- elif var('partition_date') is none -%}
         select 1
     {%- endif -%}
 {%- endmacro %}
@@ -97,11 +106,13 @@
 {%- endmacro %}
 
 
-{#- The post-hook of every partitioned model: the slice is processed up to this transaction's start. -#}
+{#- The post-hook of every partitioned model: the slice is processed up to its pre-hook's run clock. -#}
 {% macro record_watermark() -%}
     {%- if var('partition_date') is not none -%}
         insert into intermediate.slice_watermarks (model, slice_date, region, processed_until)
-        values ('{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}', now())
+        select '{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}',
+               processed_until
+        from txmon_run_clock
         on conflict (model, slice_date, region) do update set processed_until = excluded.processed_until
     {%- else -%}
         delete from intermediate.slice_watermarks where model = '{{ this.identifier }}'

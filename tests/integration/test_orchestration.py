@@ -122,7 +122,7 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
     }
     checks = [e for e in first.asset_events if isinstance(e, AssetCheckEvaluation)]
     assert checks and all(c.passed for c in checks)
-    assert {str(c.partition) for c in checks} == {f"{today}|EU", f"{today}|US"}
+    assert {c.metadata["partition"].value for c in checks} == {f"{today}|EU", f"{today}|US"}
     assert json.loads(first.cursor)["pending"] == []
 
     # Nothing new: nothing to do.

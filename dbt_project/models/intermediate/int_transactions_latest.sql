@@ -10,6 +10,7 @@
         pre_hook="{{ delete_partition('event_date', 'region') }}",
         post_hook=[
             "{{ create_slice_index('event_date, region, transaction_id') }}",
+            "{{ create_slice_index('event_date, region, refreshed_at') }}",
             "{{ record_watermark() }}",
         ],
     )

@@ -89,7 +89,8 @@ def refresh_events(settings: Settings, day: date, region: str, result, mode: str
                     check_name=check_key.name,
                     passed=status == "pass",
                     severity=AssetCheckSeverity.ERROR,
-                    partition=key,
+                    # Not partition=: runless evaluations are unique per (check, partition) in
+                    # Dagster's storage, so the partition travels in the metadata.
                     metadata={"status": status, "failures": node_result.failures or 0, "partition": str(key)},
                 )
             )
