@@ -106,6 +106,15 @@ class Settings:
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: int = 30
 
+    # Data quality: how far in the future an event_time may lie (clock skew) before staging's suite
+    # fails; how stale staging and the marts may be before their freshness checks fail.
+    max_future_skew_seconds: int = 300
+    staging_freshness_minutes: int = 15
+    marts_freshness_minutes: int = 60
+    # The read-only role of BI tools and regulators (reporting schema only); its password is set by
+    # the migrations from TXMON_BI_READER_PASSWORD (no login without one).
+    bi_reader_password: str | None = "bi_reader"
+
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: int = 20000
     batch_max_seconds: float = 0.5
@@ -151,7 +160,7 @@ class Settings:
         out = {
             key: (str(value) if isinstance(value, Path | Decimal | date) else value)
             for key, value in raw.items()
-            if not key.endswith("_override") and key != "pg_password"
+            if not key.endswith("_override") and key not in ("pg_password", "bi_reader_password")
         }
         out.update(
             # A JSON number when it is one exactly (10000, 12500.5), else the decimal's text.
@@ -204,6 +213,7 @@ class Settings:
             ("KAFKA_HEAP", "kafka_heap"),
             ("TOPIC", "topic"),
             ("QUARANTINE_TOPIC", "quarantine_topic"),
+            ("BI_READER_PASSWORD", "bi_reader_password"),
             ("CONSUMER_GROUP", "consumer_group"),
         ]:
             if (value := get(name)) is not None:
@@ -215,6 +225,9 @@ class Settings:
         integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
         integer("LIFECYCLE_WINDOW_DAYS", "lifecycle_window_days", 0, 3660)
         integer("DAGSTER_RETENTION_DAYS", "dagster_retention_days", 1, 3660)
+        integer("MAX_FUTURE_SKEW_SECONDS", "max_future_skew_seconds", 0, 86400)
+        integer("STAGING_FRESHNESS_MINUTES", "staging_freshness_minutes", 1, 100_000)
+        integer("MARTS_FRESHNESS_MINUTES", "marts_freshness_minutes", 1, 100_000)
 
         if (value := get("BATCH_MAX_SECONDS")) is not None:
             try:

@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from txmon.config import Settings
 from txmon.db import connect
 
@@ -72,5 +74,11 @@ def migrate_database(dsn: str) -> list[str]:
 
 
 def migrate(settings: Settings) -> dict[str, list[str]]:
-    """Apply pending migrations to every regional database."""
-    return {dsn: migrate_database(dsn) for dsn in settings.databases()}
+    """Apply pending migrations to every regional database, then give bi_reader its password."""
+    applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
+    if settings.bi_reader_password:
+        with connect(settings.warehouse_dsn, autocommit=True, purpose="migrate") as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE bi_reader WITH LOGIN PASSWORD {}").format(sql.Literal(settings.bi_reader_password))
+            )
+    return applied

@@ -22,6 +22,8 @@ from dagster import (
 )
 
 from orchestration.defs.dbt.assets import PARTITIONED, partitioned_dbt_models, reference_dbt_models
+from orchestration.defs.quality.checks import CHECK_SELECTION, freshness_checks
+from orchestration.defs.quality.reporting import reporting_assets
 from orchestration.partitions import partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
@@ -30,7 +32,10 @@ from txmon.config import Settings
 # `txmon backfill` run, one run per partition.
 region_day_job = define_asset_job(
     "region_day",
-    selection=AssetSelection.assets(partitioned_dbt_models),
+    # The dbt models with their tests, the GX suites and reconciliations, then the publication to
+    # reporting (write-audit-publish); staging's own partition checks run in the same run.
+    selection=(AssetSelection.assets(partitioned_dbt_models, *reporting_assets) | CHECK_SELECTION)
+    - AssetSelection.checks(*freshness_checks),
     partitions_def=region_day_partitions(Settings.from_env()),
     description=f"Rebuilds one region x day slice of every dbt model tagged {PARTITIONED}, with its checks.",
     tags={"txmon/pipeline": "region_day"},

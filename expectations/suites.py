@@ -1,0 +1,83 @@
+"""Validate one suite against one region x day batch, through the file context kept in `gx/`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import date
+from pathlib import Path
+
+from expectations import daily_settlements, staging_transactions, suspicious_activity
+from txmon.config import Settings
+from txmon.quality import CheckOutcome
+
+GX_ROOT = Path(__file__).parent
+SUITES = {
+    "staging_transactions": staging_transactions,
+    "suspicious_activity": suspicious_activity,
+    "daily_settlements": daily_settlements,
+}
+# great_expectations.yml reads the connection from this variable; set per validation (the staging
+# suite reads the region's own database, the mart suites the warehouse).
+URL_VARIABLE = "TXMON_GX_URL"
+_lock = threading.Lock()
+RESULT_FORMAT = "SUMMARY"
+
+
+def _sqlalchemy_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def validate(settings: Settings, suite: str, day: date, region: str, relation: str | None = None) -> CheckOutcome:
+    """Run `suite` on the (day, region) batch of its table (or of `relation`, a table of the same shape)."""
+    import great_expectations as gx
+    from great_expectations.datasource.fluent.sql_datasource import QueryAsset
+
+    if suite not in SUITES:
+        raise ValueError(f"no suite {suite!r}; suites: {', '.join(SUITES)}")
+    if region not in settings.regions:
+        raise ValueError(f"region {region!r} is not one of {list(settings.regions)}")
+    module = SUITES[suite]
+    dsn = settings.dsn_for_region(region) if module is staging_transactions else settings.warehouse_dsn
+    with _lock:
+        os.environ[URL_VARIABLE] = _sqlalchemy_url(dsn)
+        context = gx.get_context(mode="file", project_root_dir=GX_ROOT)
+        datasource = context.data_sources.get("txmon")
+        # A query asset held in memory for this batch only: the file context keeps no per-partition assets.
+        asset = QueryAsset(name=f"{suite}_batch", query=module.batch_query(relation or module.RELATION, day, region))
+        asset._datasource = datasource
+        datasource.assets.append(asset)  # in memory: the batch looks its asset up by name
+        batch = asset.get_batch(asset.build_batch_request())
+        result = batch.validate(
+            gx.ExpectationSuite(name=suite, expectations=module.expectations(settings)), result_format=RESULT_FORMAT
+        )
+        datasource.get_execution_engine().engine.dispose()
+    failed = []
+    for r in result.results:
+        if r.success:
+            continue
+        config = r.expectation_config
+        detail = r.result or {}
+        failed.append({
+            "expectation": config.type,
+            "kwargs": {k: str(v) for k, v in config.kwargs.items() if k != "batch_id"},
+            "unexpected_count": detail.get("unexpected_count"),
+            "element_count": detail.get("element_count"),
+            "failing_values": [str(v) for v in (detail.get("partial_unexpected_list") or [])[:20]],
+        })
+    stats = result.statistics
+    return CheckOutcome(
+        name=f"gx_{suite}",
+        passed=bool(result.success),
+        summary=(
+            f"{stats['successful_expectations']}/{stats['evaluated_expectations']} expectations met"
+            + (f"; failed: {', '.join(f['expectation'] for f in failed)}" if failed else "")
+        ),
+        metadata={
+            "evaluated_expectations": stats["evaluated_expectations"],
+            "successful_expectations": stats["successful_expectations"],
+            "unsuccessful_expectations": stats["unsuccessful_expectations"],
+            "success_percent": stats["success_percent"],
+            "failed_expectations": failed,
+        },
+    )
