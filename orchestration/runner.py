@@ -85,13 +85,16 @@ def setup(settings: Settings):
     return defs, instance
 
 
-def materialize(settings: Settings, partitions: list[tuple[date, str]]) -> list[PartitionOutcome]:
-    """One run per partition, in order, each recorded in the Dagster instance."""
+def materialize(
+    settings: Settings, partitions: list[tuple[date, str]], job_name: str = "region_day"
+) -> list[PartitionOutcome]:
+    """One run of `job_name` per partition, in order, each recorded in the Dagster instance
+    (region_day: rebuild, check, publish; audit_publish: check and publish the marts as built)."""
     from orchestration.defs.dbt.assets import FULL_SLICE_TAG
     from orchestration.partitions import partition_key
 
     defs, instance = setup(settings)
-    job = defs.resolve_job_def("region_day")
+    job = defs.resolve_job_def(job_name)
     outcomes = []
     for day, region in partitions:
         key = partition_key(day, region)

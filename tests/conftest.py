@@ -41,6 +41,13 @@ class Platform:
         with connect(dsn or self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
             return conn.execute(sql, params).fetchall()
 
+    def execute(self, sql: str, params=(), dsn: str | None = None) -> None:
+        """A statement without a result (INSERT, UPDATE, DDL), committed."""
+        from txmon.db import connect
+
+        with connect(dsn or self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
+            conn.execute(sql, params)
+
     def query_dagster(self, sql: str, params=()) -> list[tuple]:
         return self.query(sql, params, dsn=self.settings.dagster_dsn)
 

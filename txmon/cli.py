@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
     mat.add_argument("--region", required=True)
 
+    pub = sub.add_parser(
+        "publish", help="re-check one region-day partition of the marts as built; publish it to reporting if it passes"
+    )
+    pub.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
+    pub.add_argument("--region", required=True)
+
     back = sub.add_parser("backfill", help="materialize a range of days (inclusive) for one or all regions")
     back.add_argument("--from", dest="first", type=_day, required=True, help="YYYY-MM-DD")
     back.add_argument("--to", dest="last", type=_day, required=True, help="YYYY-MM-DD (inclusive)")
@@ -266,7 +272,7 @@ def cmd_status(args, settings) -> int:
     return 0
 
 
-def _materialize(settings, partitions) -> int:
+def _materialize(settings, partitions, job: str = "region_day") -> int:
     from orchestration.runner import check_partition, materialize
 
     for day, region in partitions:
@@ -274,7 +280,7 @@ def _materialize(settings, partitions) -> int:
             check_partition(settings, day, region)
         except ValueError as exc:
             raise UsageError(f"txmon: {exc}") from None
-    outcomes = materialize(settings, partitions)
+    outcomes = materialize(settings, partitions, job)
     for outcome in outcomes:
         print(outcome.line())
     failed = [o for o in outcomes if not o.success]
@@ -286,6 +292,10 @@ def _materialize(settings, partitions) -> int:
 
 def cmd_materialize(args, settings) -> int:
     return _materialize(settings, [(args.date, args.region)])
+
+
+def cmd_publish(args, settings) -> int:
+    return _materialize(settings, [(args.date, args.region)], job="audit_publish")
 
 
 def cmd_backfill(args, settings) -> int:
@@ -399,6 +409,7 @@ COMMANDS = {
     "status": cmd_status,
     "dbt": cmd_dbt,
     "materialize": cmd_materialize,
+    "publish": cmd_publish,
     "backfill": cmd_backfill,
     "dagster": cmd_dagster,
     "dagster-setup": cmd_dagster_setup,

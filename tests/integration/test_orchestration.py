@@ -124,6 +124,14 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
     assert checks and all(c.passed for c in checks)
     assert {c.metadata["partition"].value for c in checks} == {f"{today}|EU", f"{today}|US"}
     assert json.loads(first.cursor)["pending"] == []
+    # Checked (dbt tests, GX suite, reconciliation) and published to reporting.
+    assert {"gx_suspicious_activity", "suspicious_in_staging"} <= {c.check_name for c in checks}
+    assert platform.query(
+        "SELECT transaction_id FROM reporting.suspicious_activity WHERE event_date = %s ORDER BY 1", (today,)
+    ) == [("od-1",), ("od-3",)]
+    assert {(t, r) for t, r, _ in platform.query(
+        "SELECT table_name, region, run_id FROM reporting.published_partitions WHERE partition_date = %s", (today,)
+    )} == {("suspicious_activity", "EU"), ("suspicious_activity", "US")}
 
     # Nothing new: nothing to do.
     assert not isinstance(tick(first.cursor), SensorResult)

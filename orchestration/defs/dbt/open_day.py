@@ -20,6 +20,7 @@ from functools import cache
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckSeverity,
+    AssetKey,
     AssetMaterialization,
     DefaultSensorStatus,
     SensorEvaluationContext,
@@ -34,9 +35,12 @@ from orchestration.partitions import partition_key
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
 from txmon.dbt import InProcessDbt, slice_processed_before
+from txmon.quality import MART_CHECKS, CheckOutcome, run_check
+from txmon.reporting import NotPublished, publish
 
 # The models of the open day: each transaction's latest state and the suspicious-activity mart.
 OPEN_DAY_MODELS = ("int_transactions_latest", "fct_suspicious_activity")
+SUSPICIOUS = AssetKey(["marts", "suspicious_activity"])
 # No new region is started after this many seconds of a tick (the sensor timeout is 60 s).
 TICK_BUDGET_SECONDS = 30
 
@@ -108,7 +112,50 @@ def refresh_open_day(settings: Settings, day: date, region: str) -> tuple[bool, 
     failed = [r.node.name for r in outcome.result.results if str(r.status) not in ("success", "pass")]
     # Built is built: a failed test is reported (and retried with the next new data), an error is not.
     built = all(str(r.status) == "success" for r in outcome.result.results if r.node.resource_type == "model")
-    return built, (f"{mode} refresh" if outcome.success else f"{mode} refresh, failed: {', '.join(failed)}"), events
+    message = f"{mode} refresh" if outcome.success else f"{mode} refresh, failed: {', '.join(failed)}"
+    if outcome.success:
+        published, note = audit_and_publish(settings, day, region, events)
+        events += published
+        message += f"; {note}"
+    return built, message, events
+
+
+def audit_and_publish(settings: Settings, day: date, region: str, dbt_events: list) -> tuple[list, str]:
+    """Write-audit-publish of the open day's suspicious activity: the mart's own checks (GX suite,
+    reconciliation) after its dbt tests, then the copy to reporting if all of them passed."""
+    key = partition_key(day, region)
+    outcomes = [
+        CheckOutcome(e.check_name, e.passed, f"{e.asset_key.to_user_string()}: dbt test")
+        for e in dbt_events
+        if isinstance(e, AssetCheckEvaluation)
+    ]
+    events = []
+    for name in MART_CHECKS["suspicious_activity"]:
+        outcome = run_check(settings, name, day, region)
+        outcomes.append(outcome)
+        events.append(
+            AssetCheckEvaluation(
+                asset_key=SUSPICIOUS,
+                check_name=name,
+                passed=outcome.passed,
+                severity=AssetCheckSeverity.ERROR,
+                description=outcome.summary,
+                metadata={"partition": str(key), "summary": outcome.summary, **outcome.metadata},
+            )
+        )
+    run_id = f"sensor open_day_marts {datetime.now(UTC).isoformat(timespec='seconds')}"
+    try:
+        published = publish(settings, "suspicious_activity", day, region, run_id, outcomes)
+    except NotPublished as exc:
+        return events, f"not published ({exc})"
+    events.append(
+        AssetMaterialization(
+            asset_key=AssetKey(["reporting", "suspicious_activity"]),
+            partition=key,
+            metadata={"rows": published.rows, "checks_passed": len(outcomes), "run_id": run_id},
+        )
+    )
+    return events, f"published {published.rows} rows"
 
 
 def _cursor(raw: str | None, today: date) -> dict:
@@ -123,7 +170,8 @@ def _cursor(raw: str | None, today: date) -> dict:
     default_status=DefaultSensorStatus.RUNNING,
     description=(
         "Refreshes today's int_transactions_latest and suspicious_activity partitions in-process, "
-        "seconds after their staging slices receive rows, and reports them with their dbt tests."
+        "seconds after their staging slices receive rows, checks them (dbt tests, GX suite, "
+        "reconciliation), publishes them to reporting when every check passed, and reports it all."
     ),
 )
 def open_day_marts_sensor(context: SensorEvaluationContext, txmon: TxmonResource):

@@ -11,12 +11,12 @@ from orchestration.defs.quality.checks import (
     offset_audit_schedule,
     partition_checks,
 )
-from orchestration.defs.quality.reporting import reporting_assets
+from orchestration.defs.quality.reporting import audit_publish_job, reporting_assets
 
 defs = Definitions(
     assets=reporting_assets,
     asset_checks=[*partition_checks, kafka_offsets_accounted_check, *freshness_checks],
     sensors=[freshness_sensor],
-    jobs=[offset_audit_job],
+    jobs=[offset_audit_job, audit_publish_job],
     schedules=[offset_audit_schedule],
 )

@@ -4,14 +4,16 @@ it, materialized after the mart partition and its checks only if every check of 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     DagsterEventType,
     Failure,
     MaterializeResult,
     asset,
+    define_asset_job,
 )
 
 from orchestration.defs.dbt.assets import CLOSED_DAYS, on_new_data
-from orchestration.defs.quality.checks import PARTITIONS
+from orchestration.defs.quality.checks import CHECK_SELECTION, PARTITIONS
 from orchestration.partitions import parse_partition_key
 from orchestration.resources import TxmonResource
 from txmon.quality import MART_CHECKS, STAGING_CHECKS, CheckOutcome
@@ -69,3 +71,12 @@ def reporting_asset(table: str):
 
 
 reporting_assets = [reporting_asset(table) for table in MART_CHECKS]
+
+
+# Re-audit and publish the marts' current partitions without rebuilding them (after a fix, or to
+# see today's checks): the mart and staging checks, then the publication if they pass.
+audit_publish_job = define_asset_job(
+    "audit_publish",
+    selection=AssetSelection.assets(*reporting_assets) | CHECK_SELECTION,
+    description="Checks the current mart partition (GX suites, reconciliations) and publishes it if they pass.",
+)

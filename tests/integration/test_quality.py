@@ -1,0 +1,261 @@
+"""Validated marts: write-audit-publish to reporting, the GX suites, the reconciliations, bi_reader."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.integration.test_ingest import line
+from tests.integration.test_marts import D1, EVENTS, EXPECTED_SETTLEMENTS, LATE
+
+DAY = date.fromisoformat(D1)
+
+
+@pytest.fixture
+def landed(platform, tmp_path):
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(line(e) for e in [*EVENTS, *LATE]))
+    platform.txmon("produce", str(source))
+    platform.txmon("ingest", "--until-idle")
+    return platform
+
+
+def partition_rows(platform, schema: str, table: str) -> list[tuple]:
+    column = "event_date" if table == "suspicious_activity" else "settlement_date"
+    sql = f"SELECT * FROM {schema}.{table} WHERE {column} = %s AND region = 'US' ORDER BY 1, 2, 3"  # noqa: S608
+    return platform.query(sql, (DAY,))
+
+
+def reporting(platform, table: str) -> list[tuple]:
+    return partition_rows(platform, "reporting", table)
+
+
+def marts(platform, table: str) -> list[tuple]:
+    return partition_rows(platform, "marts", table)
+
+
+def run_id(proc) -> str:
+    """The run of the partition line `2026-11-20|US  ok  run <id> ...` printed by materialize/publish."""
+    return next(line.split()[3] for line in proc.stdout.splitlines() if line.startswith(f"{D1}|US"))
+
+
+def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(landed):
+    platform = landed
+    first = platform.txmon("materialize", "--date", D1, "--region", "US")
+    first_run = run_id(first)
+
+    # Published: reporting holds exactly the checked mart partition, with when, which run, which checks.
+    for table in ("suspicious_activity", "daily_settlements"):
+        assert reporting(platform, table) == marts(platform, table) != []
+    settlements = {(c, n, s, v) for _, _, c, n, s, v, *_ in reporting(platform, "daily_settlements")}
+    assert settlements == {("USD", 4, 3, EXPECTED_SETTLEMENTS[(D1, "US", "USD")][2])}
+    published = platform.query(
+        "SELECT table_name, run_id, row_count, checks FROM reporting.published_partitions"
+        " WHERE partition_date = %s AND region = 'US' ORDER BY 1",
+        (DAY,),
+    )
+    assert [(t, r) for t, r, _, _ in published] == [
+        ("daily_settlements", first_run), ("suspicious_activity", first_run)
+    ]
+    checks = published[0][3]
+    for name in ("gx_staging_transactions", "gx_daily_settlements", "settlements_reconcile_with_staging",
+                 "gx_suspicious_activity", "suspicious_in_staging"):
+        assert checks[name]["passed"] is True, name
+    assert any(name.startswith("unique_") for name in checks)  # the dbt tests too
+    good = reporting(platform, "daily_settlements")
+
+    # A broken row in the mart (more settled than transactions, volume not in staging): re-checking
+    # the partition fails, nothing is published, reporting still holds the previous good version.
+    platform.execute(
+        "UPDATE marts.daily_settlements SET settled_count = 9, settled_volume = settled_volume + 0.01"
+        " WHERE settlement_date = %s AND region = 'US'",
+        (DAY,),
+    )
+    broken = platform.txmon("publish", "--date", D1, "--region", "US", check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert "gx_daily_settlements" in broken.stdout and "settlements_reconcile_with_staging" in broken.stdout
+    assert reporting(platform, "daily_settlements") == good
+    assert platform.query(
+        "SELECT run_id FROM reporting.published_partitions WHERE table_name = 'daily_settlements'"
+        " AND partition_date = %s AND region = 'US'",
+        (DAY,),
+    ) == [(first_run,)]
+
+    # The failure is in Dagster's record of the run, as failed checks on the mart.
+    failed = platform.query_dagster(
+        "SELECT check_name FROM asset_check_executions WHERE run_id = %s AND execution_status = 'FAILED'",
+        (run_id(broken),),
+    )
+    assert {"gx_daily_settlements", "settlements_reconcile_with_staging"} <= {name for (name,) in failed}
+
+    # Rebuilding the partition repairs the mart; it passes and is published again.
+    platform.txmon("materialize", "--date", D1, "--region", "US")
+    assert reporting(platform, "daily_settlements") == good
+
+
+def test_a_staging_row_outside_the_contract_blocks_publication(landed):
+    """A row that bypassed ingestion (unknown currency) fails staging's suite: nothing is published."""
+    platform = landed
+    platform.execute(
+        """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency,
+               region, topic, "partition", "offset", raw_event)
+           VALUES ('bad-1', 'settled', %s, 'acc-bad', 5, 'XXX', 'US', 'manual', 0, 0, '{}')""",
+        (datetime(2026, 11, 20, 12, tzinfo=UTC),),
+    )
+    proc = platform.txmon("materialize", "--date", D1, "--region", "US", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "gx_staging_transactions" in proc.stdout
+    assert platform.query("SELECT count(*) FROM reporting.published_partitions") == [(0,)]
+
+
+# ------------------------------------------------------------------ each suite fails on data that breaks it
+
+def scratch(platform, like: str) -> str:
+    name = f"scratch_{like.replace('.', '_')}"
+    platform.execute(f"CREATE TABLE public.{name} AS SELECT * FROM {like} WITH NO DATA")  # noqa: S608
+    return f"public.{name}"
+
+
+def staging_row(**overrides) -> dict:
+    row = {
+        "transaction_id": "t-1", "status": "settled", "event_time": datetime(2026, 11, 20, 12, tzinfo=UTC),
+        "account_id": "acc-1", "amount": 10, "currency": "EUR", "region": "US", "fraud_flag": False,
+        "topic": "t", "partition": 0, "offset": 0, "raw_event": "{}", "ingested_at": datetime.now(UTC),
+    }
+    row.update(overrides)
+    return row
+
+
+def insert(platform, table: str, rows: list[dict]) -> None:
+    for row in rows:
+        columns = ", ".join(f'"{c}"' for c in row)
+        values = ", ".join(["%s"] * len(row))
+        platform.execute(f"INSERT INTO {table} ({columns}) VALUES ({values})", tuple(row.values()))  # noqa: S608
+
+
+def failed_expectations(outcome) -> dict[str, list]:
+    out = {}
+    for f in outcome.metadata["failed_expectations"]:
+        kwargs = f["kwargs"]
+        out[f"{f['expectation']}:{kwargs.get('column') or kwargs.get('column_list') or kwargs.get('column_A')}"] = (
+            f["failing_values"]
+        )
+    return out
+
+
+def test_staging_suite_fails_on_each_family(platform):
+    from expectations import validate
+
+    table = scratch(platform, "staging.transactions")
+    insert(platform, table, [staging_row(transaction_id=f"ok-{i}") for i in range(3)])
+    assert validate(platform.settings, "staging_transactions", DAY, "US", relation=table).passed
+
+    future = datetime.now(UTC) + timedelta(hours=2)
+    insert(platform, table, [
+        staging_row(transaction_id="null-account", account_id=None),
+        staging_row(transaction_id="zero", amount=0),
+        staging_row(transaction_id="xxx", currency="XXX"),
+    ])
+    outcome = validate(platform.settings, "staging_transactions", DAY, "US", relation=table)
+    assert not outcome.passed
+    failed = failed_expectations(outcome)
+    assert set(failed) == {
+        "expect_column_values_to_not_be_null:account_id",
+        "expect_column_values_to_be_between:amount",
+        "expect_column_values_to_be_in_set:currency",
+    }
+    assert failed["expect_column_values_to_be_in_set:currency"] == ["XXX"]
+    assert failed["expect_column_values_to_be_between:amount"] == ["0.0000"]
+
+    # An event further in the future than the allowed clock skew, in its own day's batch.
+    insert(platform, table, [staging_row(transaction_id="future", event_time=future)])
+    outcome = validate(platform.settings, "staging_transactions", future.date(), "US", relation=table)
+    assert set(failed_expectations(outcome)) == {"expect_column_values_to_be_between:event_time"}
+
+
+def test_mart_suites_fail_on_each_family(platform):
+    from expectations import validate
+
+    platform.execute(
+        """CREATE TABLE public.sus (transaction_id text, account_id text, region text, amount numeric,
+               currency text, amount_usd numeric, event_time timestamptz, event_date date, reasons text[])"""
+    )
+    row = {"transaction_id": "s-1", "account_id": "a", "region": "US", "amount": 20000, "currency": "USD",
+           "amount_usd": 20000, "event_time": datetime(2026, 11, 20, 9, tzinfo=UTC), "event_date": DAY,
+           "reasons": ["amount_over_threshold"]}
+    insert(platform, "public.sus", [row])
+    assert validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus").passed
+    insert(platform, "public.sus", [row, {**row, "transaction_id": "s-2", "amount_usd": -1, "currency": "ZZZ"}])
+    failed = failed_expectations(validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus"))
+    assert set(failed) == {
+        "expect_column_values_to_be_unique:transaction_id",
+        "expect_column_values_to_be_between:amount_usd",
+        "expect_column_values_to_be_in_set:currency",
+    }
+
+    platform.execute(
+        """CREATE TABLE public.settle (settlement_date date, region text, currency text, transaction_count bigint,
+               settled_count bigint, settled_volume numeric)"""
+    )
+    good = {"settlement_date": DAY, "region": "US", "currency": "USD", "transaction_count": 3,
+            "settled_count": 2, "settled_volume": 10}
+    insert(platform, "public.settle", [good])
+    assert validate(platform.settings, "daily_settlements", DAY, "US", relation="public.settle").passed
+    insert(platform, "public.settle", [good, {**good, "currency": "EUR", "settled_count": 4, "settled_volume": -5}])
+    failed = failed_expectations(validate(platform.settings, "daily_settlements", DAY, "US", relation="public.settle"))
+    assert set(failed) == {
+        "expect_compound_columns_to_be_unique:['settlement_date', 'region', 'currency']",
+        "expect_column_values_to_be_between:settled_volume",
+        "expect_column_pair_values_a_to_be_greater_than_b:transaction_count",
+    }
+
+
+def test_reconciliations_find_what_does_not_add_up(landed):
+    from txmon.quality import kafka_offsets_accounted, settlements_reconcile, suspicious_in_staging
+
+    platform = landed
+    platform.txmon("materialize", "--date", D1, "--region", "US")
+    settings = platform.settings
+    assert settlements_reconcile(settings, DAY, "US").passed
+    assert suspicious_in_staging(settings, DAY, "US").passed
+    first = kafka_offsets_accounted(settings)
+    assert first.passed and first.metadata["offsets_audited"] == len(EVENTS) + len(LATE)
+    assert kafka_offsets_accounted(settings).metadata["offsets_audited"] == 0  # incremental
+
+    platform.execute("UPDATE marts.suspicious_activity SET amount = amount + 1 WHERE transaction_id = 'us-2'")
+    missing = suspicious_in_staging(settings, DAY, "US")
+    assert not missing.passed and missing.metadata["not_in_staging"] == ["us-2"]
+
+    platform.execute("DELETE FROM staging.transactions WHERE transaction_id = 'us-5'")
+    off = settlements_reconcile(settings, DAY, "US")
+    assert not off.passed
+    assert off.metadata["mismatches"][0]["currency"] == "USD"
+
+    # An offset consumed but neither landed, duplicate nor quarantined (deleted behind ingestion's back).
+    platform.execute("UPDATE staging.offset_audit SET verified_through = -1")
+    gaps = kafka_offsets_accounted(settings)
+    assert not gaps.passed and gaps.metadata["partitions_not_adding_up"]
+
+
+def test_bi_reader_reads_reporting_only_and_cannot_write(landed):
+    platform = landed
+    platform.txmon("materialize", "--date", D1, "--region", "US")
+    params = conninfo_to_dict(platform.settings.warehouse_dsn)
+    params.update(user="bi_reader", password=platform.settings.bi_reader_password)
+    with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM reporting.daily_settlements").fetchone()[0] > 0
+        assert conn.execute("SELECT count(*) FROM reporting.published_partitions").fetchone()[0] == 2
+        for statement in (
+            "SELECT count(*) FROM staging.transactions",
+            "SELECT count(*) FROM marts.suspicious_activity",
+            "SELECT count(*) FROM intermediate.int_transactions_latest",
+            "DELETE FROM reporting.daily_settlements",
+            "INSERT INTO reporting.published_partitions (table_name, partition_date, region, run_id, row_count,"
+            " checks) VALUES ('x', '2026-01-01', 'US', 'x', 0, '{}')",
+            "CREATE TABLE reporting.mine (x int)",
+        ):
+            with pytest.raises(psycopg.errors.Error):
+                conn.execute(statement)
