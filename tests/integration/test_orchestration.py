@@ -115,11 +115,14 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
     assert isinstance(first, SensorResult)
     assert suspicious() == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"]}
     materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
-                    for e in first.asset_events if isinstance(e, AssetMaterialization)}
+                    for e in first.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" in e.metadata}
     assert materialized == {
         (asset, f"{today}|{region}", "full")
         for asset in ("intermediate/int_transactions_latest", "marts/suspicious_activity") for region in ("EU", "US")
     }
+    published = {(e.asset_key.to_user_string(), str(e.partition))
+                 for e in first.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" not in e.metadata}
+    assert published == {("reporting/suspicious_activity", f"{today}|{region}") for region in ("EU", "US")}
     checks = [e for e in first.asset_events if isinstance(e, AssetCheckEvaluation)]
     assert checks and all(c.passed for c in checks)
     assert {c.metadata["partition"].value for c in checks} == {f"{today}|EU", f"{today}|US"}
@@ -147,7 +150,7 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
         "od-5": ["amount_over_threshold"],
     }
     materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
-                    for e in second.asset_events if isinstance(e, AssetMaterialization)}
+                    for e in second.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" in e.metadata}
     assert materialized == {
         ("intermediate/int_transactions_latest", f"{today}|EU", "new_data"),
         ("marts/suspicious_activity", f"{today}|EU", "new_data"),

@@ -62,18 +62,34 @@ def test_code_location_snapshot():
         "marts/daily_settlements",
         "marts/suspicious_activity",
         "reference/fx_rates",
+        "reporting/daily_settlements",
+        "reporting/suspicious_activity",
         "staging/stg_transactions",
         "staging/transactions",
     ]
     partitioned = sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def)
     assert partitioned == [
         "intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity",
-        "staging/transactions",
+        "reporting/daily_settlements", "reporting/suspicious_activity", "staging/transactions",
     ]
     automated = sorted(k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition)
-    assert automated == ["intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity"]
-    assert {s.name for s in defs.sensors} >= {"kafka_ingestion", "marts_automation"}
-    assert {s.name for s in defs.schedules} == {"daily_settlements", "prune_dagster_history"}
+    assert automated == [
+        "intermediate/int_transactions_latest", "marts/daily_settlements", "marts/suspicious_activity",
+        "reporting/daily_settlements", "reporting/suspicious_activity",
+    ]
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {
+        ("staging/transactions", "gx_staging_transactions"),
+        ("staging/transactions", "kafka_offsets_accounted"),
+        ("marts/suspicious_activity", "gx_suspicious_activity"),
+        ("marts/suspicious_activity", "suspicious_in_staging"),
+        ("marts/daily_settlements", "gx_daily_settlements"),
+        ("marts/daily_settlements", "settlements_reconcile_with_staging"),
+        ("marts/daily_settlements", "unique_combination_fct_daily_settlements_settlement_date__region__currency"),
+    } <= checks
+    sensors = {s.name for s in defs.sensors}
+    assert sensors >= {"kafka_ingestion", "marts_automation", "open_day_marts", "freshness_checks"}
+    assert {s.name for s in defs.schedules} == {"daily_settlements", "prune_dagster_history", "offset_audit"}
 
 
 def test_only_the_open_day_refreshes_by_new_data():
