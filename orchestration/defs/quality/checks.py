@@ -11,6 +11,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetSelection,
+    AutomationCondition,
     DefaultScheduleStatus,
     ScheduleDefinition,
     asset_check,
@@ -19,6 +20,7 @@ from dagster import (
     define_asset_job,
 )
 
+from orchestration.defs.dbt.assets import CLOSED_DAYS
 from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
@@ -58,6 +60,9 @@ def partition_check(asset_key: AssetKey, name: str):
         blocking=True,
         description=DESCRIPTIONS[name],
         partitions_def=PARTITIONS,
+        # Closed days: with the mart partition when automation rebuilds it (same tick, same run), and
+        # for staging when late data lands. The open day is checked by the open_day_marts sensor.
+        automation_condition=AutomationCondition.any_deps_updated() & CLOSED_DAYS,
     )
     def _check(context: AssetCheckExecutionContext, txmon: TxmonResource) -> AssetCheckResult:
         day, region = parse_partition_key(context.partition_key)
