@@ -35,7 +35,7 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Transaction:
     transaction_id: str
     account_id: str

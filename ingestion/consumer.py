@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -73,7 +74,8 @@ class IngestReport:
         }
 
 
-def _produced_at(msg) -> datetime | None:
+def produced_at(msg) -> datetime | None:
+    """The message's Kafka timestamp (UTC), or None when it has none."""
     kind, ms = msg.timestamp()
     return datetime.fromtimestamp(ms / 1000, UTC) if kind and ms >= 0 else None
 
@@ -182,7 +184,7 @@ class Ingestor:
                     log.warning("kafka: %s", err.str())
                     continue
                 value = msg.value()
-                m = Message(msg.partition(), msg.offset(), msg.key(), value, _produced_at(msg))
+                m = Message(msg.partition(), msg.offset(), msg.key(), value, produced_at(msg))
                 try:
                     m.event = parse(value)
                 except InvalidEvent as exc:
@@ -239,30 +241,51 @@ class Ingestor:
         stop: threading.Event | None = None,
         on_batch=None,
     ) -> IngestReport:
-        """Land batches until stopped, until caught up (``until_idle``) or ``max_seconds`` passed."""
+        """Land batches until stopped, until caught up (``until_idle``) or ``max_seconds`` passed.
+
+        Polling and validating the next batch overlaps with writing the previous one: the writes
+        run on one landing thread, one batch at a time and in order (while PostgreSQL works, the
+        thread waits without holding the GIL). A batch polled while the one before it was fenced
+        comes from stale positions and is dropped; polling resumes from the stored positions.
+        """
         stop = stop or threading.Event()
         report = IngestReport()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            batch = self._poll_batch(stop)
-            if batch:
-                report.first_poll = report.first_poll or time.monotonic()
-                try:
-                    result = self._land(batch)
-                except OffsetConflict as exc:
-                    log.warning("%s; re-reading positions", exc)
-                    report.conflicts += 1
-                    self._reseek()
-                    continue
-                report.last_commit = time.monotonic()
-                report.batches += 1
-                report.total.add(result)
-                self._after_commit(batch, result)
-                if on_batch is not None:
-                    on_batch(result)
-            if until_idle and (not batch or len(batch) < self.settings.batch_max_events) and self.caught_up():
-                break
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-land") as lander:
+            landing: tuple[list[Message], Future] | None = None
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                batch = self._poll_batch(stop)
+                if batch:
+                    report.first_poll = report.first_poll or time.monotonic()
+                if landing is not None:
+                    if not self._finish(landing, report, on_batch):
+                        batch = []  # polled from positions another worker has moved past
+                    landing = None
+                if batch:
+                    landing = (batch, lander.submit(self._land, batch))
+                elif until_idle and self.caught_up():
+                    break
+            if landing is not None:
+                self._finish(landing, report, on_batch)
         return report
+
+    def _finish(self, landing: tuple[list[Message], Future], report: IngestReport, on_batch) -> bool:
+        """Wait for a batch's commit and account for it; False when it was fenced (nothing written)."""
+        batch, future = landing
+        try:
+            result = future.result()
+        except OffsetConflict as exc:
+            log.warning("%s; re-reading positions", exc)
+            report.conflicts += 1
+            self._reseek()
+            return False
+        report.last_commit = time.monotonic()
+        report.batches += 1
+        report.total.add(result)
+        self._after_commit(batch, result)
+        if on_batch is not None:
+            on_batch(result)
+        return True
 
     def close(self) -> None:
         if self._quarantine_producer is not None:

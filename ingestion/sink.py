@@ -3,9 +3,13 @@
 In a single transaction the sink
 1. checks that the stored Kafka positions are still the ones this worker started from (a fence:
    if another worker got there first, nothing is written and ``OffsetConflict`` is raised),
-2. COPYs the valid events into a session-local scratch table and moves them into the partitioned
-   ``staging.transactions`` with ``ON CONFLICT DO NOTHING`` (a redelivery is stored once and
-   recorded in ``staging.duplicate_transactions``),
+2. lands the valid events in the partitioned ``staging.transactions``, each event once: a
+   redelivery is recorded in ``staging.duplicate_transactions`` instead. Redeliveries the sink can
+   see (twice in the batch, or an event of the batch it committed last) are set aside in memory and the rest is
+   COPYed straight into the table inside a savepoint; when PostgreSQL still finds a stored one
+   (a replay older than the sink's memory, another worker's event), the savepoint is rolled back
+   and the batch goes the careful way: COPY into a session-local scratch table, then
+   ``INSERT ... ON CONFLICT DO NOTHING`` into the table,
 3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason,
 4. advances ``staging.kafka_offsets`` past the batch and records the batch in
    ``staging.ingest_batches``.
@@ -23,6 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.errors import UniqueViolation
+from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from contracts.transaction import Transaction
@@ -33,8 +41,27 @@ LANDING_COLUMNS = (
     "region", "fraud_flag", "produced_at", "topic", "partition", "offset", "raw_event",
 )
 _COLS = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
+# Binary COPY: PostgreSQL receives numbers and timestamps ready-made instead of parsing their text.
+LANDING_TYPES = (
+    "text", "text", "timestamptz", "text", "text", "numeric", "text", "text", "bool", "timestamptz", "text", "int4",
+    "int8", "jsonb",
+)
 
 REJECTED_COLUMNS = ("topic", "partition", "offset", "kafka_key", "raw_value", "raw_text", "reason", "produced_at")
+
+
+class RawJson(bytes):
+    """A message's bytes, known to be one JSON object (registered with RawJsonbDumper; never built)."""
+
+
+class RawJsonbDumper(Dumper):
+    """jsonb in binary COPY straight from a message's bytes (validated JSON, UTF-8, no NUL): no re-encoding."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return b"\x01" + obj  # jsonb's binary format: version 1, then the JSON text
 
 
 class OffsetConflict(RuntimeError):
@@ -91,10 +118,14 @@ class WarehouseSink:
         self.home = home
         self.worker = worker
         self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
+        # COPY with set_types picks dumpers by type oid: jsonb columns of this connection's COPYs take raw bytes.
+        self.conn.adapters.register_dumper(RawJson, RawJsonbDumper)
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {_COLS} FROM staging.transactions WITH NO DATA"  # noqa: S608
         )
         self._known_days: set[date] = set()
+        # Identities (the primary key) of the events of the last batch this sink committed.
+        self._recent: set = set()
         # partition -> next offset this database has accounted for (None: nothing yet).
         self.next_offsets: dict[int, int | None] = {}
 
@@ -152,35 +183,73 @@ class WarehouseSink:
         self.ensure_days(m.event.event_date for m in mine)
 
         partitions = sorted(result.offsets)
+        identities: set = set()
         with self.conn.transaction():
             self._fence(partitions)
             if mine:
-                duplicates = {(m.partition, m.offset) for m in self._land_events(mine)}
-                result.landed, result.duplicates = len(mine) - len(duplicates), len(duplicates)
-                for m in mine:
-                    if (m.partition, m.offset) not in duplicates:
-                        result.slices[(m.event.event_date, m.event.region)] += 1
+                landed, duplicates, identities = self._land_events(mine)
+                result.landed, result.duplicates = len(landed), len(duplicates)
+                slices = result.slices
+                for m in landed:
+                    slices[(m.event.event_date, m.event.region)] += 1
             if rejected:
                 self._quarantine(rejected)
                 result.quarantined = len(rejected)
             self._advance(result)
+        self._recent = identities  # only once committed: a remembered event is a stored event
         for p, (_, last) in result.offsets.items():
             self.next_offsets[p] = last + 1
         return result
 
-    def _land_events(self, mine: Sequence[Message]) -> list[Message]:
-        """COPY the events in; returns the ones that were already stored (recorded as duplicates)."""
+    def _land_events(self, mine: Sequence[Message]) -> tuple[list[Message], list[Message], set]:
+        """Store the events once each: (landed, duplicates (recorded as such), the batch's identities)."""
+        fresh: list[Message] = []
+        duplicates: list[Message] = []
+        recent = self._recent
+        seen: set = set()
+        for m in mine:
+            e = m.event
+            key = (e.transaction_id, e.status, e.event_time)
+            if key in seen or key in recent:
+                duplicates.append(m)
+            else:
+                seen.add(key)
+                fresh.append(m)
+        try:
+            with self.conn.transaction():  # a savepoint: a duplicate aborts only this COPY
+                self._copy_events(f"COPY staging.transactions ({_COLS}) FROM STDIN (FORMAT BINARY)", fresh)
+            landed = fresh
+        except UniqueViolation:
+            landed, stored = self._land_via_scratch(fresh)
+            duplicates.extend(stored)
+        if duplicates:
+            with self.conn.cursor() as cur, cur.copy(
+                'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
+                "event_time) FROM STDIN"
+            ) as copy:
+                for m in duplicates:
+                    copy.write_row((self.topic, m.partition, m.offset, m.event.transaction_id, m.event.status,
+                                    m.event.event_time))
+        return landed, duplicates, seen
+
+    def _copy_events(self, statement: str, messages: Sequence[Message]) -> None:
+        """Binary COPY of the events (the message bytes go to raw_event as they are, see RawJsonbDumper)."""
         topic = self.topic
+        with self.conn.cursor() as cur, cur.copy(statement) as copy:
+            copy.set_types(LANDING_TYPES)
+            write_row = copy.write_row
+            for m in messages:
+                e = m.event
+                write_row((
+                    e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount, e.currency,
+                    e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset, m.value,
+                ))
+
+    def _land_via_scratch(self, messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:
+        """The careful way: scratch table, then INSERT ... ON CONFLICT DO NOTHING; (landed, already stored)."""
         with self.conn.cursor() as cur:
             cur.execute("TRUNCATE landing")
-            with cur.copy(f"COPY landing ({_COLS}) FROM STDIN") as copy:
-                for m in mine:
-                    e = m.event
-                    copy.write_row((
-                        e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount,
-                        e.currency, e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset,
-                        m.value.decode("utf-8"),
-                    ))
+            self._copy_events(f"COPY landing ({_COLS}) FROM STDIN (FORMAT BINARY)", messages)
             cur.execute(
                 f"""
                 INSERT INTO staging.transactions ({_COLS}) SELECT {_COLS} FROM landing
@@ -188,16 +257,9 @@ class WarehouseSink:
                 """  # noqa: S608 (the only interpolation is the constant column list)
             )
             inserted = set(cur.fetchall())
-            duplicates = [m for m in mine if (m.partition, m.offset) not in inserted]
-            if duplicates:
-                with cur.copy(
-                    'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
-                    "event_time) FROM STDIN"
-                ) as copy:
-                    for m in duplicates:
-                        copy.write_row((topic, m.partition, m.offset, m.event.transaction_id, m.event.status,
-                                        m.event.event_time))
-        return duplicates
+        landed = [m for m in messages if (m.partition, m.offset) in inserted]
+        stored = [m for m in messages if (m.partition, m.offset) not in inserted]
+        return landed, stored
 
     def _quarantine(self, rejected: Sequence[Message]) -> None:
         cols = ", ".join(f'"{c}"' for c in REJECTED_COLUMNS)

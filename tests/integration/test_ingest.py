@@ -167,3 +167,27 @@ def test_late_events_land_in_their_own_day(platform, tmp_path):
         ("staging.transactions_20250315", "late-1"),
         ("staging.transactions_20261125", "late-2"),  # 23:30 at -05:00 is the next UTC day
     ]
+
+
+def test_redelivery_of_an_event_landed_by_an_earlier_run(platform, tmp_path):
+    """A replay the worker cannot remember (a new process) is caught by PostgreSQL, stored once, recorded."""
+    first = tmp_path / "first.jsonl"
+    first.write_text("\n".join(line(event(f"r-{i}", extra={"n": i})) for i in range(5)))
+    platform.txmon("produce", str(first))
+    assert json.loads(platform.txmon("ingest", "--until-idle").stdout)["landed"] == 5
+
+    second = tmp_path / "second.jsonl"
+    second.write_text("\n".join([line(event("r-2", extra={"n": 2})), line(event("r-5")), line(event("r-6"))]))
+    platform.txmon("produce", str(second))
+    report = json.loads(platform.txmon("ingest", "--until-idle").stdout)
+    assert (report["landed"], report["duplicates"]) == (2, 1), report
+
+    assert platform.query("SELECT transaction_id FROM staging.duplicate_transactions") == [("r-2",)]
+    rows = platform.query(
+        "SELECT transaction_id, jsonb_typeof(raw_event), raw_event->'extra'->>'n' FROM staging.transactions "
+        "ORDER BY transaction_id"
+    )
+    assert [r[0] for r in rows] == [f"r-{i}" for i in range(7)]
+    assert {r[1] for r in rows} == {"object"}  # the message's JSON object, not a string holding it
+    assert rows[2][2] == "2"
+    assert_every_offset_accounted_for(platform)

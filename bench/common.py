@@ -1,0 +1,190 @@
+"""What every benchmark section shares.
+
+The benchmarks run against the local services (`txmon services up`) but never touch the platform's
+own data: they use their own databases (``txmon_bench``, ``dagster_bench``) and topics (``bench.*``),
+set through the same ``TXMON_*`` variables every txmon process reads, so the ``txmon`` commands they
+start as subprocesses are configured exactly like the in-process code.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from psycopg import sql
+
+from txmon import kafka as kafka_clients
+from txmon.config import REPO_ROOT, Settings
+from txmon.db import connect
+from txmon.services.kafka import MAVEN_PROJECT
+
+BENCH_ENV = {
+    "TXMON_WAREHOUSE_DB": "txmon_bench",
+    "TXMON_DAGSTER_DB": "dagster_bench",
+    "TXMON_TOPIC": "bench.payments.transactions",
+    "TXMON_QUARANTINE_TOPIC": "bench.payments.transactions.quarantine",
+    "TXMON_CONSUMER_GROUP": "txmon-bench",
+}
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+VERSIONED = (
+    "dagster", "dagster-dbt", "dbt-core", "dbt-postgres", "great-expectations", "confluent-kafka", "psycopg",
+    "orjson", "pandas",
+)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def bench_env(**overrides: str) -> dict[str, str]:
+    """The environment of a benchmark process: the caller's, pointed at the benchmark's data."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TXMON_WAREHOUSE_DSN", "TXMON_REGION_DSNS")}
+    return {**env, **BENCH_ENV, **{f"TXMON_{k.upper()}": str(v) for k, v in overrides.items()}}
+
+
+def bench_settings(**overrides: str) -> Settings:
+    return Settings.from_env(bench_env(**overrides))
+
+
+def reset(settings: Settings, *, dagster: bool = False) -> None:
+    """Fresh benchmark databases and topics (created, migrated) on the running local services."""
+    from txmon import services
+
+    dbs = [settings.warehouse_db, *([settings.dagster_db] if dagster else [])]
+    with connect(settings.admin_dsn, autocommit=True, purpose="bench") as conn:
+        for name in dbs:
+            if not name.endswith("_bench"):
+                raise BenchError(f"refusing to drop {name!r}: not a benchmark database")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    delete_topics(settings, [settings.topic, settings.quarantine_topic])
+    statuses = services.up(settings)
+    if not all(s.up for s in statuses):
+        raise BenchError("services are not up: " + "; ".join(f"{s.name}: {s.detail}" for s in statuses))
+
+
+def delete_topics(settings: Settings, topics: list[str]) -> None:
+    if not all(t.startswith("bench.") for t in topics):
+        raise BenchError(f"refusing to delete {topics}: not benchmark topics")
+    admin = kafka_clients.admin(settings)
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [t for t in topics if t in existing]
+    for _, future in admin.delete_topics(doomed).items() if doomed else []:
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC" not in str(exc):
+                raise
+    deadline = time.monotonic() + 30
+    while any(t in admin.list_topics(timeout=10).topics for t in doomed) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)  # the broker forgets the deleted topics' metadata asynchronously
+
+
+def txmon_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "txmon.cli", *args]
+
+
+@dataclass
+class Measured:
+    """A finished subprocess: its output, wall time and peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss_mib: float
+
+
+def run_measured(argv: list[str], env: dict[str, str], *, timeout: float = 3600) -> Measured:
+    out_path = RESULTS_DIR / f".stdout-{os.getpid()}"
+    err_path = RESULTS_DIR / f".stderr-{os.getpid()}"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise BenchError(f"{' '.join(argv[2:])} did not finish in {timeout:.0f}s")
+            time.sleep(0.05)
+    seconds = time.monotonic() - started
+    stdout, stderr = out_path.read_text(), err_path.read_text()
+    out_path.unlink()
+    err_path.unlink()
+    return Measured(os.waitstatus_to_exitcode(status), stdout, stderr, seconds, usage.ru_maxrss / 1024)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(settings: Settings) -> dict:
+    """Cores, memory, CPU, OS and the versions that matter, for the record of a run."""
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kib = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
+    with connect(settings.admin_dsn, autocommit=True, purpose="bench") as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]
+        pg_conf = dict(conn.execute(
+            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+            (["shared_buffers", "work_mem", "synchronous_commit", "max_wal_size", "wal_compression"],),
+        ).fetchall())
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    kafka_jars = sorted(p.name for p in (MAVEN_PROJECT / "target" / "lib").glob("kafka_*.jar"))
+    return {
+        "cpu_cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "postgresql_settings": pg_conf,
+        "kafka": kafka_jars[0].removesuffix(".jar") if kafka_jars else None,
+        "packages": versions,
+        "colocated": "Kafka, PostgreSQL and txmon on this one machine",
+    }
+
+
+def percentiles(values: list[float], points=(50, 95, 99)) -> dict[str, float | None]:
+    """p50/p95/p99 (nearest rank) and max of ``values``, in the values' unit."""
+    if not values:
+        return {**{f"p{p}": None for p in points}, "max": None, "n": 0}
+    ordered = sorted(values)
+    out = {f"p{p}": round(ordered[min(len(ordered) - 1, max(0, -(-p * len(ordered) // 100) - 1))], 3) for p in points}
+    return {**out, "max": round(ordered[-1], 3), "n": len(ordered)}
+
+
+STAGING_TABLES = (
+    "staging.transactions", "staging.duplicate_transactions", "staging.rejected_transactions",
+    "staging.kafka_offsets", "staging.ingest_batches", "staging.offset_audit",
+)
+
+
+def clear_staging(settings: Settings) -> None:
+    """Empty the benchmark's landing tables and positions, so the next ingest reads the topic again."""
+    if not settings.warehouse_db.endswith("_bench"):
+        raise BenchError(f"refusing to empty {settings.warehouse_db!r}: not a benchmark database")
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
+        conn.execute(f"TRUNCATE {', '.join(STAGING_TABLES)}")
+        conn.execute("CHECKPOINT")

@@ -1,0 +1,150 @@
+"""Ingest throughput: `txmon ingest --until-idle` over a preloaded topic, against two baselines.
+
+- txmon: N generated events preloaded on the topic, then `txmon ingest --until-idle` as its own
+  process; events/s from its first poll to its last commit, and its peak resident memory.
+- COPY limit: the rows txmon landed, already serialised (COPY text), COPYed in one statement into an
+  identical empty table (same columns, partitions, primary key and BRIN indexes). No parsing, no
+  validation, no Kafka: what PostgreSQL itself can take on this machine.
+- naive: the consumer people write first: per message parse and validate (the same validator),
+  then one INSERT ... ON CONFLICT DO NOTHING and one commit, on a sample of the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from bench.common import BenchError, Measured, reset, run_measured, txmon_argv
+from contracts.transaction import EventValidator, InvalidEvent
+from ingestion.consumer import produced_at
+from ingestion.sink import LANDING_COLUMNS
+from txmon import kafka as kafka_clients
+from txmon.config import Settings
+from txmon.db import connect
+from txmon.generate import PaymentGenerator
+from txmon.produce import send
+
+COLS = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
+
+
+def preload(settings: Settings, events: int, *, seed: int = 20261126, bad_rate: float = 0.001) -> dict:
+    """Generate ``events`` payments (a 10,000/s simulated clock) and put them on the topic."""
+    gen = PaymentGenerator(settings, tps=10_000, seed=seed, bad_rate=bad_rate)
+    report = send(settings, gen.events(events))
+    if report.failed:
+        raise BenchError(f"preloading the topic failed: {report.first_error}")
+    return {"events": report.sent, "seconds": round(report.seconds, 1)}
+
+
+def ingest_until_idle(env: dict[str, str], *args: str) -> tuple[dict, Measured]:
+    """One `txmon ingest --until-idle` process: its JSON summary and its resource use."""
+    measured = run_measured(txmon_argv("ingest", "--until-idle", *args), env)
+    if measured.returncode != 0:
+        raise BenchError(f"txmon ingest failed ({measured.returncode}): {measured.stderr.strip()[-400:]}")
+    return json.loads(measured.stdout.strip().splitlines()[-1]), measured
+
+
+def identical_table(conn, schema: str) -> str:
+    """An empty copy of staging.transactions (columns, defaults, keys, indexes, the same day partitions)."""
+    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.execute(f"CREATE SCHEMA {schema}")
+    conn.execute(
+        f"CREATE TABLE {schema}.transactions (LIKE staging.transactions INCLUDING ALL) PARTITION BY RANGE (event_time)"
+    )
+    bounds = conn.execute(
+        """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'staging.transactions'::regclass"""
+    ).fetchall()
+    for name, bound in bounds:
+        conn.execute(f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.transactions {bound}")
+    return f"{schema}.transactions"
+
+
+def copy_limit(settings: Settings) -> dict:
+    """COPY the landed rows, serialised beforehand, into an identical empty table: rows/s."""
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn, \
+            tempfile.TemporaryDirectory(dir=settings.state_dir) as tmp:
+        target = identical_table(conn, "bench_limit")
+        dump = Path(tmp) / "rows.copy"
+        with open(dump, "wb") as fh, conn.cursor() as cur, \
+                cur.copy(f"COPY (SELECT {COLS} FROM staging.transactions) TO STDOUT") as copy:  # noqa: S608
+            for chunk in copy:
+                fh.write(chunk)
+        rows = conn.execute("SELECT count(*) FROM staging.transactions").fetchone()[0]
+        conn.execute("CHECKPOINT")
+        started = time.monotonic()
+        with conn.transaction(), conn.cursor() as cur, \
+                cur.copy(f"COPY {target} ({COLS}) FROM STDIN") as copy, open(dump, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                copy.write(chunk)
+        seconds = time.monotonic() - started
+        size = dump.stat().st_size
+        conn.execute("DROP SCHEMA bench_limit CASCADE")
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1),
+            "serialised_mib": round(size / 2**20, 1)}
+
+
+def naive(settings: Settings, sample: int) -> dict:
+    """Per message: validate, INSERT one row, commit. On the first ``sample`` messages of the topic."""
+    validator = EventValidator(settings.regions, settings.currencies)
+    consumer = kafka_clients.consumer(settings, **{"group.id": "txmon-bench-naive"})
+    partitions = sorted(consumer.list_topics(settings.topic, timeout=10).topics[settings.topic].partitions)
+    consumer.assign([TopicPartition(settings.topic, p, OFFSET_BEGINNING) for p in partitions])
+    placeholders = ", ".join(["%s"] * len(LANDING_COLUMNS))
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
+        target = identical_table(conn, "bench_naive")
+        insert = f"INSERT INTO {target} ({COLS}) VALUES ({placeholders}) ON CONFLICT DO NOTHING"  # noqa: S608
+        seen = inserted = 0
+        started = None
+        idle_since = time.monotonic()
+        while seen < sample and time.monotonic() - idle_since < 30:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            idle_since = time.monotonic()
+            started = started or time.monotonic()
+            seen += 1
+            try:
+                e = validator.parse(msg.value())
+            except InvalidEvent:
+                continue  # a real one would quarantine it; the sample leaves it out
+            with conn.transaction():
+                conn.execute(insert, (
+                    e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount, e.currency,
+                    e.region, e.fraud_flag, produced_at(msg),
+                    settings.topic, msg.partition(), msg.offset(), msg.value().decode(),
+                ))
+            inserted += 1
+        seconds = time.monotonic() - (started or time.monotonic())
+        conn.execute("DROP SCHEMA bench_naive CASCADE")
+    consumer.close()
+    return {"messages": seen, "inserted": inserted, "seconds": round(seconds, 3),
+            "events_per_second": round(seen / seconds, 1) if seconds else None}
+
+
+def run(settings: Settings, env: dict[str, str], *, events: int, naive_sample: int) -> dict:
+    reset(settings)
+    loaded = preload(settings, events)
+    summary, measured = ingest_until_idle(env)
+    if summary["consumed"] != loaded["events"]:
+        raise BenchError(f"txmon ingest consumed {summary['consumed']} of {loaded['events']} preloaded events")
+    limit = copy_limit(settings)
+    baseline = naive(settings, naive_sample)
+    rate = summary["events_per_second"]
+    return {
+        "preload": loaded,
+        "txmon": {
+            "events": summary["consumed"], "landed": summary["landed"], "duplicates": summary["duplicates"],
+            "quarantined": summary["quarantined"], "batches": summary["batches"],
+            "seconds": summary["seconds_first_poll_to_last_commit"], "events_per_second": rate,
+            "process_seconds": round(measured.seconds, 1), "peak_rss_mib": round(measured.max_rss_mib, 1),
+        },
+        "copy_limit": limit,
+        "naive": baseline,
+        "ratio_to_copy_limit": round(rate / limit["rows_per_second"], 3),
+        "ratio_to_naive": round(rate / baseline["events_per_second"], 1) if baseline["events_per_second"] else None,
+    }
