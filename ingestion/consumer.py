@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from contracts.transaction import EventValidator, InvalidEvent
 from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
@@ -45,6 +45,8 @@ class IngestReport:
     conflicts: int = 0
     first_poll: float | None = None  # time.monotonic() of the first message received
     last_commit: float | None = None  # time.monotonic() of the last database commit
+    first_poll_at: float | None = None  # the same two instants as Unix time, comparable across processes
+    last_commit_at: float | None = None
 
     @property
     def consumed(self) -> int:
@@ -68,7 +70,10 @@ class IngestReport:
             "quarantined": self.total.quarantined,
             "batches": self.batches,
             "offset_conflicts": self.conflicts,
+            "processes": 1,
             "seconds_first_poll_to_last_commit": round(self.seconds, 3),
+            "first_poll_at": self.first_poll_at,
+            "last_commit_at": self.last_commit_at,
             "events_per_second": round(self.events_per_second, 1),
             "slices": {f"{d.isoformat()}|{r}": n for (d, r), n in sorted(self.total.slices.items())},
         }
@@ -78,6 +83,14 @@ def produced_at(msg) -> datetime | None:
     """The message's Kafka timestamp (UTC), or None when it has none."""
     kind, ms = msg.timestamp()
     return datetime.fromtimestamp(ms / 1000, UTC) if kind and ms >= 0 else None
+
+
+def partitions_of(consumer: Consumer, settings: Settings) -> list[int]:
+    """The partition numbers of the transactions topic, or IngestError when it does not exist."""
+    meta = consumer.list_topics(settings.topic, timeout=10).topics.get(settings.topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise IngestError(f"topic {settings.topic!r} not found at {settings.kafka_bootstrap}: run `txmon services up`")
+    return sorted(meta.partitions)
 
 
 class Ingestor:
@@ -115,12 +128,7 @@ class Ingestor:
 
     # ---------------------------------------------------------------- assignment
     def _topic_partitions(self) -> list[int]:
-        meta = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            raise IngestError(
-                f"topic {self.topic!r} not found at {self.settings.kafka_bootstrap}: run `txmon services up`"
-            )
-        return sorted(meta.partitions)
+        return partitions_of(self.consumer, self.settings)
 
     def _positions(self, partitions: list[int]) -> dict[int, int | None]:
         """Resume point per partition: the smallest position over all databases."""
@@ -255,8 +263,8 @@ class Ingestor:
             landing: tuple[list[Message], Future] | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 batch = self._poll_batch(stop)
-                if batch:
-                    report.first_poll = report.first_poll or time.monotonic()
+                if batch and report.first_poll is None:
+                    report.first_poll, report.first_poll_at = time.monotonic(), time.time()
                 if landing is not None:
                     if not self._finish(landing, report, on_batch):
                         batch = []  # polled from positions another worker has moved past
@@ -279,7 +287,7 @@ class Ingestor:
             report.conflicts += 1
             self._reseek()
             return False
-        report.last_commit = time.monotonic()
+        report.last_commit, report.last_commit_at = time.monotonic(), time.time()
         report.batches += 1
         report.total.add(result)
         self._after_commit(batch, result)

@@ -74,6 +74,16 @@ def _day(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD date") from None
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 256")
+    return value
+
+
 def _partitions(text: str) -> list[int]:
     try:
         parts = [int(p) for p in text.split(",") if p.strip()]
@@ -114,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--partitions", type=_partitions, help="only these topic partitions (static scale-out)")
     ingest.add_argument("--group", action="store_true", help="share partitions with other workers in a group")
     ingest.add_argument("--max-seconds", type=_positive_float, help="stop after this long")
+    ingest.add_argument("--processes", type=_count,
+                        help="processes sharing the partitions (default TXMON_INGEST_PROCESSES; 0: one per CPU core)")
 
     mat = sub.add_parser("materialize", help="materialize one region-day partition of every mart, checks included")
     mat.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
@@ -228,9 +240,32 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_ingest(args, settings) -> int:
+    from dataclasses import replace
+
+    from ingestion import processes
     from ingestion.consumer import Ingestor
 
     stop = _stop_on_signals()
+    if args.processes is not None:
+        settings = replace(settings, ingest_processes=args.processes)
+    if settings.ingest_processes != 1:
+        common = [*(["--until-idle"] if args.until_idle else []),
+                  *(["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])]
+        if args.group:
+            n = settings.ingest_processes or os.cpu_count() or 1
+            child_args = [["--group", *common]] * n
+        else:
+            available = processes.topic_partitions(settings)
+            wanted = sorted(set(args.partitions)) if args.partitions else available
+            missing = sorted(set(wanted) - set(available))
+            if missing:
+                raise UsageError(f"txmon ingest: topic {settings.topic} has no partition(s) {missing} "
+                                 f"(it has {len(available)})")
+            shares = processes.split(wanted, processes.process_count(settings, len(wanted)))
+            child_args = [["--partitions", ",".join(map(str, share)), *common] for share in shares]
+        if len(child_args) > 1:
+            print(json.dumps(processes.run_processes(child_args, stop)))
+            return 0
     ingestor = Ingestor(settings, partitions=args.partitions, group=args.group)
     log = logging.getLogger("txmon.ingest")
     progress = {"at": time.monotonic(), "landed": 0}

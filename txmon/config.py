@@ -102,6 +102,8 @@ class Settings:
     # Who lands the data: the Dagster sensor itself ("sensor"), or standalone `txmon ingest`
     # workers ("worker", the sensor then only reports what they landed).
     ingest_mode: str = "sensor"
+    # Processes of one `txmon ingest` (the topic's partitions split between them); 0: one per CPU core.
+    ingest_processes: int = 0
     sensor_ingest_seconds: float = 20.0
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: int = 30
@@ -223,6 +225,7 @@ class Settings:
         integer("KAFKA_CONTROLLER_PORT", "kafka_controller_port", 1, 65535)
         integer("TOPIC_PARTITIONS", "topic_partitions", 1, 1024)
         integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
+        integer("INGEST_PROCESSES", "ingest_processes", 0, 256)
         integer("LIFECYCLE_WINDOW_DAYS", "lifecycle_window_days", 0, 3660)
         integer("DAGSTER_RETENTION_DAYS", "dagster_retention_days", 1, 3660)
         integer("MAX_FUTURE_SKEW_SECONDS", "max_future_skew_seconds", 0, 86400)

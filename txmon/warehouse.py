@@ -77,7 +77,8 @@ def migrate(settings: Settings) -> dict[str, list[str]]:
     """Apply pending migrations to every regional database, then give bi_reader its password."""
     applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
     if settings.bi_reader_password:
-        with connect(settings.warehouse_dsn, autocommit=True, purpose="migrate") as conn:
+        with connect(settings.warehouse_dsn, purpose="migrate") as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # concurrent starters: one at a time
             conn.execute(
                 sql.SQL("ALTER ROLE bi_reader WITH LOGIN PASSWORD {}").format(sql.Literal(settings.bi_reader_password))
             )
