@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    services up, synthetic payments, Dagster UI with the pipeline live (ARGS="--worker")
 #   make test   install, start the services, run every test (what CI runs)
-.PHONY: run test bootstrap services-up lint lock
+.PHONY: run test bench bootstrap services-up lint lock
 
 bootstrap:
 	@scripts/bootstrap
@@ -15,6 +15,10 @@ run: bootstrap
 test: services-up
 	@.venv/bin/ruff check .
 	@.venv/bin/pytest
+
+# Benchmarks (bench/): ingest vs the COPY limit, freshness at 10k tx/s, settlement at scale, scaling.
+bench: services-up
+	@.venv/bin/txmon bench $(ARGS)
 
 lint: bootstrap
 	@.venv/bin/ruff check .

@@ -84,6 +84,25 @@ def _count(text: str) -> int:
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    known = ("ingest", "freshness", "settlement", "scaling")
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [c for c in chosen if c not in known]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(known)}")
+    return chosen
+
+
 def _partitions(text: str) -> list[int]:
     try:
         parts = [int(p) for p in text.split(",") if p.strip()]
@@ -142,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--to", dest="last", type=_day, required=True, help="YYYY-MM-DD (inclusive)")
     back.add_argument("--region", help="one region (default: all)")
 
-    sub.add_parser("dagster", help="run the Dagster UI and daemon (sensor, automation, schedules) until Ctrl-C")
+    dagster = sub.add_parser("dagster", help="run the Dagster UI and daemon (sensors, automation, schedules) to Ctrl-C")
+    dagster.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     sub.add_parser("dagster-setup", help="prepare Dagster's home, the dbt manifest, reference models and mart tables")
 
     run = sub.add_parser(
@@ -155,6 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=3000, help="Dagster UI port")
 
     sub.add_parser("status", help="rows landed, quarantined and consumer lag")
+
+    bench = sub.add_parser(
+        "bench", help="benchmarks on the local services (own database and topics): table + JSON in bench/results"
+    )
+    bench.add_argument("--sections", type=_sections, default=("ingest", "freshness", "settlement", "scaling"),
+                       help="comma-separated: ingest,freshness,settlement,scaling (default: all)")
+    bench.add_argument("--events", type=_whole, default=2_000_000, help="ingest: events preloaded on the topic")
+    bench.add_argument("--naive-sample", type=_whole, default=20_000, help="ingest: messages for the naive consumer")
+    bench.add_argument("--tps", type=_positive_float, default=10_000.0, help="freshness: generator rate")
+    bench.add_argument("--freshness-seconds", type=_positive_float, default=120.0, help="freshness: measured window")
+    bench.add_argument("--warmup-seconds", type=_non_negative_float, default=30.0,
+                       help="freshness: generated before the window")
+    bench.add_argument("--port", type=int, default=3011, help="freshness: the Dagster UI's port meanwhile")
+    bench.add_argument("--settlement-events", type=_whole, default=10_000_000, help="settlement: one region-day")
+    bench.add_argument("--backfill-events", type=_whole, default=500_000,
+                       help="settlement: events per region-day of the 7-day backfill")
+    bench.add_argument("--scaling-events", type=_whole, default=500_000, help="scaling: events per configuration")
+    bench.add_argument("--output", type=Path, help="JSON file (default: bench/results/bench-<time>.json)")
 
     dbt = sub.add_parser("dbt", help="run dbt on the project with txmon's connection and vars, e.g. `txmon dbt build`")
     dbt.add_argument("dbt_args", nargs=argparse.REMAINDER, help="arguments for dbt")
@@ -396,8 +434,8 @@ def cmd_dagster_setup(args, settings) -> int:
 
 
 def cmd_dagster(args, settings) -> int:
-    children = _dagster_processes(settings, 3000)
-    print("Dagster UI: http://127.0.0.1:3000  (logs in .txmon/logs; Ctrl-C stops)")
+    children = _dagster_processes(settings, args.port)
+    print(f"Dagster UI: http://127.0.0.1:{args.port}  (logs in .txmon/logs; Ctrl-C stops)", flush=True)
     return _supervise(children, 0, None)
 
 
@@ -423,6 +461,20 @@ def cmd_run(args, settings) -> int:
     return _supervise(children, args.duration, lambda: _status_line(settings))
 
 
+def cmd_bench(args, settings) -> int:
+    from bench.runner import run_bench, table
+    from txmon import services
+
+    if not all(s.up for s in services.status(settings)):
+        raise UsageError("txmon bench: the services are not up; run `txmon services up` first")
+    args.argv = sys.argv[2:]
+    results = run_bench(args)
+    print(table(results))
+    print(f"\n{results['machine']['cpu_cores']} cores, {results['machine']['memory_gib']} GiB; "
+          f"{results['seconds']:.0f}s; figures in {results['output']}")
+    return 0
+
+
 def cmd_dbt(args, settings) -> int:
     from txmon.dbt import dbt_vars, run_dbt, vars_arg
 
@@ -443,6 +495,7 @@ COMMANDS = {
     "run": cmd_run,
     "status": cmd_status,
     "dbt": cmd_dbt,
+    "bench": cmd_bench,
     "materialize": cmd_materialize,
     "publish": cmd_publish,
     "backfill": cmd_backfill,
