@@ -71,7 +71,7 @@ def _wait_for_sensors(settings: Settings, timeout: float = 240) -> None:
         while time.monotonic() < deadline:
             if conn.execute("SELECT to_regclass('job_ticks')").fetchone()[0] is not None:
                 names = {n for (n,) in conn.execute(
-                    "SELECT DISTINCT (tick_body::jsonb)->'origin'->>'instigator_name' FROM job_ticks"
+                    "SELECT DISTINCT (tick_body::jsonb)->>'job_name' FROM job_ticks"
                 ).fetchall() if n}
                 if {"kafka_ingestion", "open_day_marts"} <= names:
                     return
@@ -101,7 +101,8 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
     sampler = _Sampler(settings)
     try:
         if mode == "worker":
-            procs.append(subprocess.Popen(txmon_argv("ingest"), env=env, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen(txmon_argv("ingest"), env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
         _wait_for_sensors(settings)
         gen = subprocess.Popen(txmon_argv("generate", "--tps", str(tps), "--duration", str(warmup + seconds)),
                                env=env, stdout=subprocess.DEVNULL)

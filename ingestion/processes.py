@@ -101,3 +101,20 @@ def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
     if failed:
         raise ProcessesError(f"{len(failed)} of {len(children)} ingest processes failed (exit {failed[0].returncode})")
     return merge([json.loads(out.strip().splitlines()[-1]) for out in outputs])
+
+
+def ingest_for(seconds: float) -> dict:
+    """`txmon ingest --max-seconds S` in a child process: lands continuously for that long, returns its report.
+
+    For the Dagster sensor: the child has its own interpreter(s), so landing does not compete for the
+    code server's GIL with the sensors that run dbt, and it cannot outlive its time bound.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "txmon.cli", "ingest", "--max-seconds", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 120,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ProcessesError(f"txmon ingest exited with {proc.returncode}: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+

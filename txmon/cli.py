@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="freshness: generated before the window")
     bench.add_argument("--port", type=int, default=3011, help="freshness: the Dagster UI's port meanwhile")
     bench.add_argument("--settlement-events", type=_whole, default=10_000_000, help="settlement: one region-day")
-    bench.add_argument("--backfill-events", type=_whole, default=500_000,
+    bench.add_argument("--backfill-events", type=_whole, default=250_000,
                        help="settlement: events per region-day of the 7-day backfill")
     bench.add_argument("--scaling-events", type=_whole, default=500_000, help="scaling: events per configuration")
     bench.add_argument("--output", type=Path, help="JSON file (default: bench/results/bench-<time>.json)")

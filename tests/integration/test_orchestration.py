@@ -39,6 +39,7 @@ def test_sensor_tick_lands_and_reports(platform, tmp_path, monkeypatch):
         if name.startswith("TXMON_"):
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("TXMON_INGEST_MODE", "sensor")
+    monkeypatch.setenv("TXMON_SENSOR_INGEST_SECONDS", "4")  # each tick lands for this long
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(line(e) for e in [
         event("s-1", region="EU", event_time="2026-11-20T10:00:00Z"),

@@ -1,10 +1,11 @@
 """The Kafka ingestion sensor.
 
-Every few seconds it lands what is on the topic (in `sensor` mode, bounded in time, well inside the
-sensor timeout) and then reports a materialization of every staging partition that received rows,
-from `staging.ingest_batches`, with row counts and Kafka offsets as metadata. In `worker` mode
-standalone `txmon ingest` workers land the data and the sensor only reports. Offsets are stored with
-the rows, so a failed tick loses nothing: the next one resumes where the data is.
+In `sensor` mode each tick lands continuously for `sensor_ingest_seconds` (a `txmon ingest
+--max-seconds` child process: its own interpreter, bounded in time well inside the sensor timeout;
+the next tick follows at once), then reports a materialization of every staging partition that
+received rows, from `staging.ingest_batches`, with row counts and Kafka offsets as metadata. In
+`worker` mode standalone `txmon ingest` workers land the data and the sensor only reports. Offsets
+are stored with the rows, so a failed tick loses nothing: the next one resumes where the data is.
 """
 
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from dagster import AssetMaterialization, DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from ingestion.batches import landed_since
-from ingestion.consumer import Ingestor
+from ingestion.processes import ingest_for
 from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource
@@ -30,12 +31,8 @@ def kafka_ingestion_sensor(context: SensorEvaluationContext, txmon: TxmonResourc
     settings = txmon.settings()
     landed_now = None
     if settings.ingest_mode == "sensor":
-        ingestor = Ingestor(settings, worker="dagster-sensor")
-        try:
-            landed_now = ingestor.run(until_idle=True, max_seconds=settings.sensor_ingest_seconds)
-        finally:
-            ingestor.close()
-        context.log.info(f"landed: {json.dumps({k: v for k, v in landed_now.summary().items() if k != 'slices'})}")
+        landed_now = ingest_for(settings.sensor_ingest_seconds)
+        context.log.info(f"landed: {json.dumps({k: v for k, v in landed_now.items() if k != 'slices'})}")
 
     landed = landed_since(settings, json.loads(context.cursor) if context.cursor else {})
     events = []
