@@ -13,14 +13,18 @@ DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
 MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 
+DEFAULT_DAGSTER_DB = Settings.dagster_db  # its home keeps the plain name
+
+
 class OrchestrationError(RuntimeError):
     pass
 
 
 def dagster_env(settings: Settings) -> dict[str, str]:
-    """DAGSTER_HOME (<state dir>/dagster) and the storage URL its dagster.yaml reads."""
+    """DAGSTER_HOME (<state dir>/dagster, one per Dagster database) and the storage URL its dagster.yaml reads."""
+    home = "dagster" if settings.dagster_db == DEFAULT_DAGSTER_DB else f"dagster-{settings.dagster_db}"
     return {
-        "DAGSTER_HOME": str(settings.state_dir / "dagster"),
+        "DAGSTER_HOME": str(settings.state_dir / home),
         # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
         "TXMON_DAGSTER_STORAGE_URL": settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1),
     }

@@ -425,11 +425,12 @@ def _supervise(children: list[subprocess.Popen], duration: float, status) -> int
 
 
 def cmd_dagster_setup(args, settings) -> int:
+    from orchestration.instance import dagster_env
     from orchestration.runner import setup
 
     _, instance = setup(settings)
     instance.dispose()
-    print(f"Dagster home {settings.state_dir / 'dagster'} ready")
+    print(f"Dagster home {dagster_env(settings)['DAGSTER_HOME']} ready")
     return 0
 
 

@@ -101,23 +101,24 @@ def refresh_events(settings: Settings, day: date, region: str, result, mode: str
     return events
 
 
-def refresh_open_day(settings: Settings, day: date, region: str) -> tuple[bool, str, list]:
-    """Build the open day's models for one region in-process; (models built, message, events to report)."""
+def refresh_open_day(settings: Settings, day: date, region: str) -> tuple[bool, bool, str, list]:
+    """Build the open day's models for one region in-process.
+
+    Returns (models built, every node passed, message, events to report)."""
+    started = time.monotonic()
     mode = slice_mode(day, day, {}, slice_processed_before(settings, day, region))
     args = [*dbt_build_args(settings, partition_key(day, region), mode), "--select", *OPEN_DAY_MODELS]
     outcome = DBT.invoke(settings, args)
     if outcome.result is None or not hasattr(outcome.result, "results"):
-        return False, f"dbt failed: {outcome.exception}", []
+        return False, False, f"dbt failed: {outcome.exception}", []
     events = refresh_events(settings, day, region, outcome.result, mode)
     failed = [r.node.name for r in outcome.result.results if str(r.status) not in ("success", "pass")]
     # Built is built: a failed test is reported (and retried with the next new data), an error is not.
     built = all(str(r.status) == "success" for r in outcome.result.results if r.node.resource_type == "model")
-    message = f"{mode} refresh" if outcome.success else f"{mode} refresh, failed: {', '.join(failed)}"
-    if outcome.success:
-        published, note = audit_and_publish(settings, day, region, events)
-        events += published
-        message += f"; {note}"
-    return built, message, events
+    message = f"{mode} refresh in {time.monotonic() - started:.1f}s"
+    if not outcome.success:
+        message += f", failed: {', '.join(failed)}"
+    return built, outcome.success, message, events
 
 
 def audit_and_publish(settings: Settings, day: date, region: str, dbt_events: list) -> tuple[list, str]:
@@ -183,14 +184,23 @@ def open_day_marts_sensor(context: SensorEvaluationContext, txmon: TxmonResource
     if not pending:
         return SkipReason("nothing new landed for the open day")
     events, started = [], time.monotonic()
-    done = []
+    done, passed, messages = [], [], {}
+    # Every pending region's models first (the mart rows appear), then their checks and publication.
     for region in pending:
         if time.monotonic() - started > TICK_BUDGET_SECONDS:
             break
-        ok, message, region_events = refresh_open_day(settings, today, region)
+        built, success, messages[region], region_events = refresh_open_day(settings, today, region)
         events += region_events
-        context.log.info(f"{today}|{region}: {message} ({len(region_events)} events)")
-        if ok:
+        if built:
             done.append(region)
+        if success:
+            passed.append((region, region_events))
+    for region, region_events in passed:
+        checked = time.monotonic()
+        published, note = audit_and_publish(settings, today, region, region_events)
+        events += published
+        messages[region] += f"; {note} ({time.monotonic() - checked:.1f}s)"
+    for region, message in messages.items():
+        context.log.info(f"{today}|{region}: {message}")
     cursor.update(batches=landed.cursor, pending=[r for r in pending if r not in done])
     return SensorResult(asset_events=events, cursor=json.dumps(cursor, sort_keys=True))
