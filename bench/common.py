@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +64,10 @@ def reset(settings: Settings, *, dagster: bool = False) -> None:
             if not name.endswith("_bench"):
                 raise BenchError(f"refusing to drop {name!r}: not a benchmark database")
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    if dagster:
+        from orchestration.instance import dagster_env
+
+        shutil.rmtree(dagster_env(settings)["DAGSTER_HOME"], ignore_errors=True)  # tick logs of earlier runs
     delete_topics(settings, [settings.topic, settings.quarantine_topic])
     statuses = services.up(settings)
     if not all(s.up for s in statuses):

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import BenchError, percentiles, reset, run_measured, txmon_argv
 from ingestion.lag import consumer_lag
+from ingestion.processes import stop_landing
 from txmon.config import Settings
 from txmon.db import connect
 
@@ -123,6 +124,7 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
     finally:
         sampler.stop.set()
         _stop(procs)
+        stop_landing(settings)
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         n, (p50, p95, p99), worst = conn.execute(LANDING, window).fetchone()
         produced = conn.execute(OVER_THRESHOLD_IN_WINDOW, window).fetchall()

@@ -72,7 +72,8 @@ def load_day(settings: Settings, day: date, region: str, events: int, partition:
             "topic": settings.topic, "partition": partition, "first_offset": 0,
         })
         written = cur.rowcount
-        conn.execute("ANALYZE staging.transactions")
+        # As autovacuum would soon after a bulk load; done here so that it does not run during the timings.
+        conn.execute("VACUUM (ANALYZE) staging.transactions")
     return written
 
 

@@ -15,6 +15,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from ingestion.consumer import partitions_of
 from txmon import kafka as kafka_clients
@@ -103,18 +106,75 @@ def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
     return merge([json.loads(out.strip().splitlines()[-1]) for out in outputs])
 
 
-def ingest_for(seconds: float) -> dict:
-    """`txmon ingest --max-seconds S` in a child process: lands continuously for that long, returns its report.
+# The lander the Dagster sensor keeps alive stops this long after the sensor's last tick.
+LEASE_SECONDS = 30.0
 
-    For the Dagster sensor: the child has its own interpreter(s), so landing does not compete for the
-    code server's GIL with the sensors that run dbt, and it cannot outlive its time bound.
+
+@dataclass(frozen=True)
+class Lander:
+    pid: int
+    started: bool  # by this call
+
+
+def _lander_files(settings: Settings) -> tuple[Path, Path]:
+    base = settings.state_dir / "landers" / f"{settings.warehouse_db}-{settings.topic}"
+    return base.with_suffix(".lease"), base.with_suffix(".pid")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b"--lease" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def keep_landing(settings: Settings) -> Lander:
+    """Renew the lander's lease, and start a lander (`txmon ingest --lease`) when none is alive.
+
+    For the Dagster sensor in `sensor` mode: landing never waits for a tick (no gap between ticks),
+    runs in its own processes (no competition for the code server's GIL with the sensors running
+    dbt), and stops by itself within LEASE_SECONDS once the sensor stops ticking (turned off in the
+    UI, daemon stopped).
     """
-    proc = subprocess.run(
-        [sys.executable, "-m", "txmon.cli", "ingest", "--max-seconds", str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 120,
-    )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise ProcessesError(f"txmon ingest exited with {proc.returncode}: {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lease, pid_file = _lander_files(settings)
+    lease.parent.mkdir(parents=True, exist_ok=True)
+    lease.touch()
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and _alive(pid):
+        return Lander(pid, started=False)
+    log_dir = settings.state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "lander.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "txmon.cli", "ingest", "--lease", str(lease)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    pid_file.write_text(str(proc.pid))
+    return Lander(proc.pid, started=True)
+
+
+def stop_landing(settings: Settings) -> None:
+    """End the lease: the lander finishes its batch and exits within a second or two."""
+    lease, _ = _lander_files(settings)
+    lease.unlink(missing_ok=True)
+
+
+def watch_lease(lease: Path, stop: threading.Event) -> threading.Thread:
+    """Set ``stop`` once ``lease`` is gone or older than LEASE_SECONDS."""
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            try:
+                age = time.time() - lease.stat().st_mtime
+            except OSError:
+                age = float("inf")
+            if age > LEASE_SECONDS:
+                stop.set()
+
+    thread = threading.Thread(target=watch, name="txmon-lease", daemon=True)
+    thread.start()
+    return thread
 

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--partitions", type=_partitions, help="only these topic partitions (static scale-out)")
     ingest.add_argument("--group", action="store_true", help="share partitions with other workers in a group")
     ingest.add_argument("--max-seconds", type=_positive_float, help="stop after this long")
+    ingest.add_argument("--lease", type=Path, help="stop once this file is older than 30 s (the sensor's lander)")
     ingest.add_argument("--processes", type=_count,
                         help="processes sharing the partitions (default TXMON_INGEST_PROCESSES; 0: one per CPU core)")
 
@@ -284,6 +285,8 @@ def cmd_ingest(args, settings) -> int:
     from ingestion.consumer import Ingestor
 
     stop = _stop_on_signals()
+    if args.lease:
+        processes.watch_lease(args.lease, stop)
     if args.processes is not None:
         settings = replace(settings, ingest_processes=args.processes)
     if settings.ingest_processes != 1:
@@ -435,14 +438,20 @@ def cmd_dagster_setup(args, settings) -> int:
 
 
 def cmd_dagster(args, settings) -> int:
+    from ingestion.processes import stop_landing
+
     children = _dagster_processes(settings, args.port)
     print(f"Dagster UI: http://127.0.0.1:{args.port}  (logs in .txmon/logs; Ctrl-C stops)", flush=True)
-    return _supervise(children, 0, None)
+    try:
+        return _supervise(children, 0, None)
+    finally:
+        stop_landing(settings)  # the sensor's lander, if it started one
 
 
 def cmd_run(args, settings) -> int:
     from dataclasses import replace
 
+    from ingestion.processes import stop_landing
     from txmon import services
 
     for s in services.up(settings):
@@ -459,7 +468,10 @@ def cmd_run(args, settings) -> int:
     lander = "a standalone worker" if args.worker else "the Dagster sensor kafka_ingestion"
     print(f"synthetic payments at {args.tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     print(f"Dagster UI: http://127.0.0.1:{args.port}  (sensor, automation and schedules on; Ctrl-C stops)")
-    return _supervise(children, args.duration, lambda: _status_line(settings))
+    try:
+        return _supervise(children, args.duration, lambda: _status_line(settings))
+    finally:
+        stop_landing(settings)  # the sensor's lander, if it started one
 
 
 def cmd_bench(args, settings) -> int:

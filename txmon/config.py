@@ -104,7 +104,6 @@ class Settings:
     ingest_mode: str = "sensor"
     # Processes of one `txmon ingest` (the topic's partitions split between them); 0: one per CPU core.
     ingest_processes: int = 0
-    sensor_ingest_seconds: float = 20.0
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: int = 30
 
@@ -232,13 +231,6 @@ class Settings:
         integer("STAGING_FRESHNESS_MINUTES", "staging_freshness_minutes", 1, 100_000)
         integer("MARTS_FRESHNESS_MINUTES", "marts_freshness_minutes", 1, 100_000)
 
-        if (value := get("SENSOR_INGEST_SECONDS")) is not None:
-            try:
-                kwargs["sensor_ingest_seconds"] = float(value)
-            except ValueError:
-                raise ConfigError(f"TXMON_SENSOR_INGEST_SECONDS={value!r} is not a number") from None
-            if not 1 <= kwargs["sensor_ingest_seconds"] <= 45:
-                raise ConfigError("TXMON_SENSOR_INGEST_SECONDS must be between 1 and 45 (the sensor timeout is 60)")
         if (value := get("BATCH_MAX_SECONDS")) is not None:
             try:
                 kwargs["batch_max_seconds"] = float(value)

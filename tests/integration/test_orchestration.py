@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, time, timedelta
+import time
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 
 from dagster import (
     AssetCheckEvaluation,
@@ -34,12 +36,11 @@ def test_definitions_validate(platform):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_sensor_tick_lands_and_reports(platform, tmp_path, monkeypatch):
+def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_path, monkeypatch):
     for name, value in platform.env.items():
         if name.startswith("TXMON_"):
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("TXMON_INGEST_MODE", "sensor")
-    monkeypatch.setenv("TXMON_SENSOR_INGEST_SECONDS", "4")  # each tick lands for this long
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(line(e) for e in [
         event("s-1", region="EU", event_time="2026-11-20T10:00:00Z"),
@@ -49,29 +50,46 @@ def test_sensor_tick_lands_and_reports(platform, tmp_path, monkeypatch):
     ]))
     platform.txmon("produce", str(source))
 
-    from ingestion import batches
+    from ingestion import batches, processes
     from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
     from orchestration.resources import TxmonResource
 
     monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
-    with DagsterInstance.ephemeral() as instance:
-        context = build_sensor_context(instance=instance, resources={"txmon": TxmonResource()})
-        result = kafka_ingestion_sensor(context)
-    assert isinstance(result, SensorResult)
-    assert platform.query("SELECT count(*) FROM staging.transactions") == [(4,)]
-    reported = {
-        (str(e.partition), e.metadata["rows_landed"].value) for e in result.asset_events
-        if e.asset_key == AssetKey(["staging", "transactions"])
-    }
-    assert reported == {("2026-11-20|EU", 2), ("2026-11-21|US", 1)}
-    cursor = json.loads(result.cursor)
-    assert list(cursor.values()) == [platform.query("SELECT max(batch_id) FROM staging.ingest_batches")[0][0]]
+    settings = platform.settings
 
-    # The next tick finds nothing new and says so.
-    with DagsterInstance.ephemeral() as instance:
-        context = build_sensor_context(instance=instance, cursor=result.cursor, resources={"txmon": TxmonResource()})
-        again = kafka_ingestion_sensor(context)
-    assert not isinstance(again, SensorResult) or not again.asset_events
+    def tick(cursor=None):
+        with DagsterInstance.ephemeral() as instance:
+            context = build_sensor_context(instance=instance, cursor=cursor, resources={"txmon": TxmonResource()})
+            return kafka_ingestion_sensor(context)
+
+    try:
+        tick()  # starts the lander; landing does not wait for ticks
+        lander = processes.keep_landing(settings)
+        assert not lander.started, "a second tick must renew the lease, not start another lander"
+        deadline = time.monotonic() + 60
+        while platform.query("SELECT count(*) FROM staging.transactions") != [(4,)]:
+            assert time.monotonic() < deadline, "the lander did not land the events"
+            time.sleep(0.5)
+        result = tick()
+        assert isinstance(result, SensorResult)
+        reported = {
+            (str(e.partition), e.metadata["rows_landed"].value) for e in result.asset_events
+            if e.asset_key == AssetKey(["staging", "transactions"])
+        }
+        assert reported == {("2026-11-20|EU", 2), ("2026-11-21|US", 1)}
+        cursor = json.loads(result.cursor)
+        assert list(cursor.values()) == [platform.query("SELECT max(batch_id) FROM staging.ingest_batches")[0][0]]
+
+        # The next tick finds nothing new and says so.
+        again = tick(result.cursor)
+        assert not isinstance(again, SensorResult) or not again.asset_events
+    finally:
+        processes.stop_landing(settings)
+    # Without its lease the lander exits.
+    deadline = time.monotonic() + 30
+    while processes._alive(lander.pid):
+        assert time.monotonic() < deadline, "the lander outlived its lease"
+        time.sleep(0.5)
 
 
 def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_path, monkeypatch):
@@ -86,7 +104,7 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
 
     monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
     today = datetime.now(UTC).date()
-    now = min(datetime.now(UTC).replace(microsecond=0), datetime.combine(today, time(23, 59, 58), UTC))
+    now = min(datetime.now(UTC).replace(microsecond=0), datetime.combine(today, clock_time(23, 59, 58), UTC))
     stamp, later = now.isoformat(), (now + timedelta(seconds=1)).isoformat()
 
     def land(name, events):

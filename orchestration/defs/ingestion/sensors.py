@@ -1,11 +1,12 @@
 """The Kafka ingestion sensor.
 
-In `sensor` mode each tick lands continuously for `sensor_ingest_seconds` (a `txmon ingest
---max-seconds` child process: its own interpreter, bounded in time well inside the sensor timeout;
-the next tick follows at once), then reports a materialization of every staging partition that
-received rows, from `staging.ingest_batches`, with row counts and Kafka offsets as metadata. In
-`worker` mode standalone `txmon ingest` workers land the data and the sensor only reports. Offsets
-are stored with the rows, so a failed tick loses nothing: the next one resumes where the data is.
+In `sensor` mode the sensor keeps a lander alive: a `txmon ingest --lease` process that lands
+continuously while the sensor ticks (each tick renews its lease; it stops by itself within 30 s of
+the last tick, when the sensor is turned off or the daemon stops). Every tick then reports a
+materialization of every staging partition that received rows, from `staging.ingest_batches`, with
+row counts and Kafka offsets as metadata. In `worker` mode standalone `txmon ingest` workers land
+the data and the sensor only reports. Offsets are stored with the rows, so a failed tick or lander
+loses nothing: the next one resumes where the data is.
 """
 
 
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from dagster import AssetMaterialization, DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from ingestion.batches import landed_since
-from ingestion.processes import ingest_for
+from ingestion.processes import keep_landing
 from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource
@@ -29,10 +30,10 @@ from orchestration.resources import TxmonResource
 )
 def kafka_ingestion_sensor(context: SensorEvaluationContext, txmon: TxmonResource):
     settings = txmon.settings()
-    landed_now = None
     if settings.ingest_mode == "sensor":
-        landed_now = ingest_for(settings.sensor_ingest_seconds)
-        context.log.info(f"landed: {json.dumps({k: v for k, v in landed_now.items() if k != 'slices'})}")
+        lander = keep_landing(settings)
+        if lander.started:
+            context.log.info(f"started the lander (txmon ingest --lease, pid {lander.pid})")
 
     landed = landed_since(settings, json.loads(context.cursor) if context.cursor else {})
     events = []
