@@ -19,10 +19,16 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the virtualenv's own dbt
 
 
+# work_mem of the analytical sessions (dbt's models and tests, the reconciliations): a region-day's
+# sort by transaction (10M events: about 1.5 GB) otherwise spills to disk in small runs.
+ANALYTICAL_WORK_MEM = "256MB"
+
+
 def dbt_env(settings: Settings) -> dict[str, str]:
     """The environment dbt's profiles.yml reads (TXMON_DBT_*), from the warehouse DSN."""
     parts = conninfo_to_dict(settings.warehouse_dsn)
     return {
+        "PGOPTIONS": f"-c work_mem={ANALYTICAL_WORK_MEM}",
         "TXMON_DBT_HOST": str(parts.get("host", "127.0.0.1")),
         "TXMON_DBT_PORT": str(parts.get("port", 5432)),
         "TXMON_DBT_USER": str(parts.get("user", "")),

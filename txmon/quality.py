@@ -18,6 +18,7 @@ from decimal import Decimal
 
 from txmon.config import Settings
 from txmon.db import connect
+from txmon.dbt import ANALYTICAL_WORK_MEM
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,11 @@ WITH bounds AS (
     SELECT DISTINCT transaction_id FROM staging.transactions, bounds
     WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s
 ), latest AS (
-    SELECT DISTINCT ON (t.transaction_id) t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time
+    SELECT DISTINCT ON (t.transaction_id COLLATE "C")
+           t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time
     FROM staging.transactions AS t JOIN candidates USING (transaction_id), bounds
     WHERE t.event_time >= day_start AND t.event_time < window_end
-    ORDER BY t.transaction_id, t.event_time DESC,
+    ORDER BY t.transaction_id COLLATE "C", t.event_time DESC,
              CASE t.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, t."offset" DESC
 )
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
@@ -67,6 +69,7 @@ def settlements_reconcile(settings: Settings, day: date, region: str) -> CheckOu
     """marts.daily_settlements for the slice equals a direct aggregate of staging, to the cent."""
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days}
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+        conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         expected = {
             currency: (n, s, v)
             for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)

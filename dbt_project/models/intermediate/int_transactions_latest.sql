@@ -26,9 +26,10 @@ ranked as (
 
     select
         *,
-        bool_or(is_fraud_flagged) over (partition by transaction_id) as is_flagged_in_slice,
+        -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
+        bool_or(is_fraud_flagged) over (partition by transaction_id collate "C") as is_flagged_in_slice,
         row_number() over (
-            partition by transaction_id
+            partition by transaction_id collate "C"
             order by event_at desc, status_rank desc, kafka_offset desc
         ) as recency
 
