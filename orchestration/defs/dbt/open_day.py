@@ -59,7 +59,7 @@ def _checks_by_test() -> dict:
 DBT = InProcessDbt()  # one per code server: parses the project on first use
 
 
-def refresh_events(settings: Settings, day: date, region: str, result, mode: str) -> list:
+def refresh_events(day: date, region: str, result, mode: str) -> list:
     """The materializations and check evaluations one in-process dbt build reports for its partition."""
     manifest, key = _manifest(), partition_key(day, region)
     events = []
@@ -111,7 +111,7 @@ def refresh_open_day(settings: Settings, day: date, region: str) -> tuple[bool, 
     outcome = DBT.invoke(settings, args)
     if outcome.result is None or not hasattr(outcome.result, "results"):
         return False, False, f"dbt failed: {outcome.exception}", []
-    events = refresh_events(settings, day, region, outcome.result, mode)
+    events = refresh_events(day, region, outcome.result, mode)
     failed = [r.node.name for r in outcome.result.results if str(r.status) not in ("success", "pass")]
     # Built is built: a failed test is reported (and retried with the next new data), an error is not.
     built = all(str(r.status) == "success" for r in outcome.result.results if r.node.resource_type == "model")
