@@ -10,7 +10,6 @@ with a standalone `txmon ingest` worker (``worker``, the sensor then only report
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from ingestion.lag import consumer_lag
 from ingestion.processes import stop_landing
 from txmon.config import Settings
 from txmon.db import connect
+from txmon.services.common import terminate
 
 LANDING = """
 SELECT count(*),
@@ -80,17 +80,6 @@ def _wait_for_sensors(settings: Settings, timeout: float = 240) -> None:
     raise BenchError(f"the Dagster sensors did not tick within {timeout:.0f}s (see .txmon/logs/daemon.log)")
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, seconds: float, warmup: float,
         port: int) -> dict:
     reset(settings, dagster=True)
@@ -123,7 +112,7 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
         sampler.join()
     finally:
         sampler.stop.set()
-        _stop(procs)
+        terminate(procs, timeout=90)
         stop_landing(settings)
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         n, (p50, p95, p99), worst = conn.execute(LANDING, window).fetchone()

@@ -21,14 +21,13 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from bench.common import BenchError, Measured, reset, run_measured, txmon_argv
 from contracts.transaction import EventValidator, InvalidEvent
 from ingestion.consumer import produced_at
+from ingestion.sink import COLUMN_LIST as COLS
 from ingestion.sink import LANDING_COLUMNS
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
 from txmon.db import connect
 from txmon.generate import PaymentGenerator
 from txmon.produce import send
-
-COLS = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
 
 
 def preload(settings: Settings, events: int, *, seed: int = 20261126, bad_rate: float = 0.001) -> dict:

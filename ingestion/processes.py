@@ -22,6 +22,7 @@ from pathlib import Path
 from ingestion.consumer import partitions_of
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
+from txmon.services.common import terminate
 
 PR_SET_PDEATHSIG = 1
 
@@ -93,11 +94,7 @@ def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
         r.start()
     while any(c.poll() is None for c in children):
         if stop.wait(0.2):
-            for c in children:
-                if c.poll() is None:
-                    c.send_signal(signal.SIGTERM)
-            for c in children:
-                c.wait()
+            terminate(children, timeout=None)  # each finishes its batch
     for r in readers:
         r.join()
     failed = [c for c in children if c.returncode != 0]

@@ -40,7 +40,8 @@ LANDING_COLUMNS = (
     "transaction_id", "status", "event_time", "account_id", "counterparty_id", "amount", "currency",
     "region", "fraud_flag", "produced_at", "topic", "partition", "offset", "raw_event",
 )
-_COLS = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
+# The landing columns as a SQL list (quoted: "partition" and "offset" are keywords).
+COLUMN_LIST = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
 # Binary COPY: PostgreSQL receives numbers and timestamps ready-made instead of parsing their text.
 LANDING_TYPES = (
     "text", "text", "timestamptz", "text", "text", "numeric", "text", "text", "bool", "timestamptz", "text", "int4",
@@ -121,7 +122,7 @@ class WarehouseSink:
         # COPY with set_types picks dumpers by type oid: jsonb columns of this connection's COPYs take raw bytes.
         self.conn.adapters.register_dumper(RawJson, RawJsonbDumper)
         self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {_COLS} FROM staging.transactions WITH NO DATA"  # noqa: S608
+            f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {COLUMN_LIST} FROM staging.transactions WITH NO DATA"  # noqa: S608
         )
         self._known_days: set[date] = set()
         # Identities (the primary key) of the events of the last batch this sink committed.
@@ -217,7 +218,7 @@ class WarehouseSink:
                 fresh.append(m)
         try:
             with self.conn.transaction():  # a savepoint: a duplicate aborts only this COPY
-                self._copy_events(f"COPY staging.transactions ({_COLS}) FROM STDIN (FORMAT BINARY)", fresh)
+                self._copy_events(f"COPY staging.transactions ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", fresh)
             landed = fresh
         except UniqueViolation:
             landed, stored = self._land_via_scratch(fresh)
@@ -249,10 +250,10 @@ class WarehouseSink:
         """The careful way: scratch table, then INSERT ... ON CONFLICT DO NOTHING; (landed, already stored)."""
         with self.conn.cursor() as cur:
             cur.execute("TRUNCATE landing")
-            self._copy_events(f"COPY landing ({_COLS}) FROM STDIN (FORMAT BINARY)", messages)
+            self._copy_events(f"COPY landing ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", messages)
             cur.execute(
                 f"""
-                INSERT INTO staging.transactions ({_COLS}) SELECT {_COLS} FROM landing
+                INSERT INTO staging.transactions ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM landing
                 ON CONFLICT DO NOTHING RETURNING "partition", "offset"
                 """  # noqa: S608 (the only interpolation is the constant column list)
             )

@@ -292,11 +292,10 @@ def cmd_ingest(args, settings) -> int:
     if settings.ingest_processes != 1:
         common = [*(["--until-idle"] if args.until_idle else []),
                   *(["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])]
+        available = processes.topic_partitions(settings)
         if args.group:
-            n = settings.ingest_processes or os.cpu_count() or 1
-            child_args = [["--group", *common]] * n
+            child_args = [["--group", *common]] * processes.process_count(settings, len(available))
         else:
-            available = processes.topic_partitions(settings)
             wanted = sorted(set(args.partitions)) if args.partitions else available
             missing = sorted(set(wanted) - set(available))
             if missing:
@@ -402,6 +401,8 @@ def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
 
 
 def _supervise(children: list[subprocess.Popen], duration: float, status) -> int:
+    from txmon.services.common import terminate
+
     stop = _stop_on_signals()
     deadline = time.monotonic() + duration if duration else None
     try:
@@ -416,14 +417,7 @@ def _supervise(children: list[subprocess.Popen], duration: float, status) -> int
             if deadline and time.monotonic() > deadline:
                 break
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in children:
-            try:
-                c.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                c.kill()
+        terminate(children)
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,3 +27,16 @@ def tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def terminate(children: Sequence[subprocess.Popen], timeout: float | None = 60) -> None:
+    """SIGTERM every child still running, then wait for each (killed after ``timeout`` seconds, if given)."""
+    for c in children:
+        if c.poll() is None:
+            c.send_signal(signal.SIGTERM)
+    for c in children:
+        try:
+            c.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            c.kill()
+            c.wait()
