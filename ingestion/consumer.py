@@ -6,34 +6,102 @@ static scale-out) or through a consumer group whose assignments are seeked to th
 positions. Offsets are committed to Kafka too, after the database commit, only so that Kafka's
 tools show the lag.
 
-Used by ``txmon ingest`` (workers), ``txmon ingest --until-idle`` and the Dagster sensor; it has
-no Dagster import.
+Outages: a lost PostgreSQL connection (a restart, a fail-over, a terminated backend, a timeout)
+drops the batch in flight, reconnects with bounded exponential backoff and jitter, reloads the
+stored positions and resumes from them, so a batch whose COMMIT outcome is unknown is neither
+lost nor landed twice. A broker that does not answer is waited for the same way (librdkafka
+reconnects by itself). One log line when an outage starts, one when it ends; after
+``outage_budget_seconds`` of one outage the worker gives up with ``IngestError``. Stored positions
+that do not belong to the topic as it is now stop the worker at once (``PositionError``).
+
+Used by ``txmon ingest`` (workers), ``txmon ingest --until-idle`` and the Dagster sensor's lander;
+it has no Dagster import.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from contracts.transaction import EventValidator, InvalidEvent
+from ingestion import positions as position_checks
+from ingestion.positions import PositionError, Source
 from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
+from ingestion.validate import kafka_timestamp, to_message, validator_for
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
 from txmon.warehouse import migrate
 
 log = logging.getLogger(__name__)
 
+# PostgreSQL failures that are no message's fault and pass: retried from the stored positions.
+PG_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.IdleInTransactionSessionTimeout)
+# Kafka error codes that mean "the broker is not reachable right now" (librdkafka retries by itself).
+KAFKA_TRANSIENT = {
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
+    KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError._WAIT_COORD, KafkaError.NETWORK_EXCEPTION,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+# The ingestion consumer's prefetch is bounded in bytes too (librdkafka's local queue).
+QUEUE_KBYTES = 32_768
+# How often a running worker re-reads the topic's identity (a topic recreated under it).
+SOURCE_CHECK_SECONDS = 60.0
+
 
 class IngestError(RuntimeError):
     pass
+
+
+class Outage:
+    """One dependency's outage: logged once when it starts and once when it ends; bounded backoff
+    with full jitter between attempts; IngestError once it lasted longer than the budget."""
+
+    def __init__(self, what: str, budget: float, *, first_delay: float = 0.5, max_delay: float = 15.0):
+        self.what = what
+        self.budget = budget
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.started: float | None = None
+        self.attempts = 0
+        self.outages = 0  # how many outages this worker rode out
+
+    @property
+    def active(self) -> bool:
+        return self.started is not None
+
+    def failed(self, error: object) -> float:
+        """Note a failure; the seconds to wait before the next attempt."""
+        now = time.monotonic()
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if self.started is None:
+            self.started, self.attempts = now, 0
+            log.warning("%s unreachable (%s); retrying for up to %.0fs", self.what, detail, self.budget)
+        elif now - self.started > self.budget:
+            raise IngestError(
+                f"{self.what} unreachable for {now - self.started:.0f}s, beyond the outage budget of "
+                f"{self.budget:.0f}s (TXMON_OUTAGE_BUDGET_SECONDS); last error: {detail}"
+            )
+        delay = min(self.max_delay, self.first_delay * 2 ** self.attempts)
+        self.attempts += 1
+        return random.uniform(delay / 2, delay)
+
+    def recovered(self) -> None:
+        if self.started is not None:
+            log.warning("%s reachable again after %.1fs; resuming from the stored positions", self.what,
+                        time.monotonic() - self.started)
+            self.started, self.attempts = None, 0
+            self.outages += 1
 
 
 @dataclass
@@ -43,6 +111,7 @@ class IngestReport:
     total: BatchResult = field(default_factory=BatchResult)
     batches: int = 0
     conflicts: int = 0
+    outages: int = 0  # PostgreSQL or Kafka outages ridden out
     first_poll: float | None = None  # time.monotonic() of the first message received
     last_commit: float | None = None  # time.monotonic() of the last database commit
     first_poll_at: float | None = None  # the same two instants as Unix time, comparable across processes
@@ -70,6 +139,7 @@ class IngestReport:
             "quarantined": self.total.quarantined,
             "batches": self.batches,
             "offset_conflicts": self.conflicts,
+            "outages": self.outages,
             "processes": 1,
             "seconds_first_poll_to_last_commit": round(self.seconds, 3),
             "first_poll_at": self.first_poll_at,
@@ -81,8 +151,7 @@ class IngestReport:
 
 def produced_at(msg) -> datetime | None:
     """The message's Kafka timestamp (UTC), or None when it has none."""
-    kind, ms = msg.timestamp()
-    return datetime.fromtimestamp(ms / 1000, UTC) if kind and ms >= 0 else None
+    return kafka_timestamp(*msg.timestamp())
 
 
 def partitions_of(consumer: Consumer, settings: Settings) -> list[int]:
@@ -103,6 +172,7 @@ class Ingestor:
         partitions: list[int] | None = None,
         group: bool = False,
         worker: str | None = None,
+        stop: threading.Event | None = None,
     ):
         if group and partitions is not None:
             raise IngestError("choose either explicit partitions or a consumer group, not both")
@@ -111,20 +181,71 @@ class Ingestor:
         self.group = group
         self.wanted_partitions = partitions
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
-        self.validator = EventValidator(settings.regions, settings.currencies)
-        migrate(settings)
-        databases = settings.databases()
-        self.sinks = [
-            WarehouseSink(dsn, self.topic, regions, home=(dsn == settings.warehouse_dsn), worker=self.worker)
-            for dsn, regions in databases.items()
-        ]
-        today = datetime.now(UTC).date()
-        for sink in self.sinks:
-            sink.ensure_days(today + timedelta(days=d) for d in range(-1, 4))
-        self.consumer = kafka_clients.consumer(settings)
+        self.stop = stop or threading.Event()
+        self.validator = validator_for(settings)
+        self.pg = Outage("PostgreSQL", settings.outage_budget_seconds)
+        self.kafka = Outage("Kafka", settings.outage_budget_seconds)
+        self.sinks: list[WarehouseSink] = []
         self.assigned: list[int] = []
+        self.source = Source(None, None)
+        self._source_checked = 0.0
         self._quarantine_producer = None
-        self._start()
+        self.consumer = kafka_clients.consumer(
+            settings, **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES}
+        )
+        self.admin = kafka_clients.admin(settings)
+        self._retrying(self._connect, uses_kafka=False)
+        self._retrying(self._start)
+
+    # ---------------------------------------------------------------- outages
+    def _retrying(self, action: Callable[[], object], *, uses_kafka: bool = True):
+        """Run ``action`` until it gets through an outage of PostgreSQL or Kafka (or the budget ends)."""
+        while True:
+            try:
+                result = action()
+            except PG_TRANSIENT as exc:
+                delay = self.pg.failed(exc)
+            except KafkaException as exc:
+                delay = self.kafka.failed(exc)
+            else:
+                self.pg.recovered()
+                if uses_kafka:
+                    self.kafka.recovered()
+                return result
+            if self.stop.wait(delay):
+                raise IngestError(f"stopped while waiting for {'PostgreSQL' if self.pg.active else 'Kafka'}")
+
+    def _connect(self) -> None:
+        """(Re)open one sink per database with the schema up to date; forget everything in memory."""
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
+        migrate(self.settings)
+        databases = self.settings.databases()
+        sinks = []
+        try:
+            for dsn, regions in databases.items():
+                sinks.append(WarehouseSink(dsn, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
+                                           worker=self.worker))
+            today = datetime.now(UTC).date()
+            for sink in sinks:
+                sink.ensure_days(today + timedelta(days=d) for d in range(-1, 4))  # ahead, out of the landing path
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        self.sinks = sinks
+
+    def _recover(self, exc: BaseException) -> None:
+        """After a lost connection: wait, reconnect, and restart from the positions PostgreSQL stored."""
+        if isinstance(exc, KafkaException):
+            if self.stop.wait(self.kafka.failed(exc)):
+                return
+        else:
+            if self.stop.wait(self.pg.failed(exc)):
+                return
+            self._retrying(self._connect, uses_kafka=False)
+        self._retrying(self._reseek)
 
     # ---------------------------------------------------------------- assignment
     def _topic_partitions(self) -> list[int]:
@@ -139,8 +260,22 @@ class Ingestor:
             positions[p] = None if any(v is None for v in stored) else min(stored)
         return positions
 
+    def _verify(self, partitions: list[int], stored: dict[int, int | None]) -> None:
+        """PositionError when the stored positions do not belong to the topic as it is now."""
+        self.source = position_checks.current_source(self.consumer, self.admin, self.topic)
+        self._source_checked = time.monotonic()
+        sources = set().union(*(sink.load_sources() for sink in self.sinks))
+        marks = position_checks.watermarks(self.consumer, self.topic, partitions)
+        found = position_checks.problems(self.topic, stored, sources, self.source, marks)
+        if found:
+            raise PositionError(
+                f"not resuming {self.topic}: {'; '.join(found)}. Nothing was skipped or re-read; see the README, "
+                "'When positions do not match the topic'"
+            )
+
     def _seek_list(self, partitions: list[int]) -> list[TopicPartition]:
         positions = self._positions(partitions)
+        self._verify(partitions, positions)
         return [
             TopicPartition(self.topic, p, OFFSET_BEGINNING if positions[p] is None else positions[p])
             for p in partitions
@@ -163,70 +298,108 @@ class Ingestor:
         missing = sorted(set(wanted) - set(available))
         if missing:
             raise IngestError(f"topic {self.topic!r} has no partition(s) {missing} (it has {len(available)})")
-        self.assigned = wanted
         self.consumer.assign(self._seek_list(wanted))
+        self.assigned = wanted
 
     def _reseek(self) -> None:
-        """After a fence: forget the in-flight batch and restart from the stored positions."""
-        if self.assigned:
-            for tp in self._seek_list(self.assigned):
+        """Forget what was polled and restart from the stored positions (after a fence or an outage)."""
+        if not self.assigned:
+            return
+        seek_list = self._seek_list(self.assigned)
+        if self.group:
+            for tp in seek_list:
                 self.consumer.seek(tp)
+        else:
+            self.consumer.assign(seek_list)  # a new assignment drops whatever was fetched before
 
     # ---------------------------------------------------------------- batches
-    def _poll_batch(self, stop: threading.Event) -> list[Message]:
-        max_events = self.settings.batch_max_events
-        deadline = time.monotonic() + self.settings.batch_max_seconds
+    def _kafka_error(self, err: KafkaError) -> None:
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
+            return
+        if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+            raise PositionError(
+                f"Kafka has no message at the stored position of {self.topic} ({err.str()}): the topic was "
+                "recreated or retention removed messages before they were consumed. Nothing was skipped; see the "
+                "README, 'When positions do not match the topic'"
+            )
+        if err.fatal():
+            raise IngestError(f"Kafka consumer failed: {err.str()}")
+        if code in KAFKA_TRANSIENT:
+            self.kafka.failed(err.str())  # logs once per outage; raises past the budget
+            return
+        log.warning("kafka: %s", err.str())
+
+    def _poll_batch(self) -> list[Message]:
+        """Up to ``batch_max_events`` messages or ``batch_max_bytes`` bytes, whichever comes first."""
+        settings = self.settings
+        max_events, max_bytes = settings.batch_max_events, settings.batch_max_bytes
+        deadline = time.monotonic() + settings.batch_max_seconds
         batch: list[Message] = []
-        parse = self.validator.parse
-        while len(batch) < max_events and not stop.is_set():
+        size = 0
+        average = 1_000  # bytes per message, learned as messages arrive
+        validator = self.validator
+        while len(batch) < max_events and size < max_bytes and not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            for msg in self.consumer.consume(num_messages=min(10_000, max_events - len(batch)), timeout=remaining):
+            wanted = max(1, min(10_000, max_events - len(batch), (max_bytes - size) // average))
+            records = self.consumer.consume(num_messages=wanted, timeout=remaining)
+            for msg in records:
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    if err.fatal():
-                        raise IngestError(f"Kafka consumer failed: {err.str()}")
-                    log.warning("kafka: %s", err.str())
+                    self._kafka_error(err)
                     continue
-                value = msg.value()
-                m = Message(msg.partition(), msg.offset(), msg.key(), value, produced_at(msg))
-                try:
-                    m.event = parse(value)
-                except InvalidEvent as exc:
-                    m.reason = exc.reason
+                m = to_message(validator, msg.partition(), msg.offset(), msg.key(), msg.value(), produced_at(msg))
+                size += m.size
                 batch.append(m)
+            if batch:
+                average = max(1, size // len(batch))
+        if batch:
+            self.kafka.recovered()
         return batch
 
     def _land(self, batch: list[Message]) -> BatchResult:
         result = BatchResult()
+        source = self.source.as_tuple()
         for sink in self.sinks:
-            result.add(sink.land(batch))
+            result.add(sink.land(batch, source))
         return result
 
     def _after_commit(self, batch: list[Message], result: BatchResult) -> None:
-        self.consumer.commit(
-            offsets=[TopicPartition(self.topic, p, last + 1) for p, (_, last) in result.offsets.items()],
-            asynchronous=True,
-        )
-        rejected = [m for m in batch if m.reason is not None]
-        if rejected:
-            # Best effort, after the commit: the table is the record; the topic lets producers listen.
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, last + 1) for p, (_, last) in result.offsets.items()],
+                asynchronous=True,
+            )
+        except KafkaException:
+            pass  # only for Kafka's own lag tools: PostgreSQL holds the positions
+        rejected = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
+        rejected = [(m, reason) for m, reason in rejected if reason is not None]
+        if not rejected:
+            return
+        # Best effort, after the commit: the table is the record; the topic lets producers listen.
+        try:
             if self._quarantine_producer is None:
                 self._quarantine_producer = kafka_clients.producer(self.settings)
-            for m in rejected:
-                self._quarantine_producer.produce(
-                    self.settings.quarantine_topic,
-                    key=m.key,
-                    value=m.value,
-                    headers={
-                        "txmon.reason": m.reason.encode(),
-                        "txmon.source": f"{self.topic}/{m.partition}/{m.offset}".encode(),
-                    },
-                )
+            for m, reason in rejected:
+                try:
+                    self._quarantine_producer.produce(
+                        self.settings.quarantine_topic,
+                        key=m.key,
+                        value=m.value,
+                        headers={
+                            "txmon.reason": reason.encode("utf-8", "backslashreplace"),
+                            "txmon.source": f"{self.topic}/{m.partition}/{m.offset}".encode(),
+                        },
+                    )
+                except BufferError:
+                    self._quarantine_producer.poll(1)
+                except KafkaException as exc:  # e.g. a message too large for the quarantine topic
+                    log.warning("quarantine topic: %s/%s/%s not copied: %s", self.topic, m.partition, m.offset, exc)
             self._quarantine_producer.poll(0)
+        except KafkaException as exc:
+            log.warning("quarantine topic: copies not sent: %s", exc)
 
     def caught_up(self) -> bool:
         """True when every assigned partition is landed up to its current end."""
@@ -241,51 +414,74 @@ class Ingestor:
                 return False
         return True
 
+    def _idle(self, until_idle: bool) -> bool:
+        """Between batches with nothing polled: True when done (caught up, with ``until_idle``)."""
+        if self.kafka.active:
+            # Nothing arrives while the broker is away: ask it directly whether it is back.
+            self.consumer.list_topics(self.topic, timeout=2)
+            self.kafka.recovered()
+        if time.monotonic() - self._source_checked > SOURCE_CHECK_SECONDS and self.assigned:
+            self._verify(self.assigned, self._positions(self.assigned))
+        return until_idle and self.caught_up()
+
     def run(
         self,
         *,
         until_idle: bool = False,
         max_seconds: float | None = None,
-        stop: threading.Event | None = None,
         on_batch=None,
     ) -> IngestReport:
         """Land batches until stopped, until caught up (``until_idle``) or ``max_seconds`` passed.
 
         Polling and validating the next batch overlaps with writing the previous one: the writes
         run on one landing thread, one batch at a time and in order (while PostgreSQL works, the
-        thread waits without holding the GIL). A batch polled while the one before it was fenced
-        comes from stale positions and is dropped; polling resumes from the stored positions.
+        thread waits without holding the GIL). A batch polled while the one before it was fenced,
+        or lost with its connection, comes from stale positions and is dropped; polling resumes
+        from the stored positions.
         """
-        stop = stop or threading.Event()
+        stop = self.stop
         report = IngestReport()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-land") as lander:
             landing: tuple[list[Message], Future] | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                batch = self._poll_batch(stop)
+                try:
+                    batch = self._poll_batch()
+                except (*PG_TRANSIENT, KafkaException) as exc:  # a group assignment reads the positions
+                    batch = []
+                    if landing is None:
+                        self._recover(exc)
                 if batch and report.first_poll is None:
                     report.first_poll, report.first_poll_at = time.monotonic(), time.time()
                 if landing is not None:
                     if not self._finish(landing, report, on_batch):
-                        batch = []  # polled from positions another worker has moved past
+                        batch = []  # polled from positions another worker, or an outage, has moved
                     landing = None
                 if batch:
                     landing = (batch, lander.submit(self._land, batch))
-                elif until_idle and self.caught_up():
-                    break
+                    continue
+                try:
+                    if self._idle(until_idle):
+                        break
+                except (*PG_TRANSIENT, KafkaException) as exc:
+                    self._recover(exc)
             if landing is not None:
                 self._finish(landing, report, on_batch)
+        report.outages = self.pg.outages + self.kafka.outages
         return report
 
     def _finish(self, landing: tuple[list[Message], Future], report: IngestReport, on_batch) -> bool:
-        """Wait for a batch's commit and account for it; False when it was fenced (nothing written)."""
+        """Wait for a batch's commit and account for it; False when it was not written (or not known to be)."""
         batch, future = landing
         try:
             result = future.result()
         except OffsetConflict as exc:
             log.warning("%s; re-reading positions", exc)
             report.conflicts += 1
-            self._reseek()
+            self._retrying(self._reseek)
+            return False
+        except PG_TRANSIENT as exc:
+            self._recover(exc)  # the stored positions decide whether the batch's COMMIT went through
             return False
         report.last_commit, report.last_commit_at = time.monotonic(), time.time()
         report.batches += 1
@@ -300,7 +496,7 @@ class Ingestor:
             self._quarantine_producer.flush(10)
         try:
             self.consumer.close()
-        except KafkaException:
+        except (KafkaException, RuntimeError):
             pass
         for sink in self.sinks:
             sink.close()

@@ -52,7 +52,7 @@ def split(partitions: list[int], n: int) -> list[list[int]]:
 def merge(summaries: list[dict]) -> dict:
     """One report for the children: counts summed, time from the first poll to the last commit of any."""
     out = {k: sum(s[k] for s in summaries) for k in
-           ("consumed", "landed", "duplicates", "quarantined", "batches", "offset_conflicts")}
+           ("consumed", "landed", "duplicates", "quarantined", "batches", "offset_conflicts", "outages")}
     starts = [s["first_poll_at"] for s in summaries if s.get("first_poll_at") is not None]
     ends = [s["last_commit_at"] for s in summaries if s.get("last_commit_at") is not None]
     seconds = max(ends) - min(starts) if starts and ends else 0.0

@@ -3,18 +3,26 @@
 In a single transaction the sink
 1. checks that the stored Kafka positions are still the ones this worker started from (a fence:
    if another worker got there first, nothing is written and ``OffsetConflict`` is raised),
-2. lands the valid events in the partitioned ``staging.transactions``, each event once: a
+2. lands the valid events in the partitioned ``staging.transactions``, each event once. The
+   identity of an event is (transaction_id, status), whatever its time or amount:
+   ``staging.event_identities`` holds one row per identity and points at the one landed event; a
    redelivery is recorded in ``staging.duplicate_transactions`` instead. Redeliveries the sink can
-   see (twice in the batch, or an event of the batch it committed last) are set aside in memory and the rest is
-   COPYed straight into the table inside a savepoint; when PostgreSQL still finds a stored one
-   (a replay older than the sink's memory, another worker's event), the savepoint is rolled back
-   and the batch goes the careful way: COPY into a session-local scratch table, then
-   ``INSERT ... ON CONFLICT DO NOTHING`` into the table,
-3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason,
+   see (twice in the batch, or an event of the batch it committed last) are set aside in memory and
+   the identities of the rest are COPYed straight into ``staging.event_identities`` inside a
+   savepoint, then the events into ``staging.transactions``; when PostgreSQL still finds a stored
+   identity (a replay older than the sink's memory, another worker's event), the savepoint is
+   rolled back and the batch goes the careful way: COPY into a session-local scratch table, then
+   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events,
+3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason:
+   the home database those that are no event at all, every database the events of its regions
+   that PostgreSQL itself refuses to store (found by bisecting the batch, with PostgreSQL's message
+   as the reason), so that no message's content can stop the batch,
 4. advances ``staging.kafka_offsets`` past the batch and records the batch in
    ``staging.ingest_batches``.
-A crash anywhere before the commit leaves the database as it was; consumption then resumes from
-the stored positions, so every offset is accounted for once.
+A crash anywhere before the commit, or a connection lost with the COMMIT's outcome unknown, leaves
+the stored positions to decide: consumption resumes from them, so every offset is accounted for once.
+The sink's session has lock and statement timeouts, so a stuck lock shows up as an error to retry,
+never as a worker waiting forever.
 
 A deployment may keep regions in different databases (data residency): one sink per database,
 each landing only its regions' events while accounting for every offset of the batch.
@@ -27,9 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+import psycopg
 from psycopg import postgres
 from psycopg.adapt import Dumper
-from psycopg.errors import UniqueViolation
+from psycopg.errors import CheckViolation, NotNullViolation, ProgramLimitExceeded, UniqueViolation
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
@@ -47,8 +56,21 @@ LANDING_TYPES = (
     "text", "text", "timestamptz", "text", "text", "numeric", "text", "text", "bool", "timestamptz", "text", "int4",
     "int8", "jsonb",
 )
+IDENTITY_COLUMNS = '"transaction_id", "status", "event_time", "topic", "partition", "offset"'
+IDENTITY_TYPES = ("text", "text", "timestamptz", "text", "int4", "int8")
 
 REJECTED_COLUMNS = ("topic", "partition", "offset", "kafka_key", "raw_value", "raw_text", "reason", "produced_at")
+REASON_CHARS = 1000
+
+# The landing session's guards: a lock held elsewhere or a statement that hangs becomes an error
+# the worker retries (positions decide what is landed), never a worker stuck for good.
+SESSION_TIMEOUTS = {"lock_timeout": "10s", "statement_timeout": "120s", "idle_in_transaction_session_timeout": "300s"}
+
+# What one message's content can make PostgreSQL (or the client encoding it) refuse. Anything else
+# (a lost connection, a timeout) is no message's fault: the batch is retried instead.
+CONTENT_ERRORS = (
+    psycopg.DataError, CheckViolation, NotNullViolation, ProgramLimitExceeded, ValueError, OverflowError, TypeError,
+)
 
 
 class RawJson(bytes):
@@ -81,6 +103,10 @@ class Message:
     event: Transaction | None = None
     reason: str | None = None
 
+    @property
+    def size(self) -> int:
+        return len(self.value or b"") + len(self.key or b"")
+
 
 @dataclass
 class BatchResult:
@@ -89,12 +115,15 @@ class BatchResult:
     quarantined: int = 0
     offsets: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last)
     slices: Counter = field(default_factory=Counter)  # (event_date, region) -> landed rows
+    # (partition, offset) -> reason, for events a database refused to store (quarantined instead).
+    refused: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def add(self, other: BatchResult) -> None:
         self.landed += other.landed
         self.duplicates += other.duplicates
         self.quarantined += other.quarantined
         self.slices.update(other.slices)
+        self.refused.update(other.refused)
         for p, (first, last) in other.offsets.items():
             old = self.offsets.get(p)
             self.offsets[p] = (min(first, old[0]), max(last, old[1])) if old else (first, last)
@@ -109,6 +138,12 @@ def _raw_text(value: bytes | None) -> str | None:
         return None
 
 
+def storable_reason(reason: str) -> str:
+    """A reason PostgreSQL can store: no NUL, no lone surrogate, of bounded length."""
+    text = reason.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
 class WarehouseSink:
     """Lands the events of ``regions`` (and, in the home database, the quarantine) in one database."""
 
@@ -119,19 +154,24 @@ class WarehouseSink:
         self.home = home
         self.worker = worker
         self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
+        for name, value in SESSION_TIMEOUTS.items():
+            self.conn.execute(f"SET {name} = '{value}'")
         # COPY with set_types picks dumpers by type oid: jsonb columns of this connection's COPYs take raw bytes.
         self.conn.adapters.register_dumper(RawJson, RawJsonbDumper)
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS landing AS SELECT {COLUMN_LIST} FROM staging.transactions WITH NO DATA"  # noqa: S608
         )
         self._known_days: set[date] = set()
-        # Identities (the primary key) of the events of the last batch this sink committed.
+        # Identities (transaction_id, status) of the events of the last batch this sink committed.
         self._recent: set = set()
         # partition -> next offset this database has accounted for (None: nothing yet).
         self.next_offsets: dict[int, int | None] = {}
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.conn.close()
+        except psycopg.Error:
+            pass
 
     def load_positions(self, partitions: Sequence[int]) -> dict[int, int | None]:
         rows = self.conn.execute(
@@ -142,8 +182,14 @@ class WarehouseSink:
         self.next_offsets = {p: stored.get(p) for p in partitions}
         return dict(self.next_offsets)
 
+    def load_sources(self) -> set[tuple[str | None, str | None]]:
+        """The (Kafka cluster id, topic id) pairs the stored positions were taken from."""
+        return set(self.conn.execute(
+            "SELECT DISTINCT cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s", (self.topic,)
+        ).fetchall())
+
     def ensure_days(self, days: Iterable[date]) -> None:
-        """Create the day partitions of staging.transactions that do not exist yet."""
+        """Create the day partitions of staging.transactions that do not exist yet (own transaction)."""
         new = sorted(set(days) - self._known_days)
         if not new:
             return
@@ -163,11 +209,26 @@ class WarehouseSink:
         if moved:
             raise OffsetConflict(f"partitions {moved} of {self.topic} were advanced by another worker")
 
-    def land(self, messages: Sequence[Message]) -> BatchResult:
-        """Write one batch; returns what this database received. Raises OffsetConflict when fenced."""
-        result = BatchResult()
+    def land(self, messages: Sequence[Message], source: tuple[str | None, str | None] = (None, None)) -> BatchResult:
+        """Write one batch; returns what this database received. Raises OffsetConflict when fenced.
+
+        ``source`` is the (Kafka cluster id, topic id) the messages came from, kept with the positions.
+        An event whose content PostgreSQL refuses is quarantined here with PostgreSQL's reason and
+        the batch is written again without it.
+        """
+        refused: dict[tuple[int, int], str] = {}
+        try:
+            return self._land(messages, source, refused)
+        except CONTENT_ERRORS:
+            refused = self._find_refused(messages)
+            if not refused:
+                raise
+            return self._land(messages, source, refused)
+
+    def _mine(self, messages: Sequence[Message], refused: dict, result: BatchResult) -> tuple[list, list]:
+        """This database's share of the batch: (events to land, messages to quarantine), offsets noted."""
         mine: list[Message] = []
-        rejected: list[Message] = []
+        rejected: list[tuple[Message, str]] = []
         for m in messages:
             known = self.next_offsets.get(m.partition)
             if known is not None and m.offset < known:
@@ -176,9 +237,19 @@ class WarehouseSink:
             result.offsets[m.partition] = (min(first, m.offset), max(last, m.offset))
             if m.event is not None:
                 if m.event.region in self.regions:
-                    mine.append(m)
+                    reason = refused.get((m.partition, m.offset))
+                    if reason is None:
+                        mine.append(m)
+                    else:
+                        rejected.append((m, reason))
+                        result.refused[(m.partition, m.offset)] = reason
             elif self.home:
-                rejected.append(m)
+                rejected.append((m, m.reason))
+        return mine, rejected
+
+    def _land(self, messages: Sequence[Message], source: tuple, refused: dict) -> BatchResult:
+        result = BatchResult()
+        mine, rejected = self._mine(messages, refused, result)
         if not result.offsets:
             return result
         self.ensure_days(m.event.event_date for m in mine)
@@ -196,11 +267,41 @@ class WarehouseSink:
             if rejected:
                 self._quarantine(rejected)
                 result.quarantined = len(rejected)
-            self._advance(result)
+            self._advance(result, source)
         self._recent = identities  # only once committed: a remembered event is a stored event
         for p, (_, last) in result.offsets.items():
             self.next_offsets[p] = last + 1
         return result
+
+    def _find_refused(self, messages: Sequence[Message]) -> dict[tuple[int, int], str]:
+        """The events of this database PostgreSQL refuses to store, each with PostgreSQL's reason.
+
+        Bisects the batch over COPYs into the session's scratch table (same column types as
+        staging.transactions), each in a savepoint; nothing is kept.
+        """
+        candidates = [m for m in messages if m.event is not None and m.event.region in self.regions]
+        refused: dict[tuple[int, int], str] = {}
+
+        def probe(part: list[Message]) -> None:
+            try:
+                with self.conn.transaction():
+                    self._copy_events(f"COPY landing ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", part)
+                    raise _Probed
+            except _Probed:
+                return
+            except CONTENT_ERRORS as exc:
+                if len(part) == 1:
+                    m = part[0]
+                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    refused[(m.partition, m.offset)] = storable_reason(f"PostgreSQL cannot store it: {message}")
+                    return
+            half = len(part) // 2
+            probe(part[:half])
+            probe(part[half:])
+
+        if candidates:
+            probe(candidates)
+        return refused
 
     def _land_events(self, mine: Sequence[Message]) -> tuple[list[Message], list[Message], set]:
         """Store the events once each: (landed, duplicates (recorded as such), the batch's identities)."""
@@ -210,14 +311,15 @@ class WarehouseSink:
         seen: set = set()
         for m in mine:
             e = m.event
-            key = (e.transaction_id, e.status, e.event_time)
+            key = (e.transaction_id, e.status)
             if key in seen or key in recent:
                 duplicates.append(m)
             else:
                 seen.add(key)
                 fresh.append(m)
         try:
-            with self.conn.transaction():  # a savepoint: a duplicate aborts only this COPY
+            with self.conn.transaction():  # a savepoint: a known identity aborts only this attempt
+                self._copy_identities(fresh)
                 self._copy_events(f"COPY staging.transactions ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", fresh)
             landed = fresh
         except UniqueViolation:
@@ -233,6 +335,17 @@ class WarehouseSink:
                                     m.event.event_time))
         return landed, duplicates, seen
 
+    def _copy_identities(self, messages: Sequence[Message]) -> None:
+        topic = self.topic
+        with self.conn.cursor() as cur, cur.copy(
+            f"COPY staging.event_identities ({IDENTITY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(IDENTITY_TYPES)
+            write_row = copy.write_row
+            for m in messages:
+                e = m.event
+                write_row((e.transaction_id, e.status, e.event_time, topic, m.partition, m.offset))
+
     def _copy_events(self, statement: str, messages: Sequence[Message]) -> None:
         """Binary COPY of the events (the message bytes go to raw_event as they are, see RawJsonbDumper)."""
         topic = self.topic
@@ -247,40 +360,50 @@ class WarehouseSink:
                 ))
 
     def _land_via_scratch(self, messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:
-        """The careful way: scratch table, then INSERT ... ON CONFLICT DO NOTHING; (landed, already stored)."""
+        """The careful way: scratch table, new identities only, then their events; (landed, already stored)."""
         with self.conn.cursor() as cur:
             cur.execute("TRUNCATE landing")
             self._copy_events(f"COPY landing ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", messages)
             cur.execute(
                 f"""
-                INSERT INTO staging.transactions ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM landing
-                ON CONFLICT DO NOTHING RETURNING "partition", "offset"
-                """  # noqa: S608 (the only interpolation is the constant column list)
+                WITH new AS (
+                    INSERT INTO staging.event_identities ({IDENTITY_COLUMNS})
+                    SELECT {IDENTITY_COLUMNS} FROM landing
+                    ON CONFLICT DO NOTHING RETURNING "partition", "offset"
+                )
+                INSERT INTO staging.transactions ({COLUMN_LIST})
+                SELECT {COLUMN_LIST} FROM landing JOIN new USING ("partition", "offset")
+                RETURNING "partition", "offset"
+                """  # noqa: S608 (the only interpolations are the constant column lists)
             )
             inserted = set(cur.fetchall())
         landed = [m for m in messages if (m.partition, m.offset) in inserted]
         stored = [m for m in messages if (m.partition, m.offset) not in inserted]
         return landed, stored
 
-    def _quarantine(self, rejected: Sequence[Message]) -> None:
+    def _quarantine(self, rejected: Sequence[tuple[Message, str]]) -> None:
         cols = ", ".join(f'"{c}"' for c in REJECTED_COLUMNS)
         with self.conn.cursor() as cur, cur.copy(
             f"COPY staging.rejected_transactions ({cols}) FROM STDIN"
         ) as copy:
-            for m in rejected:
-                copy.write_row(
-                    (self.topic, m.partition, m.offset, m.key, m.value, _raw_text(m.value), m.reason, m.produced_at)
-                )
+            for m, reason in rejected:
+                copy.write_row((
+                    self.topic, m.partition, m.offset, m.key, m.value, _raw_text(m.value), storable_reason(reason),
+                    m.produced_at,
+                ))
 
-    def _advance(self, result: BatchResult) -> None:
+    def _advance(self, result: BatchResult, source: tuple[str | None, str | None]) -> None:
+        cluster_id, topic_id = source
         with self.conn.cursor() as cur:
             cur.executemany(
                 """
-                INSERT INTO staging.kafka_offsets (topic, "partition", next_offset) VALUES (%s, %s, %s)
+                INSERT INTO staging.kafka_offsets (topic, "partition", next_offset, cluster_id, topic_id)
+                VALUES (%s, %s, %s, %s, %s)
                 ON CONFLICT (topic, "partition")
-                DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = statement_timestamp()
+                DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = statement_timestamp(),
+                              cluster_id = EXCLUDED.cluster_id, topic_id = EXCLUDED.topic_id
                 """,
-                [(self.topic, p, last + 1) for p, (_, last) in sorted(result.offsets.items())],
+                [(self.topic, p, last + 1, cluster_id, topic_id) for p, (_, last) in sorted(result.offsets.items())],
             )
             cur.execute(
                 """
@@ -293,3 +416,7 @@ class WarehouseSink:
                     Jsonb({f"{d.isoformat()}|{r}": n for (d, r), n in sorted(result.slices.items())}),
                 ),
             )
+
+
+class _Probed(Exception):
+    """Ends a probe's savepoint (rolls it back) once its COPY went through."""

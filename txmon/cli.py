@@ -306,7 +306,7 @@ def cmd_ingest(args, settings) -> int:
         if len(child_args) > 1:
             print(json.dumps(processes.run_processes(child_args, stop)))
             return 0
-    ingestor = Ingestor(settings, partitions=args.partitions, group=args.group)
+    ingestor = Ingestor(settings, partitions=args.partitions, group=args.group, stop=stop)
     log = logging.getLogger("txmon.ingest")
     progress = {"at": time.monotonic(), "landed": 0}
 
@@ -317,7 +317,7 @@ def cmd_ingest(args, settings) -> int:
             progress.update(at=time.monotonic(), landed=0)
 
     try:
-        report = ingestor.run(until_idle=args.until_idle, max_seconds=args.max_seconds, stop=stop,
+        report = ingestor.run(until_idle=args.until_idle, max_seconds=args.max_seconds,
                               on_batch=None if args.until_idle else on_batch)
     finally:
         ingestor.close()

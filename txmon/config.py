@@ -118,7 +118,10 @@ class Settings:
 
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: int = 20000
+    batch_max_bytes: int = 16 * 1024 * 1024
     batch_max_seconds: float = 0.5
+    # How long one outage of PostgreSQL or Kafka may last before an ingest worker gives up (exit 1).
+    outage_budget_seconds: int = 300
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -224,6 +227,8 @@ class Settings:
         integer("KAFKA_CONTROLLER_PORT", "kafka_controller_port", 1, 65535)
         integer("TOPIC_PARTITIONS", "topic_partitions", 1, 1024)
         integer("BATCH_MAX_EVENTS", "batch_max_events", 1, 1_000_000)
+        integer("BATCH_MAX_BYTES", "batch_max_bytes", 1_048_576, 1_073_741_824)
+        integer("OUTAGE_BUDGET_SECONDS", "outage_budget_seconds", 1, 86_400)
         integer("INGEST_PROCESSES", "ingest_processes", 0, 256)
         integer("LIFECYCLE_WINDOW_DAYS", "lifecycle_window_days", 0, 3660)
         integer("DAGSTER_RETENTION_DAYS", "dagster_retention_days", 1, 3660)

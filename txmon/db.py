@@ -16,4 +16,9 @@ def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
         application_name=name,
         options="-c timezone=UTC",
         connect_timeout=10,
+        # A server that vanished (fail-over, network) is noticed in about 30 s, not after the OS's 2 hours.
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=4,
     )
