@@ -3,8 +3,10 @@
 - Great Expectations suites (expectations/): the contract's rules on staging and the marts.
 - Reconciliations, the ones auditors ask for, computed straight from staging, not from the dbt
   models they check: the settlements equal a direct aggregate of the latest events; every
-  suspicious transaction exists in staging; every consumed Kafka offset is landed, a duplicate or
-  quarantined.
+  suspicious transaction exists in staging, and every staging transaction that the rules make
+  suspicious is in the mart; each event identity (transaction_id, status) is stored once; every
+  consumed Kafka offset is landed, a duplicate or quarantined, and the stored positions belong to
+  the topic as it is now.
 
 Orchestration runs them as Dagster asset checks; the write-audit-publish step (txmon/reporting.py)
 publishes a mart partition only when all of its blocking checks passed.
@@ -16,6 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from ingestion import positions as position_checks
+from txmon import fx
+from txmon import kafka as kafka_clients
 from txmon.config import Settings
 from txmon.db import connect
 from txmon.dbt import ANALYTICAL_WORK_MEM
@@ -32,28 +37,68 @@ class CheckOutcome:
 # Each transaction with an event in the slice (the day as a half-open range on event_time, so
 # PostgreSQL reads only that day's partitions), at its latest event (the contract's rule: greatest
 # event_time, then the later lifecycle state, then the later offset), looked for up to the lifecycle
-# window after the day; kept when that latest event is in the slice.
-SETTLEMENTS_FROM_STAGING = """
+# window after the day; kept when that latest event is in the slice. ``events`` also holds the
+# transaction's events up to the window before the day (for the sticky fraud flag).
+LATEST_IN_SLICE = """
 WITH bounds AS (
     SELECT %(day)s::date::timestamp AT TIME ZONE 'UTC' AS day_start,
            (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC' AS day_end,
+           (%(day)s::date - %(window)s::int)::timestamp AT TIME ZONE 'UTC' AS history_start,
            (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC' AS window_end
 ), candidates AS (
     SELECT DISTINCT transaction_id FROM staging.transactions, bounds
     WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s
-), latest AS (
-    SELECT DISTINCT ON (t.transaction_id COLLATE "C")
-           t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time
+), events AS (
+    SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
     FROM staging.transactions AS t JOIN candidates USING (transaction_id), bounds
-    WHERE t.event_time >= day_start AND t.event_time < window_end
-    ORDER BY t.transaction_id COLLATE "C", t.event_time DESC,
-             CASE t.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, t."offset" DESC
+    WHERE t.event_time >= history_start AND t.event_time < window_end
+), latest AS (
+    SELECT DISTINCT ON (e.transaction_id COLLATE "C")
+           e.transaction_id, e.region, e.currency, e.status, e.amount, e.event_time
+    FROM events AS e, bounds
+    WHERE e.event_time >= day_start
+    ORDER BY e.transaction_id COLLATE "C", e.event_time DESC,
+             CASE e.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, e."offset" DESC
 )
+"""
+SETTLEMENTS_FROM_STAGING = LATEST_IN_SLICE + """
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0)
 FROM latest, bounds
 WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
 GROUP BY latest.currency
+"""
+# The suspicious-activity rules recounted from staging: latest state over the threshold in USD
+# (the FX rate of the day, from the seed), or any event of the transaction flagged by the fraud
+# screen (in the slice, or up to the lifecycle window before it).
+SUSPICIOUS_FROM_STAGING = LATEST_IN_SLICE + """
+, flagged AS (
+    SELECT e.transaction_id
+    FROM events AS e, bounds
+    WHERE e.fraud_flag AND e.event_time < day_end AND (e.event_time < day_start OR e.region = %(region)s)
+    GROUP BY e.transaction_id
+)
+SELECT latest.transaction_id
+FROM latest
+CROSS JOIN bounds
+LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, usd_per_unit) USING (currency)
+WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
+  AND (round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
+       OR EXISTS (SELECT 1 FROM flagged WHERE flagged.transaction_id = latest.transaction_id))
+"""  # noqa: S608 (constant SQL joined, no input)
+# Each event of the slice is the one its identity (transaction_id, status) points at.
+IDENTITIES_OF_SLICE = """
+SELECT count(*),
+       count(*) FILTER (WHERE i.transaction_id IS NULL),
+       count(*) FILTER (WHERE i.transaction_id IS NOT NULL
+                          AND (i.topic, i."partition", i."offset") <> (t.topic, t."partition", t."offset")),
+       (array_agg(t.transaction_id) FILTER (
+            WHERE (i.topic, i."partition", i."offset") IS DISTINCT FROM (t.topic, t."partition", t."offset")))[1:20]
+FROM staging.transactions AS t
+LEFT JOIN staging.event_identities AS i USING (transaction_id, status)
+WHERE t.event_time >= %(day)s::date::timestamp AT TIME ZONE 'UTC'
+  AND t.event_time < (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC'
+  AND t.region = %(region)s
 """
 OFFSETS_ACCOUNTED = """
 SELECT (SELECT count(*) FROM staging.transactions
@@ -136,6 +181,73 @@ def suspicious_in_staging(settings: Settings, day: date, region: str) -> CheckOu
     )
 
 
+def suspicious_complete(settings: Settings, day: date, region: str) -> CheckOutcome:
+    """Every staging transaction of the slice that the rules make suspicious is in marts.suspicious_activity."""
+    rates = {}
+    for currency in settings.currencies:
+        try:
+            rates[currency] = fx.usd_per_unit(currency, day)
+        except KeyError:
+            continue  # no rate: the mart cannot convert it either; only the fraud flag can make it suspicious
+    params = {
+        "day": day, "region": region, "window": settings.lifecycle_window_days,
+        "threshold": settings.suspicious_threshold_usd_by_region.get(region, settings.suspicious_threshold_usd),
+        "currencies": list(rates), "rates": list(rates.values()),
+    }
+    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+        conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
+        expected = {tx for (tx,) in conn.execute(SUSPICIOUS_FROM_STAGING, params)}
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+        in_mart = {tx for (tx,) in conn.execute(
+            "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = %s", (day, region)
+        )}
+    missing = sorted(expected - in_mart)
+    return CheckOutcome(
+        name="suspicious_complete",
+        passed=not missing,
+        summary=f"{len(expected)} suspicious by the rules in staging, {len(missing)} missing from the mart",
+        metadata={"suspicious_in_staging": len(expected), "missing_from_mart": len(missing),
+                  "first_missing": missing[:20]},
+    )
+
+
+def staging_events_unique(settings: Settings, day: date, region: str) -> CheckOutcome:
+    """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
+    is the one event its identity row in staging.event_identities points at."""
+    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+        events, without, second, sample = conn.execute(IDENTITIES_OF_SLICE, {"day": day, "region": region}).fetchone()
+    return CheckOutcome(
+        name="staging_events_unique",
+        passed=without == 0 and second == 0,
+        summary=f"{events} events, {without} without an identity, {second} second copies of an identity",
+        metadata={"events": events, "without_identity": without, "second_copies": second,
+                  "first_transaction_ids": sample or []},
+    )
+
+
+def position_problems(settings: Settings) -> list[str]:
+    """What is wrong with the stored positions against the topic as it is now (ingestion/positions.py)."""
+    stored: dict[int, int] = {}
+    sources: set = set()
+    for dsn in settings.databases():
+        with connect(dsn, autocommit=True, purpose="check") as conn:
+            for p, nxt, cluster_id, topic_id in conn.execute(
+                'SELECT "partition", next_offset, cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s',
+                (settings.topic,),
+            ):
+                stored[p] = min(stored.get(p, nxt), nxt)
+                sources.add((cluster_id, topic_id))
+    if not stored:
+        return []
+    consumer, admin = kafka_clients.consumer(settings), kafka_clients.admin(settings)
+    try:
+        source = position_checks.current_source(consumer, admin, settings.topic)
+        marks = position_checks.watermarks(consumer, settings.topic, stored)
+    finally:
+        consumer.close()
+    return position_checks.problems(settings.topic, stored, sources, source, marks)
+
+
 def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
     """Every offset consumed since the last audit is landed, a duplicate or quarantined, in exactly
     one database. Offsets every database has consumed are counted; the audited position advances
@@ -184,20 +296,30 @@ def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
                                                                    verified_at = now()""",
                 (settings.topic, p, hi),
             )
+    problems = position_problems(settings)
+    summary = f"{audited} offsets audited" + (f", {len(gaps)} partitions do not add up" if gaps else "")
+    if problems:
+        summary += f"; positions do not match the topic: {problems[0]}"
     return CheckOutcome(
         name="kafka_offsets_accounted",
-        passed=not gaps,
-        summary=f"{audited} offsets audited" + (f", {len(gaps)} partitions do not add up" if gaps else ""),
-        metadata={"offsets_audited": audited, "partitions_not_adding_up": gaps},
+        passed=not gaps and not problems,
+        summary=summary,
+        metadata={"offsets_audited": audited, "partitions_not_adding_up": gaps, "position_problems": problems},
     )
 
 
 # Which checks guard which table, per region x day partition (GX suites are named gx_<table>).
 MART_CHECKS = {
-    "suspicious_activity": ("gx_suspicious_activity", "suspicious_in_staging"),
+    "suspicious_activity": ("gx_suspicious_activity", "suspicious_in_staging", "suspicious_complete"),
     "daily_settlements": ("gx_daily_settlements", "settlements_reconcile_with_staging"),
 }
-STAGING_CHECKS = ("gx_staging_transactions",)
+STAGING_CHECKS = ("gx_staging_transactions", "staging_events_unique")
+RECONCILIATIONS = {
+    "suspicious_in_staging": suspicious_in_staging,
+    "suspicious_complete": suspicious_complete,
+    "settlements_reconcile_with_staging": settlements_reconcile,
+    "staging_events_unique": staging_events_unique,
+}
 
 
 def run_check(settings: Settings, name: str, day: date, region: str) -> CheckOutcome:
@@ -206,8 +328,6 @@ def run_check(settings: Settings, name: str, day: date, region: str) -> CheckOut
         from expectations import validate
 
         return validate(settings, name.removeprefix("gx_"), day, region)
-    if name == "suspicious_in_staging":
-        return suspicious_in_staging(settings, day, region)
-    if name == "settlements_reconcile_with_staging":
-        return settlements_reconcile(settings, day, region)
+    if name in RECONCILIATIONS:
+        return RECONCILIATIONS[name](settings, day, region)
     raise ValueError(f"no check {name!r}")

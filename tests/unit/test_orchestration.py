@@ -81,8 +81,10 @@ def test_code_location_snapshot():
     assert {
         ("staging/transactions", "gx_staging_transactions"),
         ("staging/transactions", "kafka_offsets_accounted"),
+        ("staging/transactions", "staging_events_unique"),
         ("marts/suspicious_activity", "gx_suspicious_activity"),
         ("marts/suspicious_activity", "suspicious_in_staging"),
+        ("marts/suspicious_activity", "suspicious_complete"),
         ("marts/daily_settlements", "gx_daily_settlements"),
         ("marts/daily_settlements", "settlements_reconcile_with_staging"),
         ("marts/daily_settlements", "unique_combination_fct_daily_settlements_settlement_date__region__currency"),

@@ -38,6 +38,10 @@ DESCRIPTIONS = {
     "gx_daily_settlements": "GX suite: one row per grain, non-negative counts and volumes, "
     "settled_count <= transaction_count.",
     "suspicious_in_staging": "Reconciliation: every suspicious transaction is an event landed in staging.",
+    "suspicious_complete": "Reconciliation: every staging transaction whose latest state is over the threshold "
+    "or that the fraud screen flagged is in the mart (the rules recounted from staging).",
+    "staging_events_unique": "Reconciliation: each event identity (transaction_id, status) is stored once, "
+    "whatever its time or amount (every row is the one its identity points at).",
     "settlements_reconcile_with_staging": "Reconciliation: counts and settled volume per currency equal a direct "
     "aggregate of the latest events in staging, to the cent.",
 }
@@ -76,7 +80,8 @@ def partition_check(asset_key: AssetKey, name: str):
     name="kafka_offsets_accounted",
     # Global (not per partition): run by the offset_audit schedule.
     description="Reconciliation: every consumed Kafka offset is landed, a duplicate or quarantined "
-    "(audited incrementally from where the last audit stopped).",
+    "(audited incrementally from where the last audit stopped), and the stored positions belong to the topic "
+    "as it is now (same cluster and topic id, none past its end or before its first offset).",
 )
 def kafka_offsets_accounted_check(txmon: TxmonResource) -> AssetCheckResult:
     return check_result(kafka_offsets_accounted(txmon.settings()))
