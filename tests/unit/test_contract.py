@@ -139,3 +139,74 @@ def test_validator_follows_the_configured_regions():
     eu_only.parse(raw())
     with pytest.raises(InvalidEvent, match="region 'US'"):
         eu_only.parse(raw(region="US"))
+
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.fixture(scope="module")
+def bounded() -> EventValidator:
+    """The validator as ingestion builds it: first partition day and clock skew, with a fixed clock."""
+    return EventValidator(DEFAULT_REGIONS, DEFAULT_CURRENCIES, first_day=date(2025, 1, 1),
+                          max_future_skew_seconds=300, clock=lambda: NOW)
+
+
+@pytest.mark.parametrize(
+    "event_time, reason",
+    [
+        ("9999-12-31T23:30:00-01:00", "outside the years 0001-9999"),
+        ("0001-01-01T00:30:00+01:00", "outside the years 0001-9999"),
+        ("2099-01-01T00:00:00Z", "in the future, beyond the allowed clock skew of 300s"),
+        ("2026-11-27T12:05:01Z", "beyond the allowed clock skew"),
+        ("2024-12-31T23:59:59Z", "before the first partition day 2025-01-01"),
+        ("2025-01-01T00:30:00+01:00", "before the first partition day"),  # 2024-12-31 in UTC
+    ],
+)
+def test_event_times_no_partition_can_hold_are_refused(bounded, event_time, reason):
+    with pytest.raises(InvalidEvent) as err:
+        bounded.parse(raw(event_time=event_time))
+    assert reason in err.value.reason
+
+
+def test_event_time_bounds_are_inclusive_and_lower_case_rfc3339_is_read(bounded):
+    assert bounded.parse(raw(event_time="2026-11-27T12:05:00Z")).event_date == date(2026, 11, 27)
+    assert bounded.parse(raw(event_time="2025-01-01T00:00:00Z")).event_date == date(2025, 1, 1)
+    lower = bounded.parse(raw(event_time="2026-11-24t10:15:00.5z"))
+    assert lower.event_time == datetime(2026, 11, 24, 10, 15, 0, 500000, tzinfo=UTC)
+    assert lower.event_time.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "extra, reason",
+    [
+        (b"1e-2147483648", "exponent beyond PostgreSQL's numeric range"),
+        (b"0e-1001", "exponent beyond PostgreSQL's numeric range"),
+        (b"0." + b"0" * 16400 + b"1", "more fractional digits than PostgreSQL's numeric holds"),
+        (b"[" * 65 + b"]" * 65, "nested more than 64 levels deep"),
+        (b'{"a":' * 70 + b"1" + b"}" * 70, "nested more than 64 levels deep"),
+        (b"[" * 1000 + b"]" * 1000, "nested more than 64 levels deep"),  # orjson reads it; stdlib json would recurse
+        (b'{"k\\u0000": 1}', "NUL"),
+        (b"1e400", "not valid JSON"),  # beyond a double: orjson refuses it
+        (b'"\\ud800"', "not valid JSON"),  # a lone surrogate
+    ],
+)
+def test_extra_fields_jsonb_cannot_store_are_refused(validator, extra, reason):
+    body = raw(extra="@").replace(b'"@"', extra)
+    with pytest.raises(InvalidEvent) as err:
+        validator.parse(body)
+    assert reason in err.value.reason
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b"1e-1000", b"1E+308", b"-0", b"[" * 63 + b"]" * 63, b'"text with \\\\u0000 spelled out"', b'"\\u200b"',
+     b"0." + b"0" * 999 + b"1", b'"e' + b"9" * 2000 + b'"'],
+)
+def test_extra_fields_jsonb_can_store_are_kept(validator, extra):
+    validator.parse(raw(extra="@").replace(b'"@"', extra))
+
+
+def test_reasons_quote_long_values_shortly(validator):
+    with pytest.raises(InvalidEvent) as err:
+        validator.parse(raw(currency="X" * 5000))
+    assert len(err.value.reason) < 300 and "5002 chars" in err.value.reason
