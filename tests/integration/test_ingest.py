@@ -191,3 +191,31 @@ def test_redelivery_of_an_event_landed_by_an_earlier_run(platform, tmp_path):
     assert {r[1] for r in rows} == {"object"}  # the message's JSON object, not a string holding it
     assert rows[2][2] == "2"
     assert_every_offset_accounted_for(platform)
+
+
+def test_identity_is_transaction_id_and_status_whatever_the_time_or_amount(platform, tmp_path):
+    """A second event with the same (transaction_id, status) is stored once and recorded as a duplicate,
+    in the same batch or a later run, even with another time (another day) or a lower amount."""
+    first = tmp_path / "first.jsonl"
+    first.write_text("\n".join([
+        line(event("id-1", "pending", amount="20000.00", event_time="2026-11-24T10:00:00Z")),
+        line(event("id-1", "pending", amount="5.00", event_time="2026-11-24T10:00:01Z")),  # same batch
+    ]))
+    platform.txmon("produce", str(first))
+    assert json.loads(platform.txmon("ingest", "--until-idle").stdout)["duplicates"] == 1
+    second = tmp_path / "second.jsonl"
+    second.write_text("\n".join([
+        line(event("id-1", "pending", amount="1.00", event_time="2026-11-25T09:00:00Z")),  # another day, later run
+        line(event("id-1", "settled", amount="20000.00", event_time="2026-11-25T09:00:00Z")),  # a lifecycle update
+    ]))
+    platform.txmon("produce", str(second))
+    report = json.loads(platform.txmon("ingest", "--until-idle").stdout)
+    assert (report["landed"], report["duplicates"]) == (1, 1), report
+    rows = platform.query("SELECT status, amount::text, event_time::date::text FROM staging.transactions ORDER BY 1")
+    assert rows == [("pending", "20000.0000", "2026-11-24"), ("settled", "20000.0000", "2026-11-25")]
+    dupes = platform.query("SELECT status, event_time::text FROM staging.duplicate_transactions ORDER BY 2")
+    assert dupes == [("pending", "2026-11-24 10:00:01+00"), ("pending", "2026-11-25 09:00:00+00")]
+    identities = platform.query('SELECT transaction_id, status, "offset" FROM staging.event_identities ORDER BY 2')
+    landed = platform.query('SELECT transaction_id, status, "offset" FROM staging.transactions ORDER BY 2')
+    assert identities == landed
+    assert_every_offset_accounted_for(platform)

@@ -214,13 +214,26 @@ def test_mart_suites_fail_on_each_family(platform):
 
 
 def test_reconciliations_find_what_does_not_add_up(landed):
-    from txmon.quality import kafka_offsets_accounted, settlements_reconcile, suspicious_in_staging
+    from txmon.quality import (
+        kafka_offsets_accounted,
+        settlements_reconcile,
+        staging_events_unique,
+        suspicious_complete,
+        suspicious_in_staging,
+    )
 
     platform = landed
     platform.txmon("materialize", "--date", D1, "--region", "US")
     settings = platform.settings
     assert settlements_reconcile(settings, DAY, "US").passed
     assert suspicious_in_staging(settings, DAY, "US").passed
+    complete = suspicious_complete(settings, DAY, "US")
+    suspicious = sorted(tx for (tx,) in platform.query(
+        "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = 'US'", (DAY,)))
+    assert complete.passed and complete.metadata["suspicious_in_staging"] == len(suspicious) > 0
+    unique = staging_events_unique(settings, DAY, "US")
+    assert unique.passed and unique.metadata["events"] > 0
+
     first = kafka_offsets_accounted(settings)
     assert first.passed and first.metadata["offsets_audited"] == len(EVENTS) + len(LATE)
     assert kafka_offsets_accounted(settings).metadata["offsets_audited"] == 0  # incremental
@@ -238,6 +251,23 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     platform.execute("UPDATE staging.offset_audit SET verified_through = -1")
     gaps = kafka_offsets_accounted(settings)
     assert not gaps.passed and gaps.metadata["partitions_not_adding_up"]
+
+    # An incomplete mart: a suspicious transaction dropped from it.
+    platform.execute("DELETE FROM marts.suspicious_activity WHERE transaction_id = %s", (suspicious[-1],))
+    incomplete = suspicious_complete(settings, DAY, "US")
+    assert not incomplete.passed and incomplete.metadata["first_missing"] == [suspicious[-1]]
+    assert suspicious_in_staging(settings, DAY, "US").passed  # the old check alone would not see it
+
+    # A second copy of an event identity (stored behind the landing's back, with another time).
+    platform.execute(
+        """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency, region,
+                                             topic, "partition", "offset", raw_event)
+           SELECT transaction_id, status, event_time + interval '1 second', account_id, amount - 1, currency, region,
+                  topic, "partition", "offset" + 1000000, raw_event
+           FROM staging.transactions WHERE transaction_id = %s LIMIT 1""", (suspicious[-1],))
+    doubled = staging_events_unique(settings, DAY, "US")
+    assert not doubled.passed and doubled.metadata["second_copies"] == 1
+    assert doubled.metadata["first_transaction_ids"] == [suspicious[-1]]
 
 
 def test_bi_reader_reads_reporting_only_and_cannot_write(landed):
