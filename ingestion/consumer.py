@@ -191,26 +191,32 @@ class Ingestor:
         self._source_checked = 0.0
         self._quarantine_producer = None
         self.consumer = kafka_clients.consumer(
-            settings, **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES}
+            settings,
+            **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES, "error_cb": self._client_error},
         )
         self.admin = kafka_clients.admin(settings)
-        self._retrying(self._connect, uses_kafka=False)
+        self._disconnected = True  # the sinks are opened by the first attempt
         self._retrying(self._start)
 
     # ---------------------------------------------------------------- outages
-    def _retrying(self, action: Callable[[], object], *, uses_kafka: bool = True):
-        """Run ``action`` until it gets through an outage of PostgreSQL or Kafka (or the budget ends)."""
+    def _retrying(self, action: Callable[[], object]):
+        """Run ``action`` until it gets through an outage of PostgreSQL or Kafka (or the budget ends).
+
+        After a PostgreSQL failure the sinks are reopened before the next attempt."""
         while True:
             try:
+                if self._disconnected:
+                    self._connect()
+                    self._disconnected = False
                 result = action()
             except PG_TRANSIENT as exc:
+                self._disconnected = True
                 delay = self.pg.failed(exc)
             except KafkaException as exc:
                 delay = self.kafka.failed(exc)
             else:
                 self.pg.recovered()
-                if uses_kafka:
-                    self.kafka.recovered()
+                self.kafka.recovered()
                 return result
             if self.stop.wait(delay):
                 raise IngestError(f"stopped while waiting for {'PostgreSQL' if self.pg.active else 'Kafka'}")
@@ -239,13 +245,12 @@ class Ingestor:
     def _recover(self, exc: BaseException) -> None:
         """After a lost connection: wait, reconnect, and restart from the positions PostgreSQL stored."""
         if isinstance(exc, KafkaException):
-            if self.stop.wait(self.kafka.failed(exc)):
-                return
+            delay = self.kafka.failed(exc)
         else:
-            if self.stop.wait(self.pg.failed(exc)):
-                return
-            self._retrying(self._connect, uses_kafka=False)
-        self._retrying(self._reseek)
+            self._disconnected = True
+            delay = self.pg.failed(exc)
+        if not self.stop.wait(delay):
+            self._retrying(self._reseek)
 
     # ---------------------------------------------------------------- assignment
     def _topic_partitions(self) -> list[int]:
@@ -313,6 +318,14 @@ class Ingestor:
             self.consumer.assign(seek_list)  # a new assignment drops whatever was fetched before
 
     # ---------------------------------------------------------------- batches
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's client-wide errors (broker connections): note the outage; the run loop waits it out."""
+        if err.code() in KAFKA_TRANSIENT and not self.kafka.active:
+            try:
+                self.kafka.failed(err.str())
+            except IngestError:
+                pass  # the budget is enforced by the run loop
+
     def _kafka_error(self, err: KafkaError) -> None:
         code = err.code()
         if code == KafkaError._PARTITION_EOF:

@@ -50,10 +50,11 @@ def landed(platform) -> int:
     return platform.query("SELECT count(*) FROM staging.transactions")[0][0]
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition, timeout: float, what: str, log_path=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; " + (
+            log_path.read_text()[-3000:] if log_path else "")
         time.sleep(0.2)
 
 
@@ -96,7 +97,7 @@ def test_postgres_restart_while_landing(small_batches, tmp_path, base_settings, 
     time.sleep(3)
     assert worker.poll() is None, "the worker gave up during a 3 s outage"
     postgres.start()
-    wait_for(lambda: landed(platform) == len(first | second), 180, "everything to land after the restart")
+    wait_for(lambda: landed(platform) == len(first | second), 180, "everything to land after the restart", log_path)
     report, log = stop_worker(worker, log_path)
     assert "PostgreSQL unreachable" in log and "PostgreSQL reachable again" in log
     assert report["outages"] >= 1
@@ -117,7 +118,7 @@ def test_kafka_restart_and_both_restarted(small_batches, tmp_path, base_settings
     assert worker.poll() is None, "the worker gave up while the broker was away"
     kafka.start()
     second = backlog(platform, tmp_path, "second", 5_000, 4)
-    wait_for(lambda: landed(platform) == len(first | second), 180, "landing after the broker restart")
+    wait_for(lambda: landed(platform) == len(first | second), 180, "landing after the broker restart", log_path)
 
     kafka.stop()
     postgres.stop()
@@ -125,7 +126,7 @@ def test_kafka_restart_and_both_restarted(small_batches, tmp_path, base_settings
     postgres.start()
     kafka.start()
     third = backlog(platform, tmp_path, "third", 5_000, 5)
-    wait_for(lambda: landed(platform) == len(first | second | third), 180, "landing after both restarted")
+    wait_for(lambda: landed(platform) == len(first | second | third), 180, "landing after both restarted", log_path)
     report, log = stop_worker(worker, log_path)
     assert "Kafka unreachable" in log and "Kafka reachable again" in log
     assert report["outages"] >= 2
