@@ -192,7 +192,8 @@ class Ingestor:
         self._quarantine_producer = None
         self.consumer = kafka_clients.consumer(
             settings,
-            **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES, "error_cb": self._client_error},
+            **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES,
+               "error_cb": self._client_error},
         )
         self.admin = kafka_clients.admin(settings)
         self._disconnected = True  # the sinks are opened by the first attempt
