@@ -55,6 +55,8 @@ KAFKA_TRANSIENT = {
 }
 # The ingestion consumer's prefetch is bounded in bytes too (librdkafka's local queue).
 QUEUE_KBYTES = 32_768
+# The largest message the broker delivers by default (message.max.bytes), key included.
+LARGEST_MESSAGE_BYTES = 1_049_600
 # How often a running worker re-reads the topic's identity (a topic recreated under it).
 SOURCE_CHECK_SECONDS = 60.0
 
@@ -351,15 +353,16 @@ class Ingestor:
         deadline = time.monotonic() + settings.batch_max_seconds
         batch: list[Message] = []
         size = 0
-        average = 1_000  # bytes per message, learned as messages arrive
         validator = self.validator
         while len(batch) < max_events and size < max_bytes and not self.stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wanted = max(1, min(10_000, max_events - len(batch), (max_bytes - size) // average))
-            records = self.consumer.consume(num_messages=wanted, timeout=remaining)
-            for msg in records:
+            # One call may return as many messages as it is asked for, however long they are (librdkafka keeps
+            # filling the list while messages arrive): ask for no more than the bytes left could hold at the
+            # largest message size, so a batch never exceeds the byte bound by more than one message.
+            wanted = max(1, min(10_000, max_events - len(batch), (max_bytes - size) // LARGEST_MESSAGE_BYTES))
+            for msg in self.consumer.consume(num_messages=wanted, timeout=remaining):
                 err = msg.error()
                 if err is not None:
                     self._kafka_error(err)
@@ -367,8 +370,6 @@ class Ingestor:
                 m = to_message(validator, msg.partition(), msg.offset(), msg.key(), msg.value(), produced_at(msg))
                 size += m.size
                 batch.append(m)
-            if batch:
-                average = max(1, size // len(batch))
         if batch:
             self.kafka.recovered()
         return batch

@@ -9,6 +9,7 @@ server committed), and an outage longer than the budget.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -192,3 +193,61 @@ def test_an_outage_beyond_the_budget_ends_the_worker_with_a_clear_message(platfo
     assert last.startswith("txmon: PostgreSQL unreachable for") and "beyond the outage budget of 4s" in last
     assert "Traceback" not in proc.stderr
     assert 4 <= time.monotonic() - started < 60
+
+
+def test_a_recreated_topic_stops_the_worker_loudly_and_the_audit_reports_it(platform, tmp_path):
+    from txmon import kafka as kafka_clients
+    from txmon.quality import kafka_offsets_accounted
+    from txmon.services.kafka import Kafka as KafkaService
+
+    backlog(platform, tmp_path, "before", 2_000, 9)
+    platform.txmon("ingest", "--until-idle", "--processes", "1")
+    admin = kafka_clients.admin(platform.settings)
+    for future in admin.delete_topics([platform.settings.topic]).values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 60
+    while True:  # the broker finishes deleting asynchronously
+        try:
+            KafkaService(platform.settings).ensure_topics()
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    backlog(platform, tmp_path, "after", 500, 10)  # fewer messages than before: every old position lies past the end
+
+    proc = platform.txmon("ingest", "--until-idle", "--processes", "1", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("txmon: not resuming") and "it was deleted and created again" in message
+    assert platform.query("SELECT count(*) FROM staging.transactions")[0][0] < 2_000 + 1  # nothing new landed
+
+    audit = kafka_offsets_accounted(platform.settings)
+    assert not audit.passed and any("created again" in p for p in audit.metadata["position_problems"])
+
+
+def test_memory_stays_bounded_with_megabyte_messages(platform, tmp_path):
+    """300 messages of about 0.9 MB (270 MB, incompressible): the byte bound keeps a batch, not the backlog,
+    in memory (without it this backlog takes one batch and about 330 MiB)."""
+    import base64
+    import subprocess
+    import sys
+
+    from tests.integration.test_ingest import event, line
+
+    source = tmp_path / "large.jsonl"
+    with open(source, "w") as fh:
+        for i in range(300):
+            note = base64.b64encode(os.urandom(675_000)).decode()
+            fh.write(line(event(f"big-{i}", event_time="2026-11-26T10:00:00Z", note=note)) + "\n")
+    platform.txmon("produce", str(source))
+    platform.env["TXMON_BATCH_MAX_SECONDS"] = "10"  # neither the clock nor the count (20,000) closes a batch early
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        child = subprocess.Popen([sys.executable, "-m", "txmon.cli", "ingest", "--until-idle", "--processes", "1"],
+                                 env=platform.env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak, not other tests' children
+    assert os.waitstatus_to_exitcode(status) == 0, err_path.read_text()[-2000:]
+    report = json.loads(out_path.read_text().strip().splitlines()[-1])
+    assert report["landed"] == 300 and report["batches"] >= 15  # 16 MiB batches
+    peak_mib = usage.ru_maxrss / 1024
+    assert peak_mib < 220, f"peak RSS {peak_mib:.0f} MiB for a 270 MB backlog"
