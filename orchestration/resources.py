@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+import functools
+
+import psycopg
+from dagster import ConfigurableResource, SkipReason
 from dagster_dbt import DbtCliResource
 
 from txmon.config import Settings
@@ -22,3 +25,18 @@ def dbt_resource() -> DbtCliResource:
         profiles_dir=str(DBT_PROJECT_DIR),
         dbt_executable=str(DBT_EXECUTABLE),
     )
+
+
+def skip_while_unreachable(evaluate):
+    """A sensor whose warehouse is away (restart, fail-over) skips its tick with the reason instead of
+    failing it; the next tick retries. Positions and watermarks live in PostgreSQL, so nothing is lost."""
+
+    @functools.wraps(evaluate)
+    def wrapper(*args, **kwargs):
+        try:
+            return evaluate(*args, **kwargs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return SkipReason(f"PostgreSQL unreachable ({first}); the next tick retries")
+
+    return wrapper

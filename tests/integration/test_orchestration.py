@@ -46,7 +46,7 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
         event("s-1", region="EU", event_time="2026-11-20T10:00:00Z"),
         event("s-2", region="EU", event_time="2026-11-20T11:00:00Z"),
         event("s-3", region="US", currency="USD", event_time="2026-11-21T10:00:00Z"),
-        event("s-4", region="US", currency="USD", event_time="2099-01-01T10:00:00Z"),  # a future day: not a partition
+        event("s-4", region="US", currency="USD", event_time="2099-01-01T10:00:00Z"),  # a future day: quarantined
     ]))
     platform.txmon("produce", str(source))
 
@@ -67,7 +67,7 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
         lander = processes.keep_landing(settings)
         assert not lander.started, "a second tick must renew the lease, not start another lander"
         deadline = time.monotonic() + 60
-        while platform.query("SELECT count(*) FROM staging.transactions") != [(4,)]:
+        while platform.query("SELECT count(*) FROM staging.rejected_transactions") != [(1,)]:
             assert time.monotonic() < deadline, "the lander did not land the events"
             time.sleep(0.5)
         result = tick()

@@ -251,3 +251,28 @@ def test_memory_stays_bounded_with_megabyte_messages(platform, tmp_path):
     assert report["landed"] == 300 and report["batches"] >= 15  # 16 MiB batches
     peak_mib = usage.ru_maxrss / 1024
     assert peak_mib < 220, f"peak RSS {peak_mib:.0f} MiB for a 270 MB backlog"
+
+
+def test_sensors_skip_their_tick_while_the_warehouse_is_unreachable(platform, monkeypatch):
+    from dagster import DagsterInstance, SkipReason, build_sensor_context
+
+    from orchestration.defs.dbt.open_day import open_day_marts_sensor
+    from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
+    from orchestration.resources import TxmonResource
+
+    proxy = PostgresProxy(platform.settings.pg_host, platform.settings.pg_port)
+    proxy.refuse()
+    for name, value in platform.env.items():
+        if name.startswith("TXMON_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TXMON_PG_PORT", str(proxy.port))
+    monkeypatch.setenv("TXMON_INGEST_MODE", "worker")
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            for sensor in (kafka_ingestion_sensor, open_day_marts_sensor):
+                context = build_sensor_context(instance=instance, resources={"txmon": TxmonResource()})
+                result = sensor(context)
+                assert isinstance(result, SkipReason), sensor.name
+                assert result.skip_message.startswith("PostgreSQL unreachable"), result.skip_message
+    finally:
+        proxy.close()

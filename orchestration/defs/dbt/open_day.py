@@ -32,7 +32,7 @@ from dagster import (
 from ingestion.batches import landed_since
 from orchestration.defs.dbt.assets import TRANSLATOR, dbt_build_args, dbt_project, partitioned_dbt_models, slice_mode
 from orchestration.partitions import partition_key
-from orchestration.resources import TxmonResource
+from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.config import Settings
 from txmon.dbt import InProcessDbt, slice_processed_before
 from txmon.quality import MART_CHECKS, CheckOutcome, run_check
@@ -175,6 +175,7 @@ def _cursor(raw: str | None, today: date) -> dict:
         "reconciliation), publishes them to reporting when every check passed, and reports it all."
     ),
 )
+@skip_while_unreachable
 def open_day_marts_sensor(context: SensorEvaluationContext, txmon: TxmonResource):
     settings = txmon.settings()
     today = datetime.now(UTC).date()

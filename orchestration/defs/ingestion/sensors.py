@@ -19,7 +19,7 @@ from ingestion.batches import landed_since
 from ingestion.processes import keep_landing
 from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, partition_key
-from orchestration.resources import TxmonResource
+from orchestration.resources import TxmonResource, skip_while_unreachable
 
 
 @sensor(
@@ -28,6 +28,7 @@ from orchestration.resources import TxmonResource
     default_status=DefaultSensorStatus.RUNNING,
     description="Lands Kafka events in staging.transactions and reports the partitions it touched.",
 )
+@skip_while_unreachable
 def kafka_ingestion_sensor(context: SensorEvaluationContext, txmon: TxmonResource):
     settings = txmon.settings()
     if settings.ingest_mode == "sensor":
