@@ -19,10 +19,11 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from bench.common import BenchError, Measured, reset, run_measured, txmon_argv
-from contracts.transaction import EventValidator, InvalidEvent
+from contracts.transaction import InvalidEvent
 from ingestion.consumer import produced_at
 from ingestion.sink import COLUMN_LIST as COLS
 from ingestion.sink import LANDING_COLUMNS
+from ingestion.validate import validator_for
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
 from txmon.db import connect
@@ -89,7 +90,7 @@ def copy_limit(settings: Settings) -> dict:
 
 def naive(settings: Settings, sample: int) -> dict:
     """Per message: validate, INSERT one row, commit. On the first ``sample`` messages of the topic."""
-    validator = EventValidator(settings.regions, settings.currencies)
+    validator = validator_for(settings)
     consumer = kafka_clients.consumer(settings, **{"group.id": "txmon-bench-naive"})
     partitions = sorted(consumer.list_topics(settings.topic, timeout=10).topics[settings.topic].partitions)
     consumer.assign([TopicPartition(settings.topic, p, OFFSET_BEGINNING) for p in partitions])

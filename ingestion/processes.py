@@ -25,6 +25,9 @@ from txmon.config import Settings
 from txmon.services.common import terminate
 
 PR_SET_PDEATHSIG = 1
+# glibc mallopt parameters
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 class ProcessesError(RuntimeError):
@@ -69,6 +72,20 @@ def merge(summaries: list[dict]) -> dict:
         "processes": len(summaries),
         "slices": dict(sorted(slices.items())),
     }
+
+
+def give_memory_back() -> None:
+    """glibc: message-sized allocations (256 KiB and more) are mmapped and returned to the system when
+    freed, and threads share two arenas, so an ingest process's RSS follows the batch bound rather than
+    the highest it ever reached (glibc otherwise raises its mmap threshold after the first large free)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+        libc.mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent() -> None:

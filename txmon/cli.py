@@ -306,6 +306,7 @@ def cmd_ingest(args, settings) -> int:
         if len(child_args) > 1:
             print(json.dumps(processes.run_processes(child_args, stop)))
             return 0
+    processes.give_memory_back()
     ingestor = Ingestor(settings, partitions=args.partitions, group=args.group, stop=stop)
     log = logging.getLogger("txmon.ingest")
     progress = {"at": time.monotonic(), "landed": 0}

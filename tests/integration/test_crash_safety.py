@@ -6,7 +6,8 @@ import json
 import signal
 import time
 
-from contracts.transaction import EventValidator, InvalidEvent
+from contracts.transaction import InvalidEvent
+from ingestion.validate import validator_for
 from tests.integration.test_ingest import assert_every_offset_accounted_for
 
 EVENTS = 120_000
@@ -14,7 +15,7 @@ EVENTS = 120_000
 
 def expected_from(path, settings) -> tuple[set[tuple[str, str]], int]:
     """(transaction_id, status) pairs that must land, and how many messages must be quarantined."""
-    validator = EventValidator(settings.regions, settings.currencies)
+    validator = validator_for(settings)
     keys, bad = set(), 0
     with open(path, "rb") as fh:
         for raw in fh:

@@ -128,7 +128,7 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
         event("od-1", amount="10000.01", currency="USD", region="US", event_time=stamp),
         event("od-2", amount="10000.00", currency="USD", region="US", event_time=stamp),
         event("od-3", amount="5.00", region="EU", fraud_flag=True, event_time=stamp),
-        event("od-4", amount="5.00", region="EU", event_time=stamp),
+        event("od-4", "pending", amount="5.00", region="EU", event_time=stamp),
     ])
     first = tick()
     assert isinstance(first, SensorResult)
@@ -158,9 +158,10 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
     # Nothing new: nothing to do.
     assert not isinstance(tick(first.cursor), SensorResult)
 
-    # A later event flags an existing transaction; only EU is refreshed, and only what is new.
+    # A later event (a new status: the same one again would be a duplicate) flags an existing transaction;
+    # only EU is refreshed, and only what is new.
     land("second.jsonl", [
-        event("od-4", amount="5.00", region="EU", fraud_flag=True, event_time=later),
+        event("od-4", "settled", amount="5.00", region="EU", fraud_flag=True, event_time=later),
         event("od-5", amount="20000", currency="USD", region="EU", event_time=stamp),
     ])
     second = tick(first.cursor)
