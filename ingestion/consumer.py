@@ -45,7 +45,10 @@ from txmon.warehouse import migrate
 log = logging.getLogger(__name__)
 
 # PostgreSQL failures that are no message's fault and pass: retried from the stored positions.
-PG_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.IdleInTransactionSessionTimeout)
+PG_TRANSIENT = (
+    psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.errors.ReadOnlySqlTransaction,  # reconnected to a standby or a demoted primary during a fail-over
+)
 # Kafka error codes that mean "the broker is not reachable right now" (librdkafka retries by itself).
 KAFKA_TRANSIENT = {
     KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
@@ -198,6 +201,11 @@ class Ingestor:
                "error_cb": self._client_error},
         )
         self.admin = kafka_clients.admin(settings)
+        self._rebalanced = False  # set by the group callbacks: the batch being polled is stale
+        # Set when what the consumer fetches next may not start at the stored positions (a rebalance in the
+        # middle of a batch, a group assignment whose positions could not be read): the run loop seeks
+        # back to the stored positions before polling again. A PositionError found meanwhile is kept here.
+        self._held: bool | PositionError = False
         self._disconnected = True  # the sinks are opened by the first attempt
         self._retrying(self._start)
 
@@ -281,6 +289,10 @@ class Ingestor:
                 "'When positions do not match the topic'"
             )
 
+    def _check_source(self) -> None:
+        """PositionError when the topic's identity changed since the positions were stored."""
+        self._verify([], {})
+
     def _seek_list(self, partitions: list[int]) -> list[TopicPartition]:
         positions = self._positions(partitions)
         self._verify(partitions, positions)
@@ -293,10 +305,17 @@ class Ingestor:
         if self.group:
             def on_assign(consumer, tps):
                 self.assigned = sorted(tp.partition for tp in tps)
-                consumer.assign(self._seek_list(self.assigned))
+                self._rebalanced = True
+                try:
+                    consumer.assign(self._seek_list(self.assigned))
+                except Exception as exc:  # never let Kafka choose the offsets: hold the partitions until read
+                    consumer.assign(tps)
+                    consumer.pause(tps)
+                    self._held = exc if isinstance(exc, PositionError) else True
 
             def on_revoke(consumer, tps):
                 self.assigned = []
+                self._rebalanced = True
                 consumer.unassign()
 
             self.consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
@@ -310,13 +329,19 @@ class Ingestor:
         self.assigned = wanted
 
     def _reseek(self) -> None:
-        """Forget what was polled and restart from the stored positions (after a fence or an outage)."""
+        """Forget what was polled and restart from the stored positions (after a fence or an outage).
+
+        Always a round trip to both PostgreSQL and Kafka, so that a success means both answer."""
         if not self.assigned:
+            self.consumer.list_topics(self.topic, timeout=10)
+            for sink in self.sinks:
+                sink.ping()
             return
         seek_list = self._seek_list(self.assigned)
         if self.group:
             for tp in seek_list:
                 self.consumer.seek(tp)
+            self.consumer.resume(seek_list)
         else:
             self.consumer.assign(seek_list)  # a new assignment drops whatever was fetched before
 
@@ -362,7 +387,12 @@ class Ingestor:
             # filling the list while messages arrive): ask for no more than the bytes left could hold at the
             # largest message size, so a batch never exceeds the byte bound by more than one message.
             wanted = max(1, min(10_000, max_events - len(batch), (max_bytes - size) // LARGEST_MESSAGE_BYTES))
-            for msg in self.consumer.consume(num_messages=wanted, timeout=remaining):
+            self._rebalanced = False
+            records = self.consumer.consume(num_messages=wanted, timeout=remaining)
+            if self._rebalanced:  # the assignment changed: drop what was polled, seek back to the positions
+                self._held = self._held or True
+                return []
+            for msg in records:
                 err = msg.error()
                 if err is not None:
                     self._kafka_error(err)
@@ -460,12 +490,19 @@ class Ingestor:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-land") as lander:
             landing: tuple[list[Message], Future] | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                if self._held and landing is None:
+                    held, self._held = self._held, False
+                    if isinstance(held, PositionError):
+                        raise held
+                    self._retrying(self._reseek)
                 try:
                     batch = self._poll_batch()
-                except (*PG_TRANSIENT, KafkaException) as exc:  # a group assignment reads the positions
+                except (*PG_TRANSIENT, KafkaException) as exc:
                     batch = []
                     if landing is None:
                         self._recover(exc)
+                    else:
+                        self._held = self._held or True  # seek back once the batch in flight is settled
                 if batch and report.first_poll is None:
                     report.first_poll, report.first_poll_at = time.monotonic(), time.time()
                 if landing is not None:
@@ -473,6 +510,11 @@ class Ingestor:
                         batch = []  # polled from positions another worker, or an outage, has moved
                     landing = None
                 if batch:
+                    if time.monotonic() - self._source_checked > SOURCE_CHECK_SECONDS:
+                        try:
+                            self._check_source()  # a busy worker too: a topic recreated under it stops it
+                        except (*PG_TRANSIENT, KafkaException):
+                            pass  # checked again on the next batch; the landing meets the outage itself
                     landing = (batch, lander.submit(self._land, batch))
                     continue
                 try:

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestion.consumer import partitions_of
+from confluent_kafka import KafkaException
+
+from ingestion.consumer import Outage, partitions_of
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
 from txmon.services.common import terminate
@@ -40,10 +42,20 @@ def process_count(settings: Settings, partitions: int) -> int:
     return max(1, min(wanted, partitions))
 
 
-def topic_partitions(settings: Settings) -> list[int]:
+def topic_partitions(settings: Settings, stop: threading.Event | None = None) -> list[int]:
+    """The topic's partitions; waits for a broker that is not up yet (within the outage budget)."""
+    stop = stop or threading.Event()
+    outage = Outage("Kafka", settings.outage_budget_seconds)
     consumer = kafka_clients.consumer(settings)
     try:
-        return partitions_of(consumer, settings)
+        while True:
+            try:
+                partitions = partitions_of(consumer, settings)
+                outage.recovered()
+                return partitions
+            except KafkaException as exc:
+                if stop.wait(outage.failed(exc)):
+                    raise ProcessesError("stopped while waiting for Kafka") from None
     finally:
         consumer.close()
 
@@ -109,9 +121,16 @@ def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
     readers = [threading.Thread(target=collect, args=(i,), daemon=True) for i in range(len(children))]
     for r in readers:
         r.start()
+    stopping = False
     while any(c.poll() is None for c in children):
-        if stop.wait(0.2):
+        if stop.wait(0.2) and not stopping:
+            stopping = True
             terminate(children, timeout=None)  # each finishes its batch
+        elif not stopping and any(c.returncode not in (None, 0) for c in children):
+            # One gave up (its outage budget, positions that do not match the topic): its partitions would
+            # stop while the others go on and the parent looks healthy. Stop them all and say so.
+            stopping = True
+            terminate(children, timeout=None)
     for r in readers:
         r.join()
     failed = [c for c in children if c.returncode != 0]

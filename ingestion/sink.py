@@ -154,8 +154,12 @@ class WarehouseSink:
         self.home = home
         self.worker = worker
         self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
-        for name, value in SESSION_TIMEOUTS.items():
-            self.conn.execute(f"SET {name} = '{value}'")
+        # Positions are read on a connection of their own: a consumer-group callback may read them while
+        # the landing thread has a transaction open on the landing connection.
+        self.reader = connect(dsn, autocommit=True, purpose=f"ingest-positions:{worker}")
+        for conn in (self.conn, self.reader):
+            for name, value in SESSION_TIMEOUTS.items():
+                conn.execute(f"SET {name} = '{value}'")
         # COPY with set_types picks dumpers by type oid: jsonb columns of this connection's COPYs take raw bytes.
         self.conn.adapters.register_dumper(RawJson, RawJsonbDumper)
         self.conn.execute(
@@ -168,13 +172,17 @@ class WarehouseSink:
         self.next_offsets: dict[int, int | None] = {}
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except psycopg.Error:
-            pass
+        for conn in (self.conn, self.reader):
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def ping(self) -> None:
+        self.conn.execute("SELECT 1")
 
     def load_positions(self, partitions: Sequence[int]) -> dict[int, int | None]:
-        rows = self.conn.execute(
+        rows = self.reader.execute(
             'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s AND "partition" = ANY(%s)',
             (self.topic, list(partitions)),
         ).fetchall()
@@ -184,7 +192,7 @@ class WarehouseSink:
 
     def load_sources(self) -> set[tuple[str | None, str | None]]:
         """The (Kafka cluster id, topic id) pairs the stored positions were taken from."""
-        return set(self.conn.execute(
+        return set(self.reader.execute(
             "SELECT DISTINCT cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s", (self.topic,)
         ).fetchall())
 
@@ -233,6 +241,9 @@ class WarehouseSink:
             known = self.next_offsets.get(m.partition)
             if known is not None and m.offset < known:
                 continue  # accounted for here already (a replay after another database was behind)
+            seen = result.offsets.get(m.partition)
+            if seen is not None and m.offset <= seen[1]:
+                raise OffsetConflict(f"the batch repeats offset {m.offset} of partition {m.partition} (a rebalance)")
             first, last = result.offsets.get(m.partition, (m.offset, m.offset))
             result.offsets[m.partition] = (min(first, m.offset), max(last, m.offset))
             if m.event is not None:

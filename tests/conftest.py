@@ -53,13 +53,24 @@ class Platform:
         return self.query(sql, params, dsn=self.settings.dagster_dsn)
 
 
+# The tests' own Dagster storage: their runs and their deliberately failed checks never appear in
+# the UI of the user's instance (the `dagster` database).
+TEST_DAGSTER_DB = "dagster_tests"
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
+    from psycopg import sql
+
     from txmon import services
+    from txmon.db import connect
 
     settings = Settings.from_env()
     services.up(settings)  # idempotent: a no-op when `make test` already started them
-    return settings
+    with connect(settings.admin_dsn, autocommit=True, purpose="test") as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEST_DAGSTER_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEST_DAGSTER_DB)))
+    return replace(settings, dagster_db=TEST_DAGSTER_DB)
 
 
 @pytest.fixture
@@ -84,6 +95,7 @@ def platform(base_settings: Settings) -> Platform:
         "TXMON_TOPIC": settings.topic,
         "TXMON_QUARANTINE_TOPIC": settings.quarantine_topic,
         "TXMON_WAREHOUSE_DB": name,
+        "TXMON_DAGSTER_DB": settings.dagster_db,
     }
     yield Platform(settings, env)
     with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:

@@ -292,7 +292,7 @@ def cmd_ingest(args, settings) -> int:
     if settings.ingest_processes != 1:
         common = [*(["--until-idle"] if args.until_idle else []),
                   *(["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])]
-        available = processes.topic_partitions(settings)
+        available = processes.topic_partitions(settings, stop)
         if args.group:
             child_args = [["--group", *common]] * processes.process_count(settings, len(available))
         else:

@@ -21,4 +21,5 @@ def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
         keepalives_idle=10,
         keepalives_interval=5,
         keepalives_count=4,
+        tcp_user_timeout=30_000,  # ms: data unacknowledged this long (a blackholed server) is a lost connection
     )

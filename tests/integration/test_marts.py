@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from tests.integration.test_ingest import event, line
+from txmon.config import Settings
 
 D1, D2 = "2026-11-20", "2026-11-21"
 
@@ -108,7 +110,8 @@ def test_marts_match_hand_computed_values_and_are_idempotent(landed):
     platform.txmon("backfill", "--from", D1, "--to", D2, "--region", "EU")
     assert marts(platform) == (EXPECTED_SETTLEMENTS, EXPECTED_SUSPICIOUS)
 
-    # The runs are in the Dagster instance the UI reads, one per partition.
+    # The runs are in the Dagster instance the UI reads, one per partition: the tests' own instance,
+    # never the user's (the `dagster` database stays as the user left it).
     run_ids = [word for row in out.stdout.splitlines() for word in row.split()[3:4]]
     recorded = platform.query_dagster(
         "SELECT run_id, status, partition FROM runs WHERE run_id = ANY(%s)", (run_ids,)
@@ -116,6 +119,10 @@ def test_marts_match_hand_computed_values_and_are_idempotent(landed):
     assert sorted((status, part) for _, status, part in recorded) == sorted(
         ("SUCCESS", f"{day}|{region}") for day in (D1, D2) for region in ("APAC", "EU", "US")
     )
+    assert platform.settings.dagster_db != Settings().dagster_db
+    users = replace(platform.settings, dagster_db=Settings().dagster_db).dagster_dsn
+    if platform.query("SELECT to_regclass('runs') IS NOT NULL", dsn=users)[0][0]:
+        assert platform.query("SELECT count(*) FROM runs WHERE run_id = ANY(%s)", (run_ids,), dsn=users) == [(0,)]
 
 
 def test_materialize_rejects_bad_arguments_in_one_line(platform):
