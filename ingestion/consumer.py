@@ -40,6 +40,7 @@ from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
 from ingestion.validate import kafka_timestamp, to_message, validator_for
 from txmon import kafka as kafka_clients
 from txmon.config import Settings
+from txmon.errors import first_line
 from txmon.warehouse import migrate
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class Outage:
     def failed(self, error: object) -> float:
         """Note a failure; the seconds to wait before the next attempt."""
         now = time.monotonic()
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = first_line(error)
         if self.started is None:
             self.started, self.attempts = now, 0
             log.warning("%s unreachable (%s); retrying for up to %.0fs", self.what, detail, self.budget)
@@ -276,13 +277,11 @@ class Ingestor:
             positions[p] = None if any(v is None for v in stored) else min(stored)
         return positions
 
-    def _verify(self, partitions: list[int], stored: dict[int, int | None]) -> None:
+    def _verify(self, stored: dict[int, int | None]) -> None:
         """PositionError when the stored positions do not belong to the topic as it is now."""
-        self.source = position_checks.current_source(self.consumer, self.admin, self.topic)
-        self._source_checked = time.monotonic()
         sources = set().union(*(sink.load_sources() for sink in self.sinks))
-        marks = position_checks.watermarks(self.consumer, self.topic, partitions)
-        found = position_checks.problems(self.topic, stored, sources, self.source, marks)
+        self.source, found = position_checks.inspect(self.consumer, self.admin, self.topic, stored, sources)
+        self._source_checked = time.monotonic()
         if found:
             raise PositionError(
                 f"not resuming {self.topic}: {'; '.join(found)}. Nothing was skipped or re-read; see the README, "
@@ -291,11 +290,11 @@ class Ingestor:
 
     def _check_source(self) -> None:
         """PositionError when the topic's identity changed since the positions were stored."""
-        self._verify([], {})
+        self._verify({})
 
     def _seek_list(self, partitions: list[int]) -> list[TopicPartition]:
         positions = self._positions(partitions)
-        self._verify(partitions, positions)
+        self._verify(positions)
         return [
             TopicPartition(self.topic, p, OFFSET_BEGINNING if positions[p] is None else positions[p])
             for p in partitions
@@ -466,7 +465,7 @@ class Ingestor:
             self.consumer.list_topics(self.topic, timeout=2)
             self.kafka.recovered()
         if time.monotonic() - self._source_checked > SOURCE_CHECK_SECONDS and self.assigned:
-            self._verify(self.assigned, self._positions(self.assigned))
+            self._verify(self._positions(self.assigned))
         return until_idle and self.caught_up()
 
     def run(

@@ -45,6 +45,15 @@ def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int], timeou
     }
 
 
+def inspect(
+    consumer: Consumer, admin: AdminClient, topic: str, stored: Mapping[int, int | None],
+    stored_sources: Iterable[tuple[str | None, str | None]],
+) -> tuple[Source, list[str]]:
+    """The topic's identity now, and what is wrong with resuming from ``stored`` on it."""
+    source = current_source(consumer, admin, topic)
+    return source, problems(topic, stored, stored_sources, source, watermarks(consumer, topic, stored))
+
+
 def problems(
     topic: str,
     stored: Mapping[int, int | None],

@@ -44,6 +44,7 @@ from psycopg.types.json import Jsonb
 
 from contracts.transaction import Transaction
 from txmon.db import connect
+from txmon.errors import first_line
 
 LANDING_COLUMNS = (
     "transaction_id", "status", "event_time", "account_id", "counterparty_id", "amount", "currency",
@@ -303,8 +304,7 @@ class WarehouseSink:
             except CONTENT_ERRORS as exc:
                 if len(part) == 1:
                     m = part[0]
-                    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    refused[(m.partition, m.offset)] = storable_reason(f"PostgreSQL cannot store it: {message}")
+                    refused[(m.partition, m.offset)] = f"PostgreSQL cannot store it: {first_line(exc)}"
                     return
             half = len(part) // 2
             probe(part[:half])

@@ -10,6 +10,7 @@ from dagster_dbt import DbtCliResource
 
 from txmon.config import Settings
 from txmon.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from txmon.errors import first_line
 
 
 class TxmonResource(ConfigurableResource):
@@ -36,7 +37,6 @@ def skip_while_unreachable(evaluate):
         try:
             return evaluate(*args, **kwargs)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return SkipReason(f"PostgreSQL unreachable ({first}); the next tick retries")
+            return SkipReason(f"PostgreSQL unreachable ({first_line(exc)}); the next tick retries")
 
     return wrapper

@@ -520,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     from confluent_kafka import KafkaException
 
     from txmon.config import ConfigError, Settings
+    from txmon.errors import first_line
     from txmon.services.common import ServiceError
 
     try:
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"txmon: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        first = first_line(exc, "connection failed")
         print(f"txmon: PostgreSQL is not reachable ({first}); is `txmon services up` done?", file=sys.stderr)
         return EXIT_FAILURE
     except KafkaException as exc:

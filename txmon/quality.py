@@ -241,11 +241,9 @@ def position_problems(settings: Settings) -> list[str]:
         return []
     consumer, admin = kafka_clients.consumer(settings), kafka_clients.admin(settings)
     try:
-        source = position_checks.current_source(consumer, admin, settings.topic)
-        marks = position_checks.watermarks(consumer, settings.topic, stored)
+        return position_checks.inspect(consumer, admin, settings.topic, stored, sources)[1]
     finally:
         consumer.close()
-    return position_checks.problems(settings.topic, stored, sources, source, marks)
 
 
 def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
