@@ -1,22 +1,31 @@
-"""The txmon code location: each domain folder owns its definitions; this file only merges them."""
+"""The txmon code location: each domain folder builds its definitions from the settings; this file
+only merges them. Loaded lazily (@definitions): importing it opens no connection and runs no dbt."""
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, definitions, in_process_executor
 
+from orchestration.defs import dbt, ingestion, maintenance, quality
 from orchestration.instance import prepare
+from orchestration.resources import TxmonResource, dbt_resource
 from txmon.config import Settings
+from txmon.dbt import manifest
 
-_settings = Settings.from_env()
-prepare(_settings)  # dbt's connection variables and an up-to-date manifest, before the dbt assets load
 
-from orchestration.defs import dbt, ingestion, maintenance, quality  # noqa: E402  (needs the manifest)
-from orchestration.resources import TxmonResource, dbt_resource  # noqa: E402
+def build_definitions(settings: Settings) -> Definitions:
+    """Every definition of the code location for these settings (the dbt manifest must be current)."""
+    return Definitions.merge(
+        ingestion.build(settings),
+        dbt.build(settings, manifest()),
+        maintenance.build(),
+        quality.build(),
+        # One process per run: a run's steps share the code location and dbt's parsed project.
+        Definitions(resources={"txmon": TxmonResource(), "dbt": dbt_resource()}, executor=in_process_executor),
+    )
 
-defs = Definitions.merge(
-    ingestion.defs,
-    dbt.defs,
-    maintenance.defs,
-    quality.defs,
-    Definitions(resources={"txmon": TxmonResource(), "dbt": dbt_resource()}),
-)
+
+@definitions
+def defs() -> Definitions:
+    settings = Settings.from_env()
+    prepare(settings)  # dbt's connection variables and an up-to-date manifest
+    return build_definitions(settings)

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 from txmon.config import REPO_ROOT, Settings
-from txmon.dbt import DBT_PROJECT_DIR, apply_dbt_env, run_dbt
+from txmon.dbt import DBT_PROJECT_DIR, MANIFEST, apply_dbt_env, run_dbt
 
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
-MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 
 
 DEFAULT_DAGSTER_DB = Settings.dagster_db  # its home keeps the plain name

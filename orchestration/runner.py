@@ -60,10 +60,11 @@ def setup(settings: Settings):
     """Dagster home, dbt manifest, the reference assets (FX seed, staging view) and the mart tables."""
     from dagster import AssetKey, DagsterInstance
 
+    from orchestration.definitions import build_definitions
+
     dagster_home(settings)
     prepare(settings)
-    from orchestration.definitions import defs
-
+    defs = build_definitions(settings)
     instance = DagsterInstance.get()
     reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["staging", "stg_transactions"])]
     with connect(settings.warehouse_dsn, autocommit=True, purpose="setup") as conn:
@@ -85,31 +86,49 @@ def setup(settings: Settings):
     return defs, instance
 
 
-def materialize(
-    settings: Settings, partitions: list[tuple[date, str]], job_name: str = "region_day"
-) -> list[PartitionOutcome]:
-    """One run of `job_name` per partition, in order, each recorded in the Dagster instance
-    (region_day: rebuild, check, publish; audit_publish: check and publish the marts as built)."""
+def _outcomes(result, keys: list[str]) -> list[PartitionOutcome]:
+    """Per partition: the failed check evaluations and step failures of one run."""
+    evaluations = result.get_asset_check_evaluations()
+    if not evaluations:  # events logged by an op (refresh_partitions) rather than yielded by an asset
+        evaluations = [e.event_specific_data for e in result.all_events if e.is_asset_check_evaluation]
+    error = None
+    if not result.success:
+        failures = [ev.message for ev in result.all_events if ev.is_step_failure]
+        error = failures[0].splitlines()[0][:300] if failures else "run failed"
+    outcomes = []
+    for key in keys:
+        failed = sorted(
+            f"{e.asset_key.to_user_string()}:{e.check_name}"
+            for e in evaluations
+            if not e.passed and (e.partition is None or str(e.partition) == key)
+        )
+        outcomes.append(PartitionOutcome(key, result.success and not failed, result.run_id, failed,
+                                         error if not result.success and (failed or len(keys) == 1) else None))
+    if not result.success and all(o.success for o in outcomes):  # an error that named no partition
+        outcomes = [PartitionOutcome(o.key, False, o.run_id, [], error) for o in outcomes]
+    return outcomes
+
+
+def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full: bool = True) -> list[PartitionOutcome]:
+    """Refresh region x day partitions (rebuild -> checks -> publish) through Dagster, recorded in the
+    instance the UI shows: one partition is a run of the region_day asset job; several are one run
+    of the refresh_partitions job, one after another in one process."""
     from orchestration.defs.dbt.assets import FULL_SLICE_TAG
+    from orchestration.defs.dbt.refresh import JOB, run_config
     from orchestration.partitions import partition_key
 
     defs, instance = setup(settings)
-    job = defs.resolve_job_def(job_name)
-    outcomes = []
-    for day, region in partitions:
-        key = partition_key(day, region)
-        result = job.execute_in_process(
-            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET, tags={FULL_SLICE_TAG: "true"}
-        )
-        failed = sorted(
-            f"{e.asset_key.to_user_string()}:{e.check_name}"
-            for e in result.get_asset_check_evaluations()
-            if not e.passed
-        )
-        error = None
-        if not result.success:
-            failures = [ev.message for ev in result.all_events if ev.is_step_failure]
-            error = failures[0].splitlines()[0][:300] if failures else "run failed"
-        outcomes.append(PartitionOutcome(str(key), result.success and not failed, result.run_id, failed, error))
-    instance.dispose()
-    return outcomes
+    keys = [str(partition_key(day, region)) for day, region in partitions]
+    try:
+        if len(keys) == 1:
+            result = defs.resolve_job_def("region_day").execute_in_process(
+                partition_key=keys[0], instance=instance, raise_on_error=False, run_config=QUIET,
+                tags={FULL_SLICE_TAG: str(full).lower()},
+            )
+        else:
+            result = defs.resolve_job_def(JOB).execute_in_process(
+                instance=instance, raise_on_error=False, run_config={**QUIET, **run_config(keys, full)},
+            )
+        return _outcomes(result, keys)
+    finally:
+        instance.dispose()

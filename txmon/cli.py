@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--region", required=True)
 
     pub = sub.add_parser(
-        "publish", help="re-check one region-day partition of the marts as built; publish it to reporting if it passes"
+        "publish", help="refresh one region-day partition from its watermark (only what landed since its last build), "
+        "re-check it and publish it to reporting if it passes"
     )
     pub.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
     pub.add_argument("--region", required=True)
@@ -348,7 +349,7 @@ def cmd_status(args, settings) -> int:
     return 0
 
 
-def _materialize(settings, partitions, job: str = "region_day") -> int:
+def _materialize(settings, partitions, *, full: bool = True) -> int:
     from orchestration.runner import check_partition, materialize
 
     for day, region in partitions:
@@ -356,7 +357,7 @@ def _materialize(settings, partitions, job: str = "region_day") -> int:
             check_partition(settings, day, region)
         except ValueError as exc:
             raise UsageError(f"txmon: {exc}") from None
-    outcomes = materialize(settings, partitions, job)
+    outcomes = materialize(settings, partitions, full=full)
     for outcome in outcomes:
         print(outcome.line())
     failed = [o for o in outcomes if not o.success]
@@ -371,7 +372,7 @@ def cmd_materialize(args, settings) -> int:
 
 
 def cmd_publish(args, settings) -> int:
-    return _materialize(settings, [(args.date, args.region)], job="audit_publish")
+    return _materialize(settings, [(args.date, args.region)], full=False)
 
 
 def cmd_backfill(args, settings) -> int:

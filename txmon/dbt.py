@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,76 @@ from txmon.db import connect
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the virtualenv's own dbt
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+PARTITIONED = "tag:partitioned"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A region x day partitioned dbt model as the rest of txmon sees it: its relation and what its
+    yml's `meta.txmon` declares (the one place a table's date column, checks and publication live)."""
+
+    model: str  # the dbt model (int_transactions_latest)
+    schema: str
+    name: str  # the relation (marts.suspicious_activity)
+    date_column: str
+    published: bool
+    open_day: bool  # refreshed while its day is still open (else once the day has closed)
+    checks: tuple[str, ...]  # txmon's own checks (txmon/quality.py), beyond the model's dbt tests
+
+    @property
+    def relation(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def txmon_meta(props: dict) -> dict:
+    """A dbt node's `meta.txmon` (under config:, or at the top level of older yml)."""
+    return (props.get("config") or {}).get("meta", {}).get("txmon") or (props.get("meta") or {}).get("txmon") or {}
+
+
+def manifest() -> dict:
+    return json.loads(MANIFEST.read_text())
+
+
+def partitioned_tables(manifest: dict) -> list[Table]:
+    """The partitioned models in build order (dbt's graph order: upstream first)."""
+    nodes = [n for n in manifest["nodes"].values() if n["resource_type"] == "model" and "partitioned" in n["tags"]]
+    order = {uid: i for i, uid in enumerate(_topological(manifest))}
+    tables = []
+    for node in sorted(nodes, key=lambda n: order[n["unique_id"]]):
+        meta = txmon_meta(node)
+        if "date_column" not in meta:
+            raise ValueError(f"model {node['name']} has no meta.txmon.date_column in its yml")
+        tables.append(Table(
+            model=node["name"], schema=node["schema"], name=node.get("alias") or node["name"],
+            date_column=meta["date_column"], published=bool(meta.get("published")),
+            open_day=bool(meta.get("open_day")), checks=tuple(meta.get("checks") or ()),
+        ))
+    return tables
+
+
+def source_checks(manifest: dict) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(schema, table) -> the checks a source's `meta.txmon` declares (staging.transactions' suite...)."""
+    return {
+        (src["schema"], src["name"]): tuple(txmon_meta(src).get("checks") or ())
+        for src in manifest["sources"].values() if txmon_meta(src).get("checks")
+    }
+
+
+def _topological(manifest: dict) -> list[str]:
+    done, order = set(), []
+
+    def visit(uid: str) -> None:
+        if uid in done:
+            return
+        done.add(uid)
+        for parent in manifest["parent_map"].get(uid, ()):
+            visit(parent)
+        order.append(uid)
+
+    for uid in sorted(manifest["nodes"]):
+        visit(uid)
+    return order
 
 
 # work_mem of the analytical sessions (dbt's models and tests, the reconciliations): a region-day's
@@ -52,7 +123,8 @@ def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> su
 
 
 SLICE_MODES = ("full", "new_data")
-# The models that refresh per transaction in a new_data run (their watermarks live in the warehouse).
+# The models that refresh per transaction in a new_data run (their watermarks live in the warehouse;
+# the same pair as mark_neighbours' default in macros/partition_window.sql).
 NEW_DATA_MODELS = ("int_transactions_latest", "suspicious_activity")
 
 
@@ -115,15 +187,20 @@ class InProcessDbt:
             "--target-path", str(self.TARGET), "--log-path", str(self.TARGET / "logs"),
         ]
 
+    def _parse(self, settings: Settings) -> None:
+        from dbt.cli.main import dbtRunner
+
+        apply_dbt_env(settings)
+        if self._manifest is None:
+            parsed = dbtRunner().invoke(self._args(["parse"]))
+            if not parsed.success:
+                raise RuntimeError(f"dbt parse failed: {parsed.exception}")
+            self._manifest = parsed.result
+
     def invoke(self, settings: Settings, args: list[str]):
         """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
         from dbt.cli.main import dbtRunner
 
         with self._lock:
-            apply_dbt_env(settings)
-            if self._manifest is None:
-                parsed = dbtRunner().invoke(self._args(["parse"]))
-                if not parsed.success:
-                    raise RuntimeError(f"dbt parse failed: {parsed.exception}")
-                self._manifest = parsed.result
+            self._parse(settings)
             return dbtRunner(manifest=self._manifest).invoke(self._args(args))

@@ -306,12 +306,23 @@ def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
     )
 
 
-# Which checks guard which table, per region x day partition (GX suites are named gx_<table>).
-MART_CHECKS = {
-    "suspicious_activity": ("gx_suspicious_activity", "suspicious_in_staging", "suspicious_complete"),
-    "daily_settlements": ("gx_daily_settlements", "settlements_reconcile_with_staging"),
+# Which table each check guards is in that table's dbt yml (meta.txmon.checks); GX suites are named
+# gx_<table>. What each check asserts, as the Dagster UI shows it:
+DESCRIPTIONS = {
+    "gx_staging_transactions": "GX suite: not-null keys, amount > 0, currency and region in the configured sets, "
+    "event_time not beyond the allowed clock skew in the future.",
+    "gx_suspicious_activity": "GX suite: not-null columns, one row per transaction, positive amounts, "
+    "configured currencies and regions.",
+    "gx_daily_settlements": "GX suite: one row per grain, non-negative counts and volumes, "
+    "settled_count <= transaction_count.",
+    "suspicious_in_staging": "Reconciliation: every suspicious transaction is an event landed in staging.",
+    "suspicious_complete": "Reconciliation: every staging transaction whose latest state is over the threshold "
+    "or that the fraud screen flagged is in the mart (the rules recounted from staging).",
+    "staging_events_unique": "Reconciliation: each event identity (transaction_id, status) is stored once, "
+    "whatever its time or amount (every row is the one its identity points at).",
+    "settlements_reconcile_with_staging": "Reconciliation: counts and settled volume per currency equal a direct "
+    "aggregate of the latest events in staging, to the cent.",
 }
-STAGING_CHECKS = ("gx_staging_transactions", "staging_events_unique")
 RECONCILIATIONS = {
     "suspicious_in_staging": suspicious_in_staging,
     "suspicious_complete": suspicious_complete,

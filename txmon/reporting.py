@@ -16,10 +16,8 @@ from psycopg import sql
 
 from txmon.config import Settings
 from txmon.db import connect
+from txmon.dbt import Table
 from txmon.quality import CheckOutcome
-
-# Published tables and the date column of their region x day partitions.
-PUBLISHED = {"suspicious_activity": "event_date", "daily_settlements": "settlement_date"}
 
 
 class NotPublished(RuntimeError):
@@ -34,11 +32,13 @@ class Publication:
     rows: int
 
 
-def _ensure_table(conn, table: str) -> list[str]:
-    """reporting.<table> shaped like marts.<table> (columns added when the mart gained some)."""
-    date_column = PUBLISHED[table]
+def _ensure_table(conn, source: Table) -> list[str]:
+    """reporting.<table> shaped like its mart (columns added when the mart gained some)."""
+    table, date_column = source.name, source.date_column
     conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS reporting.{t} (LIKE marts.{t})").format(t=sql.Identifier(table))
+        sql.SQL("CREATE TABLE IF NOT EXISTS reporting.{t} (LIKE {s}.{t})").format(
+            t=sql.Identifier(table), s=sql.Identifier(source.schema)
+        )
     )
     conn.execute(
         sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON reporting.{t} ({d}, region)").format(
@@ -57,41 +57,42 @@ def _ensure_table(conn, table: str) -> list[str]:
                 (schema, table),
             )
         ]
-        for schema in ("marts", "reporting")
+        for schema in (source.schema, "reporting")
     }
     present = {name for name, _ in columns["reporting"]}
-    for name, kind in columns["marts"]:
+    for name, kind in columns[source.schema]:
         if name not in present:
             conn.execute(
                 sql.SQL("ALTER TABLE reporting.{t} ADD COLUMN {c} " + kind).format(
                     t=sql.Identifier(table), c=sql.Identifier(name)
                 )
             )
-    return [name for name, _ in columns["marts"]]
+    return [name for name, _ in columns[source.schema]]
 
 
 def publish(
-    settings: Settings, table: str, day: date, region: str, run_id: str, checks: list[CheckOutcome]
+    settings: Settings, source: Table, day: date, region: str, run_id: str, checks: list[CheckOutcome]
 ) -> Publication:
-    """Replace the (day, region) partition of reporting.<table> with marts.<table>'s, if every check passed."""
-    if table not in PUBLISHED:
-        raise ValueError(f"{table!r} is not a published table ({', '.join(PUBLISHED)})")
+    """Replace the (day, region) partition of reporting.<table> with the mart's, if every check passed."""
+    if not source.published:
+        raise ValueError(f"{source.relation} is not a published table (meta.txmon.published in its yml)")
+    table = source.name
     if not checks:
         raise NotPublished(f"{table} {day}|{region}: no checks were run")
     failed = [c.name for c in checks if not c.passed]
     if failed:
         raise NotPublished(f"{table} {day}|{region}: checks failed: {', '.join(failed)}")
-    date_column = sql.Identifier(PUBLISHED[table])
+    date_column = sql.Identifier(source.date_column)
     with connect(settings.warehouse_dsn, purpose="publish") as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting.{table}|{day}|{region}",))
-        columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, table)))
+        columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
         target = sql.SQL("reporting.{}").format(sql.Identifier(table))
         conn.execute(
             sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column), (day, region)
         )
         rows = conn.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM marts.{m} WHERE {d} = %s AND region = %s").format(
-                t=target, c=columns, m=sql.Identifier(table), d=date_column
+            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}.{m} WHERE {d} = %s AND region = %s").format(
+                t=target, c=columns, s=sql.Identifier(source.schema), m=sql.Identifier(table), d=date_column
             ),
             (day, region),
         ).rowcount

@@ -57,8 +57,9 @@
     {%- if is_incremental() and var('partition_date') is not none %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
         {%- if by_transaction and new_data_run() %}
-        create temp table txmon_touched on commit drop as
-            select distinct transaction_id
+        create temp table txmon_touched (transaction_id text primary key, landed boolean not null) on commit drop;
+        insert into txmon_touched
+            select distinct transaction_id, true
             from {{ ref('stg_transactions') }}
             where {{ in_partition('event_at', 'region') }}
               and ingested_at >= (
@@ -67,12 +68,21 @@
                 where model = '{{ this.identifier }}'
                   and slice_date = '{{ var('partition_date') }}'::date
                   and region = '{{ var('partition_region') }}');
+        with marked as (
+            delete from intermediate.slice_dirty
+            where model = '{{ this.identifier }}' and {{ dirty_of_slice() }}
+            returning transaction_id
+        )
+        insert into txmon_touched select distinct transaction_id, false from marked on conflict do nothing;
         analyze txmon_touched;
         delete from {{ this }}
         where {{ date_column }} = '{{ var('partition_date') }}'::date
           and {{ region_column }} = '{{ var('partition_region') }}'
           and transaction_id in (select transaction_id from txmon_touched)
         {%- else %}
+        {%- if by_transaction %}
+        delete from intermediate.slice_dirty where model = '{{ this.identifier }}' and {{ dirty_of_slice() }};
+        {%- endif %}
         delete from {{ this }}
         where {{ date_column }} = '{{ var('partition_date') }}'::date
           and {{ region_column }} = '{{ var('partition_region') }}'
@@ -137,4 +147,38 @@
     {%- else -%}
         select 1
     {%- endif -%}
+{%- endmacro %}
+
+
+{%- macro dirty_of_slice() -%}
+    slice_date = '{{ var('partition_date') }}'::date and region = '{{ var('partition_region') }}'
+{%- endmacro %}
+
+
+{#-
+  The post-hook of int_transactions_latest: a transaction with events in this slice whose latest
+  state sits in another slice of the lifecycle window (a later event supersedes it, an earlier
+  flagged event makes it flagged) is marked dirty there, for each model that keeps a row per
+  transaction; that slice's next refresh rebuilds it (delete_partition above). A new_data run
+  looks at the transactions it touched, a full run at every transaction of the slice.
+-#}
+{% macro mark_neighbours(by_transaction_models=('int_transactions_latest', 'suspicious_activity')) -%}
+    {%- if var('partition_date') is none -%}
+        {{ return('select 1') }}
+    {%- endif -%}
+    insert into intermediate.slice_dirty (model, slice_date, region, transaction_id)
+    select model.name, neighbour.event_date, neighbour.region, neighbour.transaction_id
+    from {{ this }} as neighbour
+    join (
+        {%- if new_data_run() %}
+        select transaction_id from txmon_touched where landed  -- not those marked by a neighbour
+        {%- else %}
+        select distinct transaction_id from {{ ref('stg_transactions') }} where {{ in_partition('event_at', 'region') }}
+        {%- endif %}
+    ) as changed using (transaction_id)
+    cross join (values {% for m in by_transaction_models %}('{{ m }}'){{ ", " if not loop.last }}{% endfor %}) as model (name)
+    where neighbour.event_date between '{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }}
+                                   and '{{ var('partition_date') }}'::date + {{ var('lifecycle_window_days') }}
+      and neighbour.event_date <> '{{ var('partition_date') }}'::date
+    on conflict do nothing
 {%- endmacro %}

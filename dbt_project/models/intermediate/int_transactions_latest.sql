@@ -12,6 +12,7 @@
             "{{ create_slice_index('event_date, region, transaction_id') }}",
             "{{ create_slice_index('event_date, region, refreshed_at') }}",
             "{{ record_watermark() }}",
+            "{{ mark_neighbours() }}",
         ],
     )
 }}

@@ -1,14 +1,30 @@
-"""dbt models as Dagster assets, their automation and the settlements schedule."""
+"""dbt models as Dagster assets, and the live refresh that keeps their partitions built, checked and
+published: the marts_refresh sensor, the refresh_partitions job and the daily_settlements schedule."""
 
-from dagster import Definitions
+from dagster import AssetSelection, Definitions, define_asset_job
 
-from orchestration.defs.dbt.assets import partitioned_dbt_models, reference_dbt_models
-from orchestration.defs.dbt.open_day import open_day_marts_sensor
-from orchestration.defs.dbt.schedules import daily_settlements_schedule, marts_automation, reference_job, region_day_job
+from orchestration.defs.dbt.assets import reference_assets, region_day_assets
+from orchestration.defs.dbt.refresh import refresh_job_def, refresh_sensor_def, yesterday_schedule_def
+from txmon.config import Settings
 
-defs = Definitions(
-    assets=[reference_dbt_models, partitioned_dbt_models],
-    jobs=[region_day_job, reference_job],
-    schedules=[daily_settlements_schedule],
-    sensors=[marts_automation, open_day_marts_sensor],
-)
+
+def build(settings: Settings, manifest: dict) -> Definitions:
+    reference = reference_assets(manifest)
+    region_day = region_day_assets(settings, manifest)
+    return Definitions(
+        assets=[reference, region_day],
+        jobs=[
+            # One region x day partition, whole (what `txmon materialize` and a UI backfill run).
+            define_asset_job(
+                "region_day", selection=AssetSelection.assets(region_day) | AssetSelection.checks(*region_day.check_keys),
+                partitions_def=region_day.partitions_def,
+                description="Refreshes one region x day partition: rebuild -> every check -> publication.",
+            ),
+            # The unpartitioned dbt assets (FX seed, staging view): built once at set-up and when they change.
+            define_asset_job("reference", selection=AssetSelection.assets(reference),
+                             description="Builds the FX rates seed and the staging view, with their checks."),
+            refresh_job_def(manifest, list(region_day.check_specs)),
+        ],
+        schedules=[yesterday_schedule_def()],
+        sensors=[refresh_sensor_def()],
+    )

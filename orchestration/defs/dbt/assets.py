@@ -1,70 +1,65 @@
-"""Two sets of dbt assets, split by partitioning (as dbt and Dagster both advise):
+"""The dbt models as Dagster assets, in two sets split by partitioning (as dbt and Dagster advise):
 
-- reference: the FX seed and the staging view, unpartitioned, built once at set-up;
-- partitioned: the intermediate and mart models, rebuilt one region x day slice per run with the
-  slice passed as --vars (one run per partition; no single-run backfills, see README).
+- reference: the FX seed and the staging view, unpartitioned, built once at set-up (dbt CLI);
+- region_day: one region x day partition of the partitioned models, their published copies in
+  `reporting` and every check of the partition, as one multi-asset that is never split
+  (can_subset=False). Whatever materializes it (the live refresh, the schedule, `txmon
+  materialize`, a backfill from the UI) refreshes the partition through txmon.refresh: rebuild ->
+  checks -> publish, in one step of one run. No run can check a partition it did not just build.
+
+What each table needs of orchestration (published or not, its checks, its open-day refresh) is in
+its dbt yml's `meta.txmon`, read here and by txmon.refresh; nothing is listed per table in Python.
 """
 
-
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import timedelta
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetSelection, AutomationCondition
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Failure,
+    FreshnessPolicy,
+    MaterializeResult,
+    multi_asset,
+)
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.asset_utils import build_dbt_specs
 
-from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
-from txmon.dbt import DBT_PROJECT_DIR, dbt_vars, slice_processed_before, vars_arg
+from txmon.dbt import (
+    DBT_PROJECT_DIR,
+    PARTITIONED,
+    InProcessDbt,
+    Table,
+    dbt_vars,
+    partitioned_tables,
+    source_checks,
+    vars_arg,
+)
+from txmon.quality import DESCRIPTIONS
+from txmon.refresh import SliceRefresh, refresh_slice
 
-PARTITIONED = "tag:partitioned"
-
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
-
+# A run tagged with it rebuilds its slices fully instead of from their watermarks.
 FULL_SLICE_TAG = "txmon/full_slice"
+DBT_UNIQUE_ID = "dagster_dbt/unique_id"
 
 
-def slice_mode(day: date | None, today: date, tags: Mapping[str, str], processed_before: bool) -> str:
-    """The day still open refreshes only what landed since the last run, once it has been built;
-    any other day (and any run tagged txmon/full_slice, as `txmon materialize` and `txmon backfill`
-    are) rebuilds its whole slice."""
-    return "new_data" if day == today and processed_before and tags.get(FULL_SLICE_TAG) != "true" else "full"
+def dbt_project() -> DbtProject:
+    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def dbt_build_args(settings: Settings, partition: str | None, mode: str = "full") -> list[str]:
-    """The dbt command of one run: build (models + data tests), the slice and settings as --vars."""
-    day, region = parse_partition_key(partition) if partition else (None, None)
-    return [
-        "build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
-        *vars_arg(dbt_vars(settings, day, region, mode)),
-    ]
-
-
-def on_new_data(upstream: AssetKey) -> AutomationCondition:
-    """Run a partition when its upstream partition changed, on any day (late data included)."""
-    return (
-        AutomationCondition.any_deps_updated().allow(AssetSelection.assets(upstream)).since_last_handled()
-        & ~AutomationCondition.any_deps_missing()
-        & ~AutomationCondition.any_deps_in_progress()
-        & ~AutomationCondition.in_progress()
-    ).with_label(f"new data in {upstream.to_user_string()}")
-
-
-INT_LATEST = AssetKey(["intermediate", "int_transactions_latest"])
-CLOSED_DAYS = ~AutomationCondition.in_latest_time_window()
-AUTOMATION = {
-    # Closed days only: the day still open is refreshed in-process by the open_day_marts sensor
-    # (open_day.py) within seconds; a run per refresh would cost tens of seconds of start-up.
-    # Late events re-materialize the older partitions they touch.
-    "int_transactions_latest": on_new_data(STAGING_TRANSACTIONS) & CLOSED_DAYS,
-    "fct_suspicious_activity": on_new_data(INT_LATEST) & CLOSED_DAYS,
-    # Settlements: on a schedule once the UTC day closes (daily_settlements_schedule), and for
-    # older days when late data changes them.
-    "fct_daily_settlements": on_new_data(INT_LATEST) & CLOSED_DAYS,
-}
+def dbt_build_args(settings: Settings) -> list[str]:
+    """The dbt command of the reference models: build (models + data tests) with the settings as --vars."""
+    return ["build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+            *vars_arg(dbt_vars(settings))]
 
 
 class TxmonDbtTranslator(DagsterDbtTranslator):
@@ -79,34 +74,144 @@ class TxmonDbtTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str:
         return dbt_resource_props["fqn"][1] if len(dbt_resource_props["fqn"]) > 2 else "reference"
 
-    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> AutomationCondition | None:
-        return AUTOMATION.get(dbt_resource_props["name"])
-
 
 TRANSLATOR = TxmonDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    exclude=PARTITIONED,
-    dagster_dbt_translator=TRANSLATOR,
-    name="reference_dbt_models",
-)
-def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
-    yield from dbt.cli(dbt_build_args(txmon.settings(), None), context=context).stream()
+def readable_check(spec: AssetCheckSpec, manifest: dict, partitions_def) -> AssetCheckSpec:
+    """A dbt test as a check with a name a person reads (not_null__amount_usd) and a description."""
+    test = manifest["nodes"][spec.metadata[DBT_UNIQUE_ID]]
+    kind = (test.get("test_metadata") or {}).get("name") or test["name"]
+    column = test.get("column_name")
+    name = f"{kind}__{column}" if column else kind
+    kwargs = {k: v for k, v in ((test.get("test_metadata") or {}).get("kwargs") or {}).items()
+              if k not in ("model", "column_name")}
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+    description = test.get("description") or f"dbt test {kind}" + (f" on {column}" if column else "") + (
+        f" ({detail})" if detail else "") + ", on the partition's slice."
+    return AssetCheckSpec(
+        name=name, asset=spec.asset_key, description=description, additional_deps=spec.additional_deps,
+        metadata=spec.metadata, blocking=True, partitions_def=partitions_def,
+    )
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    select=PARTITIONED,
-    partitions_def=region_day_partitions(Settings.from_env()),
-    dagster_dbt_translator=TRANSLATOR,
-    name="partitioned_dbt_models",
-)
-def partitioned_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
-    settings = txmon.settings()
-    day, region = parse_partition_key(context.partition_key)
-    today = datetime.now(UTC).date()
-    mode = slice_mode(day, today, context.run.tags, day == today and slice_processed_before(settings, day, region))
-    context.log.info(f"slice mode: {mode}")
-    yield from dbt.cli(dbt_build_args(settings, context.partition_key, mode), context=context).stream()
+def freshness(settings: Settings, table: Table) -> FreshnessPolicy:
+    """Open-day tables are refreshed within seconds of landing; the others once the day has closed."""
+    if table.open_day:
+        return FreshnessPolicy.time_window(fail_window=timedelta(minutes=settings.marts_freshness_minutes))
+    return FreshnessPolicy.cron(deadline_cron="0 1 * * *", lower_bound_delta=timedelta(hours=24))
+
+
+def reference_assets(manifest: dict) -> AssetsDefinition:
+    @dbt_assets(manifest=manifest, exclude=PARTITIONED, dagster_dbt_translator=TRANSLATOR, name="reference_dbt_models")
+    def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
+        yield from dbt.cli(dbt_build_args(txmon.settings()), context=context).stream()
+
+    return reference_dbt_models
+
+
+DBT = InProcessDbt()  # one per process: the project parsed once
+
+
+def region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
+    partitions_def = region_day_partitions(settings)
+    tables = partitioned_tables(manifest)
+    model_specs, test_specs = build_dbt_specs(
+        translator=TRANSLATOR, manifest=manifest, select=PARTITIONED, exclude="", selector="",
+        io_manager_key=None, project=None,
+    )
+    by_key = {AssetKey([t.schema, t.name]): t for t in tables}
+    model_specs = [
+        spec.replace_attributes(freshness_policy=freshness(settings, by_key[spec.key])).merge_attributes(
+            metadata={"txmon/published": by_key[spec.key].published, "txmon/open_day": by_key[spec.key].open_day}
+        )
+        for spec in model_specs
+    ]
+    reporting_specs = [
+        AssetSpec(
+            key=AssetKey(["reporting", t.name]),
+            deps=[AssetKey([t.schema, t.name])],
+            group_name="reporting",
+            kinds={"postgres"},
+            skippable=True,  # not published when a check fails
+            description=(
+                f"reporting.{t.name}: the partitions of {t.relation} that passed every check of their refresh "
+                "(dbt tests, GX suites, reconciliations), replaced atomically; what regulators and BI tools read."
+            ),
+        )
+        for t in tables if t.published
+    ]
+    check_specs = [readable_check(spec, manifest, partitions_def) for spec in test_specs]
+    check_specs += [
+        AssetCheckSpec(name, asset=AssetKey([t.schema, t.name]), description=DESCRIPTIONS[name], blocking=True,
+                       partitions_def=partitions_def)
+        for t in tables for name in t.checks
+    ]
+    check_specs += [
+        # Not blocking in Dagster's sense (the reference staging view downstream of staging would then
+        # wait for this step): txmon.refresh still publishes nothing when one of them fails.
+        AssetCheckSpec(name, asset=AssetKey(list(source)), description=DESCRIPTIONS[name], blocking=False,
+                       partitions_def=partitions_def)
+        for source, names in sorted(source_checks(manifest).items()) for name in names
+    ]
+
+    @multi_asset(
+        name="refresh_region_day",
+        specs=[*model_specs, *reporting_specs],
+        check_specs=check_specs,
+        partitions_def=partitions_def,
+        can_subset=False,
+        allow_arbitrary_check_specs=True,  # staging's checks run with the partition they gate
+        description="Refreshes one region x day partition: rebuild (from the slice's watermark, or fully "
+        f"with the run tag {FULL_SLICE_TAG}=true) -> every check -> publication to reporting if all passed.",
+    )
+    def region_day(context: AssetExecutionContext, txmon: TxmonResource):
+        settings = txmon.settings()
+        day, region = parse_partition_key(context.partition_key)
+        outcome = refresh_slice(
+            settings, DBT, manifest, day, region, run_id=context.run_id,
+            full=context.run.tags.get(FULL_SLICE_TAG) == "true", whole=True,
+        )
+        context.log.info(outcome.line())
+        if outcome.error:
+            raise Failure(f"{outcome.key}: {outcome.error}")
+        yield from step_results(outcome, check_specs)
+        if outcome.failed_checks:
+            raise Failure(f"{outcome.key} not published: checks failed: {', '.join(outcome.failed_checks)}")
+
+    return region_day
+
+
+def check_key_by_test(check_specs: list[AssetCheckSpec]) -> dict[str, AssetCheckSpec]:
+    return {s.metadata[DBT_UNIQUE_ID]: s for s in check_specs if DBT_UNIQUE_ID in (s.metadata or {})}
+
+
+def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
+    """What one refresh reports: (asset key, metadata) per built or published table, and
+    (asset key, check name, passed, description, metadata) per check."""
+    by_test = check_key_by_test(check_specs)
+    materialized = [
+        (AssetKey([m.table.schema, m.table.name]),
+         {"rows_affected": m.rows, "execution_seconds": m.seconds, "slice_mode": outcome.mode})
+        for m in outcome.models
+    ]
+    materialized += [
+        (AssetKey(["reporting", p.table]), {"rows": p.rows, "checks_passed": len(outcome.checks)})
+        for p in outcome.published
+    ]
+    checks = []
+    for run in outcome.checks:
+        spec = by_test.get(run.dbt_test) if run.dbt_test else None
+        key, name = (spec.asset_key, spec.name) if spec else (AssetKey([run.schema, run.table]), run.outcome.name)
+        checks.append((key, name, run.outcome.passed, run.outcome.summary,
+                       {"summary": run.outcome.summary, "slice_mode": outcome.mode, **run.outcome.metadata}))
+    return materialized, checks
+
+
+def step_results(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
+    materialized, checks = refresh_records(outcome, check_specs)
+    for key, metadata in materialized:
+        yield MaterializeResult(asset_key=key, metadata=metadata)
+    for key, name, passed, description, metadata in checks:
+        yield AssetCheckResult(asset_key=key, check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
+                               description=description, metadata=metadata)

@@ -2,7 +2,10 @@
 
 from dagster import Definitions
 
-from orchestration.defs.ingestion.assets import staging_transactions
+from orchestration.defs.ingestion.assets import staging_asset
 from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
+from txmon.config import Settings
 
-defs = Definitions(assets=[staging_transactions], sensors=[kafka_ingestion_sensor])
+
+def build(settings: Settings) -> Definitions:
+    return Definitions(assets=[staging_asset(settings)], sensors=[kafka_ingestion_sensor])

@@ -1,5 +1,7 @@
 
-from dagster import AssetExecutionContext, AssetKey, MaterializeResult, asset
+from datetime import timedelta
+
+from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, asset
 
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
@@ -21,17 +23,21 @@ def slice_stats(settings: Settings, day, region) -> dict:
     return {"rows": rows, "distinct_transactions": transactions, "last_ingested_at": str(last) if last else None}
 
 
-@asset(
-    key=STAGING_TRANSACTIONS,
-    partitions_def=region_day_partitions(Settings.from_env()),
-    group_name="staging",
-    kinds={"postgres", "kafka"},
-    description=(
-        "Transaction events landed from Kafka exactly once (ingestion/). The kafka_ingestion sensor "
-        "lands them and reports each region x day partition it touched; materializing a partition "
-        "here re-counts it."
-    ),
-)
-def staging_transactions(context: AssetExecutionContext, txmon: TxmonResource) -> MaterializeResult:
-    day, region = parse_partition_key(context.partition_key)
-    return MaterializeResult(metadata=slice_stats(txmon.settings(), day, region))
+def staging_asset(settings: Settings):
+    @asset(
+        key=STAGING_TRANSACTIONS,
+        partitions_def=region_day_partitions(settings),
+        group_name="staging",
+        kinds={"postgres", "kafka"},
+        freshness_policy=FreshnessPolicy.time_window(fail_window=timedelta(minutes=settings.staging_freshness_minutes)),
+        description=(
+            "Transaction events landed from Kafka exactly once (ingestion/). The kafka_ingestion sensor "
+            "lands them and reports each region x day partition it touched; materializing a partition "
+            "here re-counts it."
+        ),
+    )
+    def staging_transactions(context: AssetExecutionContext, txmon: TxmonResource) -> MaterializeResult:
+        day, region = parse_partition_key(context.partition_key)
+        return MaterializeResult(metadata=slice_stats(txmon.settings(), day, region))
+
+    return staging_transactions

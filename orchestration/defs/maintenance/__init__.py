@@ -4,4 +4,6 @@ from dagster import Definitions
 
 from orchestration.defs.maintenance.prune import prune_dagster_history_job, prune_dagster_history_schedule
 
-defs = Definitions(jobs=[prune_dagster_history_job], schedules=[prune_dagster_history_schedule])
+
+def build() -> Definitions:
+    return Definitions(jobs=[prune_dagster_history_job], schedules=[prune_dagster_history_schedule])

@@ -1,22 +1,15 @@
-"""Validated marts: asset checks (GX suites, reconciliations, freshness) and the `reporting`
-copies published only when they pass (write-audit-publish)."""
+"""Checks beyond a partition's refresh: the Kafka offset audit (global, every 15 minutes). The
+partition checks (dbt tests, GX suites, reconciliations) are part of the region_day refresh
+(orchestration/defs/dbt); freshness is a FreshnessPolicy on each asset."""
 
 from dagster import Definitions
 
-from orchestration.defs.quality.checks import (
-    freshness_checks,
-    freshness_sensor,
-    kafka_offsets_accounted_check,
-    offset_audit_job,
-    offset_audit_schedule,
-    partition_checks,
-)
-from orchestration.defs.quality.reporting import audit_publish_job, reporting_assets
+from orchestration.defs.quality.checks import kafka_offsets_accounted_check, offset_audit_job, offset_audit_schedule
 
-defs = Definitions(
-    assets=reporting_assets,
-    asset_checks=[*partition_checks, kafka_offsets_accounted_check, *freshness_checks],
-    sensors=[freshness_sensor],
-    jobs=[offset_audit_job, audit_publish_job],
-    schedules=[offset_audit_schedule],
-)
+
+def build() -> Definitions:
+    return Definitions(
+        asset_checks=[kafka_offsets_accounted_check],
+        jobs=[offset_audit_job],
+        schedules=[offset_audit_schedule],
+    )

@@ -1,0 +1,181 @@
+"""Refreshing a region x day partition, the one way every path does it (the live refresh runs, the
+schedule, `txmon materialize`, `txmon backfill`, a backfill from the UI): rebuild -> every check of
+the partition -> publish if all of them passed, in one unit of work.
+
+- Rebuild: dbt in-process (the project parsed once per process), the partitioned models of the
+  slice and their dbt tests. Incrementally from the slice's watermark (only the transactions with
+  an event landed since, or marked by a neighbouring slice) once the slice has been built, fully
+  when asked or the first time. While its day is open a slice rebuilds only the models whose yml
+  says `open_day: true` (the settlements wait for the day to close).
+- Checks: the models' dbt tests, then the checks each built table's yml lists (GX suites,
+  reconciliations from staging), then staging's own. They run on the build just made, which
+  includes everything landed when it began, so a failed check means bad data, never "not built".
+- Publish: every published table of the slice is copied to `reporting` (txmon/reporting.py) only
+  when every check of the unit passed.
+
+No Dagster here: orchestration turns a SliceRefresh into Dagster events.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from txmon.config import Settings
+from txmon.dbt import (
+    InProcessDbt,
+    Table,
+    dbt_vars,
+    partitioned_tables,
+    slice_processed_before,
+    source_checks,
+    vars_arg,
+)
+from txmon.errors import first_line
+from txmon.quality import CheckOutcome, run_check
+from txmon.reporting import NotPublished, Publication, publish
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    table: Table
+    status: str
+    rows: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One check evaluated on the slice: on which relation, and the dbt test it came from (if one)."""
+
+    schema: str
+    table: str
+    outcome: CheckOutcome
+    dbt_test: str | None = None
+
+
+@dataclass
+class SliceRefresh:
+    day: date
+    region: str
+    mode: str
+    models: list[ModelBuild] = field(default_factory=list)
+    checks: list[CheckRun] = field(default_factory=list)
+    published: list[Publication] = field(default_factory=list)
+    error: str | None = None
+    not_published: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.day.isoformat()}|{self.region}"
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [f"{c.schema}.{c.table}:{c.outcome.name}" for c in self.checks if not c.outcome.passed]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed_checks
+
+    def line(self) -> str:
+        if self.error:
+            return f"{self.key} {self.mode}: error: {self.error}"
+        built = ", ".join(f"{m.table.name} {m.rows if m.rows is not None else '?'} rows" for m in self.models)
+        state = f"published {', '.join(p.table for p in self.published)}" if self.published else self.not_published
+        return f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks; {state}"
+
+
+def tables_to_build(manifest: dict, day: date, *, today: date | None = None, whole: bool = False) -> list[Table]:
+    """Every partitioned model once the day has closed (or when asked for the whole partition);
+    while it is open only those refreshed on the open day."""
+    today = today or datetime.now(UTC).date()
+    tables = partitioned_tables(manifest)
+    return tables if whole or day < today else [t for t in tables if t.open_day]
+
+
+def refresh_slice(
+    settings: Settings,
+    dbt: InProcessDbt,
+    manifest: dict,
+    day: date,
+    region: str,
+    *,
+    run_id: str,
+    full: bool = False,
+    whole: bool = False,
+) -> SliceRefresh:
+    """Rebuild, check and (if every check passed) publish one region x day partition."""
+    started = time.monotonic()
+    tables = tables_to_build(manifest, day, whole=whole)
+    mode = "new_data" if not full and slice_processed_before(settings, day, region) else "full"
+    result = SliceRefresh(day, region, mode)
+    try:
+        _build(settings, dbt, manifest, tables, result)
+        if result.error is None:
+            _check(settings, manifest, tables, result)
+            _publish(settings, tables, result, run_id)
+    except Exception as exc:
+        result.error = first_line(exc)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+    variables = dbt_vars(settings, result.day, result.region, result.mode)
+    args = ["build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
+            "--select", *(t.model for t in tables), *vars_arg(variables)]
+    outcome = dbt.invoke(settings, args)
+    if outcome.result is None or not hasattr(outcome.result, "results"):
+        result.error = f"dbt failed: {first_line(outcome.exception) if outcome.exception else 'no result'}"
+        return
+    by_model = {t.model: t for t in tables}
+    nodes = manifest["nodes"]
+    for node_result in outcome.result.results:
+        unique_id = node_result.node.unique_id
+        props = nodes.get(unique_id)
+        if props is None:
+            continue  # hooks
+        status = str(node_result.status)
+        if props["resource_type"] == "model" and props["name"] in by_model:
+            rows = (node_result.adapter_response or {}).get("rows_affected")
+            seconds = round(node_result.execution_time, 3)
+            result.models.append(ModelBuild(by_model[props["name"]], status, rows, seconds))
+        elif props["resource_type"] == "test":
+            attached = nodes.get(props.get("attached_node") or "", {})
+            name = attached.get("alias") or attached.get("name", "?")
+            message = f"dbt test {props['name']}: {status}"
+            if node_result.failures:
+                message += f" ({node_result.failures} failing rows)"
+            result.checks.append(CheckRun(
+                attached.get("schema", "?"), name,
+                CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
+                dbt_test=unique_id,
+            ))
+    errors = [m.table.model for m in result.models if m.status != "success"]
+    missing = set(by_model) - {m.table.model for m in result.models}
+    if errors or missing:
+        result.error = f"dbt did not build {', '.join(sorted(set(errors) | missing))}"
+
+
+def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+    day, region = result.day, result.region
+    for table in tables:
+        for name in table.checks:
+            result.checks.append(CheckRun(table.schema, table.name, run_check(settings, name, day, region)))
+    for (schema, name), checks in sorted(source_checks(manifest).items()):
+        for check in checks:
+            result.checks.append(CheckRun(schema, name, run_check(settings, check, day, region)))
+
+
+def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str) -> None:
+    outcomes = [c.outcome for c in result.checks]
+    for table in tables:
+        if not table.published:
+            continue
+        try:
+            result.published.append(publish(settings, table, result.day, result.region, run_id, outcomes))
+        except NotPublished as exc:
+            result.not_published = f"not published: {exc}"
+            return
