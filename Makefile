@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run    services up, synthetic payments, Dagster UI with the pipeline live (ARGS="--worker")
 #   make test   install, start the services, run every test (what CI runs)
-.PHONY: run test bench bootstrap services-up lint lock
+.PHONY: run test bench bootstrap services-up lint lock update-snapshot
 
 bootstrap:
 	@scripts/bootstrap
@@ -22,6 +22,10 @@ bench: services-up
 
 lint: bootstrap
 	@.venv/bin/ruff check .
+
+# Re-record tests/unit/snapshots/code_location.json after an intended change of the code location.
+update-snapshot: bootstrap
+	@TXMON_UPDATE_SNAPSHOT=1 .venv/bin/pytest -q tests/unit/test_orchestration.py -k snapshot
 
 # Re-resolve requirements.lock after changing the pins in pyproject.toml.
 lock:

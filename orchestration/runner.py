@@ -88,9 +88,12 @@ def setup(settings: Settings):
 
 def _outcomes(result, keys: list[str]) -> list[PartitionOutcome]:
     """Per partition: the failed check evaluations and step failures of one run."""
+    from dagster import DagsterEventType
+
     evaluations = result.get_asset_check_evaluations()
     if not evaluations:  # events logged by an op (refresh_partitions) rather than yielded by an asset
-        evaluations = [e.event_specific_data for e in result.all_events if e.is_asset_check_evaluation]
+        evaluations = [e.event_specific_data for e in result.all_events
+                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     error = None
     if not result.success:
         failures = [ev.message for ev in result.all_events if ev.is_step_failure]

@@ -183,7 +183,9 @@ class InProcessDbt:
 
     def _args(self, args: list[str]) -> list[str]:
         return [
-            *args, "--quiet", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            # Results are reported by the caller (txmon.refresh): nothing on the console, errors in the log file.
+            *args, "--log-level", "none", "--log-level-file", "error",
+            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(self.TARGET), "--log-path", str(self.TARGET / "logs"),
         ]
 

@@ -123,16 +123,20 @@ def refresh_slice(
 
 
 def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
-    variables = dbt_vars(settings, result.day, result.region, result.mode)
-    args = ["build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
-            "--select", *(t.model for t in tables), *vars_arg(variables)]
-    outcome = dbt.invoke(settings, args)
-    if outcome.result is None or not hasattr(outcome.result, "results"):
-        result.error = f"dbt failed: {first_line(outcome.exception) if outcome.exception else 'no result'}"
-        return
+    # `run` then `test`, not `build`: a failed test must not leave the models after it unbuilt (and
+    # unchecked); every model is rebuilt, every test evaluated, and nothing published if one failed.
+    selection = ["--select", *(t.model for t in tables), *vars_arg(dbt_vars(settings, result.day, result.region,
+                                                                          result.mode))]
+    node_results = []
+    for command in (["run"], ["test", "--indirect-selection", "cautious"]):
+        outcome = dbt.invoke(settings, [*command, *selection])
+        if outcome.result is None or not hasattr(outcome.result, "results"):
+            result.error = f"dbt {command[0]} failed: {first_line(outcome.exception) if outcome.exception else '?'}"
+            return
+        node_results += outcome.result.results
     by_model = {t.model: t for t in tables}
     nodes = manifest["nodes"]
-    for node_result in outcome.result.results:
+    for node_result in node_results:
         unique_id = node_result.node.unique_id
         props = nodes.get(unique_id)
         if props is None:

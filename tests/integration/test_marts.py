@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from decimal import Decimal
 
@@ -110,15 +111,22 @@ def test_marts_match_hand_computed_values_and_are_idempotent(landed):
     platform.txmon("backfill", "--from", D1, "--to", D2, "--region", "EU")
     assert marts(platform) == (EXPECTED_SETTLEMENTS, EXPECTED_SUSPICIOUS)
 
-    # The runs are in the Dagster instance the UI reads, one per partition: the tests' own instance,
-    # never the user's (the `dagster` database stays as the user left it).
-    run_ids = [word for row in out.stdout.splitlines() for word in row.split()[3:4]]
-    recorded = platform.query_dagster(
-        "SELECT run_id, status, partition FROM runs WHERE run_id = ANY(%s)", (run_ids,)
+    # The backfill is one run (the partitions one after another in one process), recorded in the
+    # Dagster instance the UI reads with a materialization and green checks per partition: the tests'
+    # own instance, never the user's (the `dagster` database stays as the user left it).
+    run_ids = sorted({row.split()[3] for row in out.stdout.splitlines() if re.match(r"\d{4}-\d\d-\d\d\|", row)})
+    assert len(run_ids) == 1
+    assert platform.query_dagster("SELECT status FROM runs WHERE run_id = ANY(%s)", (run_ids,)) == [("SUCCESS",)]
+    published = platform.query_dagster(
+        """SELECT DISTINCT partition FROM event_logs WHERE run_id = ANY(%s)
+           AND dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key LIKE '%%reporting%%daily_settlements%%'""",
+        (run_ids,),
     )
-    assert sorted((status, part) for _, status, part in recorded) == sorted(
-        ("SUCCESS", f"{day}|{region}") for day in (D1, D2) for region in ("APAC", "EU", "US")
+    assert sorted(p for (p,) in published) == sorted(f"{d}|{r}" for d in (D1, D2) for r in ("APAC", "EU", "US"))
+    checks = platform.query_dagster(
+        "SELECT partition, execution_status FROM asset_check_executions WHERE run_id = ANY(%s)", (run_ids,)
     )
+    assert len({p for p, _ in checks}) == 6 and {s for _, s in checks} == {"SUCCEEDED"}
     assert platform.settings.dagster_db != Settings().dagster_db
     users = replace(platform.settings, dagster_db=Settings().dagster_db).dagster_dsn
     if platform.query("SELECT to_regclass('runs') IS NOT NULL", dsn=users)[0][0]:

@@ -67,16 +67,18 @@ def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(l
     assert any(name.startswith("unique_") for name in checks)  # the dbt tests too
     good = reporting(platform, "daily_settlements")
 
-    # A broken row in the mart (more settled than transactions, volume not in staging): re-checking
-    # the partition fails, nothing is published, reporting still holds the previous good version.
+    # A row that bypassed ingestion (an unknown currency) lands in the slice: the next refresh of the
+    # partition (incremental: only what landed since its build) rebuilds it with that row, its checks
+    # fail, nothing is published, reporting still holds the previous good version.
     platform.execute(
-        "UPDATE marts.daily_settlements SET settled_count = 9, settled_volume = settled_volume + 0.01"
-        " WHERE settlement_date = %s AND region = 'US'",
-        (DAY,),
+        """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency,
+               region, topic, "partition", "offset", raw_event)
+           VALUES ('bad-1', 'settled', %s, 'acc-bad', 5, 'XXX', 'US', 'manual', 0, 0, '{}')""",
+        (datetime(2026, 11, 20, 12, tzinfo=UTC),),
     )
     broken = platform.txmon("publish", "--date", D1, "--region", "US", check=False)
     assert broken.returncode == 1, broken.stdout + broken.stderr
-    assert "gx_daily_settlements" in broken.stdout and "settlements_reconcile_with_staging" in broken.stdout
+    assert "gx_staging_transactions" in broken.stdout and "accepted_values__currency" in broken.stdout
     assert reporting(platform, "daily_settlements") == good
     assert platform.query(
         "SELECT run_id FROM reporting.published_partitions WHERE table_name = 'daily_settlements'"
@@ -89,11 +91,17 @@ def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(l
         "SELECT check_name FROM asset_check_executions WHERE run_id = %s AND execution_status = 'FAILED'",
         (run_id(broken),),
     )
-    assert {"gx_daily_settlements", "settlements_reconcile_with_staging"} <= {name for (name,) in failed}
+    assert {"gx_staging_transactions", "accepted_values__currency"} <= {name for (name,) in failed}
 
-    # Rebuilding the partition repairs the mart; it passes and is published again.
-    platform.txmon("materialize", "--date", D1, "--region", "US")
+    # With the bad row gone, rebuilding the partition passes and publishes it again.
+    platform.execute("DELETE FROM staging.transactions WHERE transaction_id = 'bad-1'")
+    again = platform.txmon("materialize", "--date", D1, "--region", "US")
     assert reporting(platform, "daily_settlements") == good
+    assert platform.query(
+        "SELECT run_id FROM reporting.published_partitions WHERE table_name = 'daily_settlements'"
+        " AND partition_date = %s AND region = 'US'",
+        (DAY,),
+    ) == [(run_id(again),)]
 
 
 def test_a_staging_row_outside_the_contract_blocks_publication(landed):

@@ -16,7 +16,8 @@ def build(settings: Settings, manifest: dict) -> Definitions:
         jobs=[
             # One region x day partition, whole (what `txmon materialize` and a UI backfill run).
             define_asset_job(
-                "region_day", selection=AssetSelection.assets(region_day) | AssetSelection.checks(*region_day.check_keys),
+                "region_day",
+                selection=AssetSelection.assets(region_day) | AssetSelection.checks(*region_day.check_keys),
                 partitions_def=region_day.partitions_def,
                 description="Refreshes one region x day partition: rebuild -> every check -> publication.",
             ),

@@ -11,6 +11,7 @@ What each table needs of orchestration (published or not, its checks, its open-d
 its dbt yml's `meta.txmon`, read here and by txmon.refresh; nothing is listed per table in Python.
 """
 
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -114,6 +115,12 @@ DBT = InProcessDbt()  # one per process: the project parsed once
 
 
 def region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
+    with warnings.catch_warnings():  # partitioned check specs are a Dagster preview feature: said once, here
+        warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+        return _region_day_assets(settings, manifest)
+
+
+def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
     partitions_def = region_day_partitions(settings)
     tables = partitioned_tables(manifest)
     model_specs, test_specs = build_dbt_specs(

@@ -134,8 +134,7 @@ def refresh_sensor_def():
         cursor = _cursor(context.cursor)
         landed = landed_since(settings, cursor["batches"])
         fresh = {k for k in landed.slices if in_partitions(settings, k, today)}
-        marked = {k for k in marked_slices(settings) if in_partitions(settings, k, today)}
-        pending = set(cursor["pending"]) | fresh | marked
+        pending = set(cursor["pending"]) | fresh
         attempts = {k: n for k, n in cursor["attempts"].items() if k not in fresh}  # new data: try again
         in_flight = context.instance.get_runs(RunsFilter(job_name=JOB, statuses=IN_FLIGHT), limit=1)
         last = cursor["last"]
@@ -147,6 +146,8 @@ def refresh_sensor_def():
             elif runs or time.time() - last["at"] > LAUNCH_TIMEOUT_SECONDS:  # failed, canceled or never launched
                 pending |= set(last["partitions"])
                 last = None
+        if not in_flight and not last:  # read when launching: a run in flight may be clearing them
+            pending |= {k for k in marked_slices(settings) if in_partitions(settings, k, today)}
         todo = sorted(k for k in pending if attempts.get(k, 0) < MAX_ATTEMPTS)
         given_up = sorted(pending - set(todo))
         if given_up:
