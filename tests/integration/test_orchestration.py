@@ -9,11 +9,10 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
+from decimal import Decimal
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetKey,
-    AssetMaterialization,
     DagsterInstance,
     SensorResult,
     build_sensor_context,
@@ -92,20 +91,23 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
         time.sleep(0.5)
 
 
-def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_path, monkeypatch):
-    """The open day's suspicious activity is refreshed by the sensor itself: today's touched regions
-    only, first in full, then only the transactions with new events, reported with their dbt tests."""
+def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, tmp_path, monkeypatch):
+    """The marts_refresh sensor asks for one refresh_partitions run covering the partitions that
+    received data (the open day and a closed day alike); the run rebuilds, checks and publishes
+    each; a later event that supersedes a closed day's latest state marks that day for the next run."""
     for name, value in platform.env.items():
         if name.startswith("TXMON_"):
             monkeypatch.setenv(name, value)
     from ingestion import batches
-    from orchestration.defs.dbt.open_day import open_day_marts_sensor
+    from orchestration.definitions import build_definitions
     from orchestration.resources import TxmonResource
 
     monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
     today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
     now = min(datetime.now(UTC).replace(microsecond=0), datetime.combine(today, clock_time(23, 59, 58), UTC))
     stamp, later = now.isoformat(), (now + timedelta(seconds=1)).isoformat()
+    noon = datetime.combine(yesterday, clock_time(12), UTC).isoformat()
 
     def land(name, events):
         source = tmp_path / name
@@ -113,65 +115,78 @@ def test_open_day_sensor_refreshes_suspicious_activity_in_process(platform, tmp_
         platform.txmon("produce", str(source))
         platform.txmon("ingest", "--until-idle")
 
-    def tick(cursor=None):
-        with DagsterInstance.ephemeral() as instance:
-            context = build_sensor_context(instance=instance, cursor=cursor, resources={"txmon": TxmonResource()})
-            return open_day_marts_sensor(context)
+    platform.txmon("dagster-setup")
+    defs = build_definitions(platform.settings)
+    sensor, job = defs.get_sensor_def("marts_refresh"), defs.resolve_job_def("refresh_partitions")
+    instance = DagsterInstance.ephemeral()
 
-    def suspicious():
+    def tick(cursor):
+        context = build_sensor_context(instance=instance, cursor=cursor, resources={"txmon": TxmonResource()})
+        return sensor(context)
+
+    def run(result):
+        assert isinstance(result, SensorResult) and len(result.run_requests) == 1, result
+        request = result.run_requests[0]
+        outcome = job.execute_in_process(
+            run_config=request.run_config, instance=instance, raise_on_error=False,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
+        assert outcome.success
+        return request.run_config["ops"]["refresh"]["config"]["partitions"], outcome
+
+    def suspicious(day):
         return dict(platform.query(
-            "SELECT transaction_id, reasons FROM marts.suspicious_activity WHERE event_date = %s", (today,)
+            "SELECT transaction_id, reasons FROM reporting.suspicious_activity WHERE event_date = %s", (day,)
         ))
 
-    platform.txmon("dagster-setup")
+    def settled(day, region="EU"):
+        return platform.query(
+            "SELECT transaction_count, settled_count, settled_volume FROM reporting.daily_settlements"
+            " WHERE settlement_date = %s AND region = %s", (day, region),
+        )
+
     land("first.jsonl", [
         event("od-1", amount="10000.01", currency="USD", region="US", event_time=stamp),
         event("od-2", amount="10000.00", currency="USD", region="US", event_time=stamp),
         event("od-3", amount="5.00", region="EU", fraud_flag=True, event_time=stamp),
         event("od-4", "pending", amount="5.00", region="EU", event_time=stamp),
+        event("late-1", "pending", amount="7.25", region="EU", event_time=noon),
+        event("late-2", amount="20000", region="EU", event_time=noon),
     ])
-    first = tick()
-    assert isinstance(first, SensorResult)
-    assert suspicious() == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"]}
-    materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
-                    for e in first.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" in e.metadata}
-    assert materialized == {
-        (asset, f"{today}|{region}", "full")
-        for asset in ("intermediate/int_transactions_latest", "marts/suspicious_activity") for region in ("EU", "US")
-    }
-    published = {(e.asset_key.to_user_string(), str(e.partition))
-                 for e in first.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" not in e.metadata}
-    assert published == {("reporting/suspicious_activity", f"{today}|{region}") for region in ("EU", "US")}
-    checks = [e for e in first.asset_events if isinstance(e, AssetCheckEvaluation)]
-    assert checks and all(c.passed for c in checks)
-    assert {c.metadata["partition"].value for c in checks} == {f"{today}|EU", f"{today}|US"}
-    assert json.loads(first.cursor)["pending"] == []
-    # Checked (dbt tests, GX suite, reconciliation) and published to reporting.
-    assert {"gx_suspicious_activity", "suspicious_in_staging"} <= {c.check_name for c in checks}
-    assert platform.query(
-        "SELECT transaction_id FROM reporting.suspicious_activity WHERE event_date = %s ORDER BY 1", (today,)
-    ) == [("od-1",), ("od-3",)]
-    assert {(t, r) for t, r, _ in platform.query(
-        "SELECT table_name, region, run_id FROM reporting.published_partitions WHERE partition_date = %s", (today,)
-    )} == {("suspicious_activity", "EU"), ("suspicious_activity", "US")}
+    first = tick(None)
+    partitions, outcome = run(first)
+    assert partitions == sorted([f"{today}|EU", f"{today}|US", f"{yesterday}|EU"])
+    assert suspicious(today) == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"]}
+    assert suspicious(yesterday) == {"late-2": ["amount_over_threshold"]}
+    # The closed day's settlements are published; the open day's wait for it to close.
+    assert settled(yesterday) == [(2, 1, Decimal("20000.0000"))] and settled(today) == []
+    evaluations = [e.event_specific_data for e in outcome.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert evaluations and all(e.passed for e in evaluations)
+    assert {str(e.partition) for e in evaluations} == set(partitions)
+    assert {t for (t,) in platform.query(
+        "SELECT DISTINCT run_id FROM reporting.published_partitions")} == {outcome.run_id}
 
-    # Nothing new: nothing to do.
-    assert not isinstance(tick(first.cursor), SensorResult)
+    # Nothing new: no run.
+    quiet = tick(first.cursor)
+    assert not quiet.run_requests, quiet
 
-    # A later event (a new status: the same one again would be a duplicate) flags an existing transaction;
-    # only EU is refreshed, and only what is new.
+    # Today a new status flags od-4 and settles late-1: today is refreshed from its watermark, and
+    # yesterday (where late-1 was pending) is marked and refreshed by the next run.
     land("second.jsonl", [
         event("od-4", "settled", amount="5.00", region="EU", fraud_flag=True, event_time=later),
-        event("od-5", amount="20000", currency="USD", region="EU", event_time=stamp),
+        event("late-1", "settled", amount="7.25", region="EU", event_time=stamp),
     ])
-    second = tick(first.cursor)
-    assert suspicious() == {
-        "od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"],
-        "od-5": ["amount_over_threshold"],
-    }
-    materialized = {(e.asset_key.to_user_string(), str(e.partition), e.metadata["slice_mode"].value)
-                    for e in second.asset_events if isinstance(e, AssetMaterialization) and "slice_mode" in e.metadata}
-    assert materialized == {
-        ("intermediate/int_transactions_latest", f"{today}|EU", "new_data"),
-        ("marts/suspicious_activity", f"{today}|EU", "new_data"),
-    }
+    second = tick(quiet.cursor)
+    partitions, outcome = run(second)
+    assert partitions == [f"{today}|EU"]
+    modes = {e.event_specific_data.materialization.metadata["slice_mode"].value
+             for e in outcome.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+             and "slice_mode" in e.event_specific_data.materialization.metadata}
+    assert modes == {"new_data"}
+    assert suspicious(today) == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"]}
+    third = tick(second.cursor)
+    partitions, _ = run(third)
+    assert partitions == [f"{yesterday}|EU"]
+    assert settled(yesterday) == [(1, 1, Decimal("20000.0000"))]  # late-1 now belongs to today
+    assert not tick(third.cursor).run_requests
+    instance.dispose()

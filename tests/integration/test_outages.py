@@ -268,7 +268,7 @@ def test_memory_stays_bounded_with_megabyte_messages(platform, tmp_path):
 def test_sensors_skip_their_tick_while_the_warehouse_is_unreachable(platform, monkeypatch):
     from dagster import DagsterInstance, SkipReason, build_sensor_context
 
-    from orchestration.defs.dbt.open_day import open_day_marts_sensor
+    from orchestration.definitions import build_definitions
     from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
     from orchestration.resources import TxmonResource
 
@@ -281,7 +281,8 @@ def test_sensors_skip_their_tick_while_the_warehouse_is_unreachable(platform, mo
     monkeypatch.setenv("TXMON_INGEST_MODE", "worker")
     try:
         with DagsterInstance.ephemeral() as instance:
-            for sensor in (kafka_ingestion_sensor, open_day_marts_sensor):
+            refresh = build_definitions(platform.settings).get_sensor_def("marts_refresh")
+            for sensor in (kafka_ingestion_sensor, refresh):
                 context = build_sensor_context(instance=instance, resources={"txmon": TxmonResource()})
                 result = sensor(context)
                 assert isinstance(result, SkipReason), sensor.name
