@@ -15,7 +15,7 @@ publishes a mart partition only when all of its blocking checks passed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from ingestion import positions as position_checks
@@ -35,7 +35,8 @@ class CheckOutcome:
 
 
 # Each transaction with an event in the slice (the day as a half-open range on event_time, so
-# PostgreSQL reads only that day's partitions), at its latest event (the contract's rule: greatest
+# PostgreSQL reads only that day's partitions), as landed before `as_of` (the run clock of the build
+# being checked: the check sees what the build saw), at its latest event (the contract's rule: greatest
 # event_time, then the later lifecycle state, then the later offset), looked for up to the lifecycle
 # window after the day; kept when that latest event is in the slice. ``events`` also holds the
 # transaction's events up to the window before the day (for the sticky fraud flag).
@@ -47,11 +48,11 @@ WITH bounds AS (
            (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC' AS window_end
 ), candidates AS (
     SELECT DISTINCT transaction_id FROM staging.transactions, bounds
-    WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s
+    WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s AND ingested_at < %(as_of)s
 ), events AS (
     SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
     FROM staging.transactions AS t JOIN candidates USING (transaction_id), bounds
-    WHERE t.event_time >= history_start AND t.event_time < window_end
+    WHERE t.event_time >= history_start AND t.event_time < window_end AND t.ingested_at < %(as_of)s
 ), latest AS (
     SELECT DISTINCT ON (e.transaction_id COLLATE "C")
            e.transaction_id, e.region, e.currency, e.status, e.amount, e.event_time
@@ -110,9 +111,10 @@ SELECT (SELECT count(*) FROM staging.transactions
 """
 
 
-def settlements_reconcile(settings: Settings, day: date, region: str) -> CheckOutcome:
-    """marts.daily_settlements for the slice equals a direct aggregate of staging, to the cent."""
-    params = {"day": day, "region": region, "window": settings.lifecycle_window_days}
+def settlements_reconcile(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
+    """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
+    as_of, the build's run clock), to the cent."""
+    params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         expected = {
@@ -148,11 +150,15 @@ def settlements_reconcile(settings: Settings, day: date, region: str) -> CheckOu
     )
 
 
+def _bound(as_of: datetime | None) -> datetime | str:
+    return as_of if as_of is not None else "infinity"
+
+
 def _row(row: tuple | None) -> dict | None:
     return None if row is None else {"count": row[0], "settled": row[1], "volume": str(Decimal(row[2]))}
 
 
-def suspicious_in_staging(settings: Settings, day: date, region: str) -> CheckOutcome:
+def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
     """Every row of marts.suspicious_activity for the slice is an event landed in staging."""
     with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
         rows = conn.execute(
@@ -181,7 +187,7 @@ def suspicious_in_staging(settings: Settings, day: date, region: str) -> CheckOu
     )
 
 
-def suspicious_complete(settings: Settings, day: date, region: str) -> CheckOutcome:
+def suspicious_complete(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
     """Every staging transaction of the slice that the rules make suspicious is in marts.suspicious_activity."""
     rates = {}
     for currency in settings.currencies:
@@ -192,7 +198,7 @@ def suspicious_complete(settings: Settings, day: date, region: str) -> CheckOutc
     params = {
         "day": day, "region": region, "window": settings.lifecycle_window_days,
         "threshold": settings.suspicious_threshold_usd_by_region.get(region, settings.suspicious_threshold_usd),
-        "currencies": list(rates), "rates": list(rates.values()),
+        "currencies": list(rates), "rates": list(rates.values()), "as_of": _bound(as_of),
     }
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
@@ -211,7 +217,7 @@ def suspicious_complete(settings: Settings, day: date, region: str) -> CheckOutc
     )
 
 
-def staging_events_unique(settings: Settings, day: date, region: str) -> CheckOutcome:
+def staging_events_unique(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
     """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
     is the one event its identity row in staging.event_identities points at."""
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
@@ -331,12 +337,12 @@ RECONCILIATIONS = {
 }
 
 
-def run_check(settings: Settings, name: str, day: date, region: str) -> CheckOutcome:
-    """One named check on one region x day partition."""
+def run_check(settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
+    """One named check on one region x day partition (of a build whose run clock was as_of)."""
     if name.startswith("gx_"):
         from expectations import validate
 
         return validate(settings, name.removeprefix("gx_"), day, region)
     if name in RECONCILIATIONS:
-        return RECONCILIATIONS[name](settings, day, region)
+        return RECONCILIATIONS[name](settings, day, region, as_of)
     raise ValueError(f"no check {name!r}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from txmon.config import Settings
+from txmon.db import connect
 from txmon.dbt import (
     InProcessDbt,
     Table,
@@ -65,6 +66,7 @@ class SliceRefresh:
     published: list[Publication] = field(default_factory=list)
     error: str | None = None
     not_published: str | None = None
+    as_of: datetime | None = None  # the build's run clock; its checks see staging as landed before it
     seconds: float = 0.0
 
     @property
@@ -163,14 +165,26 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
         result.error = f"dbt did not build {', '.join(sorted(set(errors) | missing))}"
 
 
+def built_as_of(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
+    """The run clock of the build just made: every row landed before it is in the models."""
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+        return conn.execute(
+            """SELECT min(processed_until) FROM intermediate.slice_watermarks
+               WHERE slice_date = %s AND region = %s AND model = ANY(%s)""",
+            (day, region, [t.name for t in tables]),
+        ).fetchone()[0]
+
+
 def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     day, region = result.day, result.region
+    result.as_of = built_as_of(settings, day, region, tables)
     for table in tables:
         for name in table.checks:
-            result.checks.append(CheckRun(table.schema, table.name, run_check(settings, name, day, region)))
+            outcome = run_check(settings, name, day, region, result.as_of)
+            result.checks.append(CheckRun(table.schema, table.name, outcome))
     for (schema, name), checks in sorted(source_checks(manifest).items()):
         for check in checks:
-            result.checks.append(CheckRun(schema, name, run_check(settings, check, day, region)))
+            result.checks.append(CheckRun(schema, name, run_check(settings, check, day, region, result.as_of)))
 
 
 def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str) -> None:

@@ -43,7 +43,11 @@
     transactions still open land at or after that instant and are picked up by the next run;
   - full: empty the slice about to be rebuilt;
   - new_data (by_transaction models only): note in txmon_touched the slice's transactions with an
-    event landed since this model last processed the slice, and delete just those.
+    event landed since this model last processed the slice anywhere in the lifecycle window around
+    it (a later event on another day supersedes a latest state here; an earlier flagged one flags
+    it), plus those a neighbour marked, and delete just those. So a slice's rebuild reflects every
+    event landed before its run clock, whatever order the slices are refreshed in, and its checks
+    (bounded by the same clock) never judge it stale.
   The advisory lock makes two runs of the same slice take turns (without it both would delete,
   then both insert).
 -#}
@@ -57,17 +61,22 @@
     {%- if is_incremental() and var('partition_date') is not none %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
         {%- if by_transaction and new_data_run() %}
-        create temp table txmon_touched (transaction_id text primary key, landed boolean not null) on commit drop;
+        create temp table txmon_touched (transaction_id text primary key, landed_here boolean not null) on commit drop;
         insert into txmon_touched
-            select distinct transaction_id, true
-            from {{ ref('stg_transactions') }}
-            where {{ in_partition('event_at', 'region') }}
-              and ingested_at >= (
+            select recent.transaction_id, bool_or({{ in_partition('recent.event_at', 'recent.region') }})
+            from {{ ref('stg_transactions') }} as recent
+            where recent.ingested_at >= (
                 select coalesce(max(processed_until), '-infinity'::timestamptz)
                 from intermediate.slice_watermarks
                 where model = '{{ this.identifier }}'
                   and slice_date = '{{ var('partition_date') }}'::date
-                  and region = '{{ var('partition_region') }}');
+                  and region = '{{ var('partition_region') }}')
+              and recent.event_at >= ('{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+              and recent.event_at < ('{{ var('partition_date') }}'::date + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+              and exists (
+                select 1 from {{ ref('stg_transactions') }} as here
+                where here.transaction_id = recent.transaction_id and {{ in_partition('here.event_at', 'here.region') }})
+            group by recent.transaction_id;
         with marked as (
             delete from intermediate.slice_dirty
             where model = '{{ this.identifier }}' and {{ dirty_of_slice() }}
@@ -116,12 +125,22 @@
 {%- endmacro %}
 
 
-{#- The post-hook of every partitioned model: the slice is processed up to its pre-hook's run clock. -#}
-{% macro record_watermark() -%}
+{#-
+  The post-hook of every partitioned model: the slice is processed up to its pre-hook's run clock,
+  or up to its upstream model's watermark when that is earlier (what it read reflects no more).
+-#}
+{% macro record_watermark(upstream=none) -%}
     {%- if var('partition_date') is not none -%}
         insert into intermediate.slice_watermarks (model, slice_date, region, processed_until)
         select '{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}',
+        {%- if upstream %}
+               least(processed_until, coalesce((
+                   select w.processed_until from intermediate.slice_watermarks as w
+                   where w.model = '{{ upstream }}' and w.slice_date = '{{ var('partition_date') }}'::date
+                     and w.region = '{{ var('partition_region') }}'), processed_until))
+        {%- else %}
                processed_until
+        {%- endif %}
         from txmon_run_clock
         on conflict (model, slice_date, region) do update set processed_until = excluded.processed_until
     {%- else -%}
@@ -171,7 +190,8 @@
     from {{ this }} as neighbour
     join (
         {%- if new_data_run() %}
-        select transaction_id from txmon_touched where landed  -- not those marked by a neighbour
+        -- landed in this slice: events landed in other slices make those slices refresh and mark
+        select transaction_id from txmon_touched where landed_here
         {%- else %}
         select distinct transaction_id from {{ ref('stg_transactions') }} where {{ in_partition('event_at', 'region') }}
         {%- endif %}

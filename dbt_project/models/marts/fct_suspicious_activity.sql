@@ -8,7 +8,7 @@
         post_hook=[
             "{{ create_slice_index('event_date, region, transaction_id') }}",
             "{{ create_slice_index('event_date, region, refreshed_at') }}",
-            "{{ record_watermark() }}",
+            "{{ record_watermark(upstream='int_transactions_latest') }}",
         ],
     )
 }}

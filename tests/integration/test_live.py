@@ -1,0 +1,172 @@
+"""The live platform, as the README starts it (`txmon dagster`: webserver + daemon, nobody clicking):
+late events for closed days reach `reporting` by themselves, right to the cent, with no failed run
+and no failed check."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from tests.integration.test_ingest import event, line
+
+# Late data must be published within this bound of being produced (the target is 2 minutes).
+BOUND_SECONDS = 150
+STATUS_RANK = {"pending": 0, "settled": 1, "failed": 1, "reversed": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def expected(events: list[dict]) -> tuple[dict, dict]:
+    """Settlements and suspicious activity from the contract's rules, computed here from the events."""
+    latest = {}
+    for order, e in enumerate(events):
+        at = datetime.fromisoformat(e["event_time"])
+        key = (at, STATUS_RANK[e["status"]], order)
+        if e["transaction_id"] not in latest or key > latest[e["transaction_id"]][0]:
+            latest[e["transaction_id"]] = (key, e)
+    flagged = {e["transaction_id"] for e in events if e.get("fraud_flag")}
+    settlements = defaultdict(lambda: [0, 0, Decimal("0")])
+    suspicious = {}
+    for tx, ((at, _, _), e) in latest.items():
+        row = settlements[(at.date(), e["region"], e["currency"])]
+        row[0] += 1
+        if e["status"] == "settled":
+            row[1] += 1
+            row[2] += Decimal(e["amount"])
+        reasons = []
+        if e["currency"] == "USD" and Decimal(e["amount"]) > Decimal("10000"):
+            reasons.append("amount_over_threshold")
+        if tx in flagged:
+            reasons.append("fraud_flag")
+        if reasons:
+            suspicious[tx] = (at.date(), e["region"], reasons)
+    return {k: tuple(v) for k, v in settlements.items()}, suspicious
+
+
+def published(platform, days) -> tuple[dict, dict]:
+    if platform.query("SELECT to_regclass('reporting.suspicious_activity') IS NULL OR "
+                      "to_regclass('reporting.daily_settlements') IS NULL")[0][0]:
+        return {}, {}  # nothing published yet
+    settlements = {
+        (d, r, c): (n, s, v) for d, r, c, n, s, v in platform.query(
+            "SELECT settlement_date, region, currency, transaction_count, settled_count, settled_volume"
+            " FROM reporting.daily_settlements WHERE settlement_date = ANY(%s)", (days,)
+        )
+    }
+    suspicious = {
+        tx: (d, r, list(reasons)) for tx, d, r, reasons in platform.query(
+            "SELECT transaction_id, event_date, region, reasons FROM reporting.suspicious_activity"
+            " WHERE event_date = ANY(%s)", (days,)
+        )
+    }
+    return settlements, suspicious
+
+
+def wait_published(platform, events, days, what: str) -> float:
+    want = expected(events)
+    started = time.monotonic()
+    got = None
+    while time.monotonic() - started < BOUND_SECONDS:
+        got = published(platform, days)
+        if got == want:
+            return time.monotonic() - started
+        time.sleep(2)
+    raise AssertionError(f"{what}: reporting not right after {BOUND_SECONDS}s\nwant {want}\ngot  {got}")
+
+
+def wait_for_ticks(platform, since: datetime, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if platform.query_dagster("SELECT to_regclass('job_ticks') IS NOT NULL")[0][0] and platform.query_dagster(
+            "SELECT count(*) FROM job_ticks WHERE (tick_body::jsonb)->>'job_name' = 'marts_refresh'"
+            " AND timestamp > %s", (since.replace(tzinfo=None),),
+        )[0][0]:
+            return
+        time.sleep(2)
+    raise AssertionError("the marts_refresh sensor did not tick (see .txmon/logs/daemon.log)")
+
+
+def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
+    started = datetime.now(UTC)
+    today = started.date()
+    days = [today - timedelta(days=n) for n in (5, 3, 2)]
+    at = {d: datetime(d.year, d.month, d.day, 9, tzinfo=UTC) for d in days}
+    currency = {"EU": "EUR", "US": "USD", "APAC": "SGD"}
+
+    first = []
+    for i, day in enumerate(days):
+        for region in ("EU", "US", "APAC"):
+            base = f"live-{day:%m%d}-{region}"
+            t = at[day] + timedelta(minutes=i)
+            first += [
+                event(f"{base}-a", "pending", amount="12.34", currency=currency[region], region=region,
+                      event_time=t.isoformat()),
+                event(f"{base}-a", "settled", amount="12.34", currency=currency[region], region=region,
+                      event_time=(t + timedelta(seconds=5)).isoformat()),
+                event(f"{base}-b", amount="0.0101", currency=currency[region], region=region,
+                      event_time=t.isoformat()),
+                event(f"{base}-c", "failed", amount="99.99", currency=currency[region], region=region,
+                      fraud_flag=True, event_time=t.isoformat()),
+                event(f"{base}-d", amount="10000.01", currency="USD", region=region, event_time=t.isoformat()),
+                event(f"{base}-e", "pending", amount="10000.00", currency="USD", region=region,
+                      event_time=t.isoformat()),
+            ]
+    # Later: new transactions, and lifecycle updates one day later that take a transaction out of the
+    # day where it was pending (the settlements of both days change).
+    second = []
+    for region in ("EU", "US", "APAC"):
+        d0, d1 = days[1], days[2]
+        second += [
+            event(f"live-{d0:%m%d}-{region}-e", "settled", amount="10000.00", currency="USD", region=region,
+                  event_time=(at[d1] + timedelta(hours=1)).isoformat()),
+            event(f"live-{d0:%m%d}-{region}-f", amount="3.03", currency=currency[region], region=region,
+                  event_time=(at[d0] + timedelta(hours=2)).isoformat()),
+            event(f"live-{days[0]:%m%d}-{region}-a", "reversed", amount="12.34", currency=currency[region],
+                  region=region, fraud_flag=True, event_time=(at[days[0]] + timedelta(hours=3)).isoformat()),
+        ]
+
+    port = free_port()
+    dagster = platform.popen("dagster", "--port", str(port), stdout=open(tmp_path / "dagster.log", "wb"),
+                             stderr=open(tmp_path / "dagster.err", "wb"))
+    try:
+        wait_for_ticks(platform, started)
+        source = tmp_path / "first.jsonl"
+        source.write_text("\n".join(line(e) for e in first))
+        platform.txmon("produce", str(source))
+        first_seconds = wait_published(platform, first, days, "first wave")
+
+        source = tmp_path / "second.jsonl"
+        source.write_text("\n".join(line(e) for e in second))
+        platform.txmon("produce", str(source))
+        second_seconds = wait_published(platform, first + second, days, "second wave")
+        time.sleep(5)  # let a run that is finishing record its end
+    finally:
+        dagster.terminate()
+        dagster.wait(timeout=120)
+    print(f"published {first_seconds:.0f}s and {second_seconds:.0f}s after producing")
+
+    # No failed run, and every check evaluation of these partitions passed, in the instance the UI reads.
+    runs = platform.query_dagster(
+        "SELECT run_id, status FROM runs WHERE create_timestamp > %s", (started.replace(tzinfo=None),)
+    )
+    assert runs and {s for _, s in runs} <= {"SUCCESS"}, runs
+    keys = [f"{d}|{r}" for d in days for r in ("EU", "US", "APAC")]
+    checks = platform.query_dagster(
+        "SELECT partition, check_name, execution_status FROM asset_check_executions"
+        " WHERE partition = ANY(%s) AND create_timestamp > %s", (keys, started.replace(tzinfo=None)),
+    )
+    assert {p for p, _, _ in checks} == set(keys)
+    failed = [(p, c) for p, c, s in checks if s != "SUCCEEDED"]
+    assert not failed, failed
+    recorded = platform.query(
+        "SELECT DISTINCT partition_date || '|' || region FROM reporting.published_partitions"
+        " WHERE run_id = ANY(%s)", ([r for r, _ in runs],),
+    )
+    assert {k for (k,) in recorded} == set(keys)
