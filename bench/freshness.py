@@ -1,11 +1,17 @@
-"""Freshness under load: the platform live (Dagster daemon, sensors), payments at a steady rate.
+"""Freshness under load: the platform live (`txmon dagster`: webserver, daemon, sensors), payments
+at a steady rate.
 
 Per event landed in the measured window: landing delay = ``ingested_at - produced_at`` (the
 statement time of the landing transaction minus the Kafka message timestamp, both this machine's
 clock). Per over-threshold transaction produced in the window: the delay from its first event's
-produce time to the moment its row was first seen in ``marts.suspicious_activity`` (polled every
-second). Consumer lag sampled every second. Run with the Dagster sensor landing (``sensor``) and
-with a standalone `txmon ingest` worker (``worker``, the sensor then only reports).
+produce time to the moment its row was first seen in ``reporting.suspicious_activity`` (checked and
+published; polled every second). Consumer lag sampled every second. Run with the Dagster sensor
+landing (``sensor``) and with a standalone `txmon ingest` worker (``worker``, the sensor then only
+reports). A run that lands nothing, or in which no over-threshold transaction is produced, fails.
+
+Late data (``late``): the platform live and idle, events for 9 closed region-days (3 days x 3
+regions) are produced at once; per partition, the delay from its last event landing to both of its
+`reporting` tables published (reporting.published_partitions), every check passed.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from bench.common import BenchError, percentiles, reset, run_measured, txmon_argv
+from bench.common import RESULTS_DIR, BenchError, percentiles, reset, run_measured, txmon_argv
 from ingestion.lag import consumer_lag
 from ingestion.processes import stop_landing
 from txmon.config import Settings
@@ -28,6 +34,7 @@ SELECT count(*),
        max(extract(epoch FROM ingested_at - produced_at))
 FROM staging.transactions WHERE produced_at >= %s AND produced_at < %s
 """
+# The reference set: every over-threshold transaction of the window as the mart has built it.
 OVER_THRESHOLD_IN_WINDOW = """
 SELECT m.transaction_id, min(t.produced_at)
 FROM marts.suspicious_activity AS m JOIN staging.transactions AS t USING (transaction_id)
@@ -37,7 +44,7 @@ GROUP BY m.transaction_id HAVING min(t.produced_at) >= %s AND min(t.produced_at)
 
 
 class _Sampler(threading.Thread):
-    """Every second: the consumer lag, and which suspicious transactions are in the mart (first seen when)."""
+    """Every second: the consumer lag, and which suspicious transactions are published (first seen when)."""
 
     def __init__(self, settings: Settings):
         super().__init__(daemon=True)
@@ -47,7 +54,6 @@ class _Sampler(threading.Thread):
         self.first_seen: dict[str, datetime] = {}
 
     def run(self) -> None:
-        since = datetime(1970, 1, 1, tzinfo=UTC)
         with connect(self.settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
             while not self.stop.wait(1.0):
                 now = datetime.now(UTC)
@@ -55,15 +61,14 @@ class _Sampler(threading.Thread):
                     self.lag.append((time.time(), sum(consumer_lag(self.settings).values())))
                 except Exception:  # a missed sample is not a failed benchmark
                     pass
-                if conn.execute("SELECT to_regclass('marts.suspicious_activity')").fetchone()[0] is None:
+                if conn.execute("SELECT to_regclass('reporting.suspicious_activity')").fetchone()[0] is None:
                     continue
                 rows = conn.execute(
-                    "SELECT transaction_id FROM marts.suspicious_activity WHERE refreshed_at > %s",
-                    (since - timedelta(seconds=120),),  # a run's rows carry its start time; it commits later
+                    "SELECT transaction_id FROM reporting.suspicious_activity WHERE event_date >= %s",
+                    (now.date() - timedelta(days=1),),
                 ).fetchall()
                 for (tx,) in rows:
                     self.first_seen.setdefault(tx, now)
-                since = now
 
 
 def _wait_for_sensors(settings: Settings, timeout: float = 240) -> None:
@@ -74,7 +79,7 @@ def _wait_for_sensors(settings: Settings, timeout: float = 240) -> None:
                 names = {n for (n,) in conn.execute(
                     "SELECT DISTINCT (tick_body::jsonb)->>'job_name' FROM job_ticks"
                 ).fetchall() if n}
-                if {"kafka_ingestion", "open_day_marts"} <= names:
+                if {"kafka_ingestion", "marts_refresh"} <= names:
                     return
             time.sleep(2)
     raise BenchError(f"the Dagster sensors did not tick within {timeout:.0f}s (see .txmon/logs/daemon.log)")
@@ -84,16 +89,12 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
         port: int) -> dict:
     reset(settings, dagster=True)
     env = {**env, "TXMON_INGEST_MODE": mode}
-    setup = run_measured(txmon_argv("dagster-setup"), env)
-    if setup.returncode != 0:
-        raise BenchError(f"txmon dagster-setup failed: {setup.stderr.strip()[-400:]}")
-    procs = [subprocess.Popen(txmon_argv("dagster", "--port", str(port)), env=env, stdout=subprocess.DEVNULL)]
+    procs = _start_live(settings, env, port)
     sampler = _Sampler(settings)
     try:
         if mode == "worker":
             procs.append(subprocess.Popen(txmon_argv("ingest"), env=env, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-        _wait_for_sensors(settings)
         gen = subprocess.Popen(txmon_argv("generate", "--tps", str(tps), "--duration", str(warmup + seconds)),
                                env=env, stdout=subprocess.DEVNULL)
         procs.append(gen)
@@ -117,6 +118,9 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         n, (p50, p95, p99), worst = conn.execute(LANDING, window).fetchone()
         produced = conn.execute(OVER_THRESHOLD_IN_WINDOW, window).fetchall()
+    if not n or not produced:
+        raise BenchError(f"freshness {mode} measured nothing: {n} events landed and {len(produced)} over-threshold "
+                         "transactions built in the window (see .txmon/logs/daemon.log)")
     delays = [(sampler.first_seen[tx] - at).total_seconds() for tx, at in produced if tx in sampler.first_seen]
     in_window = [lag for t, lag in sampler.lag if window[0].timestamp() <= t < window[1].timestamp()]
     return {
@@ -129,4 +133,77 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
         "suspicious_seconds": {**percentiles(delays), "not_seen": len(produced) - len(delays)},
         "lag_max": max(in_window, default=None),
         "lag_samples": [[round(t - window[0].timestamp(), 1), lag] for t, lag in sampler.lag],
+    }
+
+
+LATE_DAYS = (2, 3, 4)  # days before today
+
+
+def _start_live(settings: Settings, env: dict[str, str], port: int) -> list[subprocess.Popen]:
+    setup = run_measured(txmon_argv("dagster-setup"), env)
+    if setup.returncode != 0:
+        raise BenchError(f"txmon dagster-setup failed: {setup.stderr.strip()[-400:]}")
+    procs = [subprocess.Popen(txmon_argv("dagster", "--port", str(port)), env=env, stdout=subprocess.DEVNULL)]
+    _wait_for_sensors(settings)
+    return procs
+
+
+def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: int, timeout: float = 600) -> dict:
+    """Late events for 9 closed region-days, produced at once into the live platform."""
+    reset(settings, dagster=True)
+    env = {**env, "TXMON_INGEST_MODE": "sensor"}
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=n) for n in LATE_DAYS]
+    source = RESULTS_DIR / ".late.jsonl"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(source, "w") as out:
+        for i, day in enumerate(days):
+            part = RESULTS_DIR / f".late-{i}.jsonl"
+            gen = run_measured(txmon_argv("generate", "--tps", "1000", "--duration", str(events_per_day / 1000),
+                                          "--seed", str(40 + i), "--start", f"{day}T10:00:00Z",
+                                          "--output", str(part)), env)
+            if gen.returncode != 0:
+                raise BenchError(f"txmon generate failed: {gen.stderr.strip()[-400:]}")
+            out.write(part.read_text())
+            part.unlink()
+    procs = _start_live(settings, env, port)
+    try:
+        produced_at = datetime.now(UTC)
+        sent = run_measured(txmon_argv("produce", str(source)), env)
+        if sent.returncode != 0:
+            raise BenchError(f"txmon produce failed: {sent.stderr.strip()[-400:]}")
+        keys = {(d, r) for d in days for r in settings.regions}
+        deadline = time.monotonic() + timeout
+        with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
+            while True:
+                landed = {(d, r): at for d, r, at in conn.execute(
+                    """SELECT (event_time AT TIME ZONE 'UTC')::date, region, max(ingested_at) FROM staging.transactions
+                       WHERE event_time >= %s AND event_time < %s GROUP BY 1, 2""",
+                    (days[-1], days[0] + timedelta(days=1)),
+                )}
+                published = {}
+                if conn.execute("SELECT to_regclass('reporting.published_partitions') IS NOT NULL").fetchone()[0]:
+                    published = {(d, r): at for d, r, at in conn.execute(
+                        """SELECT partition_date, region, min(published_at) FROM reporting.published_partitions
+                           WHERE published_at > %s GROUP BY 1, 2 HAVING count(*) = 2""", (produced_at,),
+                    )}
+                done = {k for k in keys if k in published and k in landed and published[k] >= landed[k]}
+                if done == keys:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"late data: {len(keys - done)} of {len(keys)} region-days not published "
+                                     f"within {timeout:.0f}s: {sorted(keys - done)}")
+                time.sleep(1)
+            events = conn.execute(
+                "SELECT count(*) FROM staging.transactions WHERE event_time >= %s AND event_time < %s",
+                (days[-1], days[0] + timedelta(days=1)),
+            ).fetchone()[0]
+    finally:
+        terminate(procs, timeout=90)
+        stop_landing(settings)
+    delays = [(published[k] - landed[k]).total_seconds() for k in sorted(keys)]
+    return {
+        "region_days": len(keys), "events": events,
+        "seconds_landed_to_published": percentiles(delays),
+        "seconds_produced_to_all_published": round((max(published.values()) - produced_at).total_seconds(), 1),
     }

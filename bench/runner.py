@@ -10,7 +10,7 @@ from pathlib import Path
 from bench import freshness, ingest, scaling, settlement
 from bench.common import RESULTS_DIR, bench_env, bench_settings, machine
 
-SECTIONS = ("ingest", "freshness", "settlement", "scaling")
+SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling")
 
 
 def _get(results: dict, path: str):
@@ -38,9 +38,11 @@ ROWS = [
             (f"freshness {mode}: landing p95 (s)", f"freshness.{mode}.landing_seconds.p95", None, False),
             (f"freshness {mode}: landing p99 (s)", f"freshness.{mode}.landing_seconds.p99", landing_target, False),
             (f"freshness {mode}: landing max (s)", f"freshness.{mode}.landing_seconds.max", None, False),
-            (f"freshness {mode}: suspicious p50 (s)", f"freshness.{mode}.suspicious_seconds.p50", None, False),
-            (f"freshness {mode}: suspicious p95 (s)", f"freshness.{mode}.suspicious_seconds.p95", 60.0, False),
-            (f"freshness {mode}: suspicious max (s)", f"freshness.{mode}.suspicious_seconds.max", None, False),
+            (f"freshness {mode}: published p50 (s)", f"freshness.{mode}.suspicious_seconds.p50", None, False),
+            (f"freshness {mode}: published p95 (s)", f"freshness.{mode}.suspicious_seconds.p95", 30.0, False),
+            (f"freshness {mode}: published n", f"freshness.{mode}.suspicious_seconds.n", None, True),
+            (f"freshness {mode}: never published", f"freshness.{mode}.suspicious_seconds.not_seen", 0, False),
+            (f"freshness {mode}: published max (s)", f"freshness.{mode}.suspicious_seconds.max", None, False),
             (f"freshness {mode}: max consumer lag", f"freshness.{mode}.lag_max", None, False),
         )
     ],
@@ -49,7 +51,12 @@ ROWS = [
     ("settlement: mart + checks (s)", "settlement.region_day.materialize_with_checks_seconds", 60.0, False),
     ("settlement: backfill partitions", "settlement.backfill.partitions", None, True),
     ("settlement: backfill events", "settlement.backfill.events", None, True),
-    ("settlement: backfill (s)", "settlement.backfill.seconds", None, False),
+    ("settlement: backfill (s)", "settlement.backfill.seconds", 120.0, False),
+    ("late data: region-days", "late.region_days", None, True),
+    ("late data: events", "late.events", None, True),
+    ("late data: landed -> published p50 (s)", "late.seconds_landed_to_published.p50", None, False),
+    ("late data: landed -> published max (s)", "late.seconds_landed_to_published.max", 120.0, False),
+    ("late data: produced -> all published (s)", "late.seconds_produced_to_all_published", None, False),
 ]
 
 
@@ -92,6 +99,8 @@ def run_bench(args) -> dict:
                                 warmup=args.warmup_seconds, port=args.port)
             for mode in ("sensor", "worker")
         }
+    if "late" in args.sections:
+        results["late"] = freshness.late(settings, env, events_per_day=args.late_events, port=args.port)
     if "settlement" in args.sections:
         results["settlement"] = settlement.run(settings, env, events=args.settlement_events,
                                                backfill_events=args.backfill_events)

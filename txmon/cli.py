@@ -95,7 +95,8 @@ def _whole(text: str) -> int:
 
 
 def _sections(text: str) -> tuple[str, ...]:
-    known = ("ingest", "freshness", "settlement", "scaling")
+    from bench.runner import SECTIONS as known
+
     chosen = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [c for c in chosen if c not in known]
     if unknown or not chosen:
@@ -181,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench", help="benchmarks on the local services (own database and topics): table + JSON in bench/results"
     )
-    bench.add_argument("--sections", type=_sections, default=("ingest", "freshness", "settlement", "scaling"),
-                       help="comma-separated: ingest,freshness,settlement,scaling (default: all)")
+    bench.add_argument("--sections", type=_sections, default=("ingest", "freshness", "late", "settlement", "scaling"),
+                       help="comma-separated: ingest,freshness,late,settlement,scaling (default: all)")
     bench.add_argument("--events", type=_whole, default=2_000_000, help="ingest: events preloaded on the topic")
     bench.add_argument("--naive-sample", type=_whole, default=20_000, help="ingest: messages for the naive consumer")
     bench.add_argument("--tps", type=_positive_float, default=10_000.0, help="freshness: generator rate")
@@ -190,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup-seconds", type=_non_negative_float, default=30.0,
                        help="freshness: generated before the window")
     bench.add_argument("--port", type=int, default=3011, help="freshness: the Dagster UI's port meanwhile")
+    bench.add_argument("--late-events", type=_whole, default=60_000,
+                       help="late: events per closed day (over its 3 regions)")
     bench.add_argument("--settlement-events", type=_whole, default=10_000_000, help="settlement: one region-day")
     bench.add_argument("--backfill-events", type=_whole, default=250_000,
                        help="settlement: events per region-day of the 7-day backfill")
