@@ -54,6 +54,7 @@ class CheckRun:
     table: str
     outcome: CheckOutcome
     dbt_test: str | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -84,9 +85,14 @@ class SliceRefresh:
     def line(self) -> str:
         if self.error:
             return f"{self.key} {self.mode}: error: {self.error}"
-        built = ", ".join(f"{m.table.name} {m.rows if m.rows is not None else '?'} rows" for m in self.models)
+        built = ", ".join(f"{m.table.name} {m.rows if m.rows is not None else '?'} rows {m.seconds:.1f}s"
+                          for m in self.models)
+        own = sorted((c for c in self.checks if c.dbt_test is None), key=lambda c: -c.seconds)
+        tests = sum(c.seconds for c in self.checks if c.dbt_test)
+        slowest = ", ".join(f"{c.outcome.name} {c.seconds:.1f}s" for c in own[:3])
         state = f"published {', '.join(p.table for p in self.published)}" if self.published else self.not_published
-        return f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks; {state}"
+        return (f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks "
+                f"(dbt tests {tests:.1f}s; {slowest}); {state}")
 
 
 def tables_to_build(manifest: dict, day: date, *, today: date | None = None, whole: bool = False) -> list[Table]:
@@ -157,7 +163,7 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
             result.checks.append(CheckRun(
                 attached.get("schema", "?"), name,
                 CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
-                dbt_test=unique_id,
+                dbt_test=unique_id, seconds=round(node_result.execution_time, 3),
             ))
     errors = [m.table.model for m in result.models if m.status != "success"]
     missing = set(by_model) - {m.table.model for m in result.models}
@@ -178,13 +184,13 @@ def built_as_of(settings: Settings, day: date, region: str, tables: list[Table])
 def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     day, region = result.day, result.region
     result.as_of = built_as_of(settings, day, region, tables)
-    for table in tables:
-        for name in table.checks:
-            outcome = run_check(settings, name, day, region, result.as_of)
-            result.checks.append(CheckRun(table.schema, table.name, outcome))
-    for (schema, name), checks in sorted(source_checks(manifest).items()):
-        for check in checks:
-            result.checks.append(CheckRun(schema, name, run_check(settings, check, day, region, result.as_of)))
+    targets = [(t.schema, t.name, name) for t in tables for name in t.checks]
+    targets += [(schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items())
+                for check in checks]
+    for schema, name, check in targets:
+        started = time.monotonic()
+        outcome = run_check(settings, check, day, region, result.as_of)
+        result.checks.append(CheckRun(schema, name, outcome, seconds=round(time.monotonic() - started, 3)))
 
 
 def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str) -> None:

@@ -211,7 +211,7 @@ def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
         spec = by_test.get(run.dbt_test) if run.dbt_test else None
         key, name = (spec.asset_key, spec.name) if spec else (AssetKey([run.schema, run.table]), run.outcome.name)
         checks.append((key, name, run.outcome.passed, run.outcome.summary,
-                       {"summary": run.outcome.summary, "slice_mode": outcome.mode,
+                       {"summary": run.outcome.summary, "slice_mode": outcome.mode, "seconds": run.seconds,
                         "staging_as_of": outcome.as_of.isoformat() if outcome.as_of else None,
                         **run.outcome.metadata}))
     return materialized, checks
