@@ -176,10 +176,13 @@
 
 {#-
   The post-hook of int_transactions_latest: a transaction with events in this slice whose latest
-  state sits in another slice of the lifecycle window (a later event supersedes it, an earlier
-  flagged event makes it flagged) is marked dirty there, for each model that keeps a row per
-  transaction; that slice's next refresh rebuilds it (delete_partition above). A new_data run
-  looks at the transactions it touched, a full run at every transaction of the slice.
+  state sits in another built slice of the same region within the lifecycle window (a later event
+  supersedes it, an earlier flagged event makes it flagged) is marked dirty there, for each model
+  that keeps a row per transaction; that slice's next refresh rebuilds it (delete_partition above).
+  Only events that landed after that slice was built can have changed it: a new_data run looks at
+  the transactions that just landed here, a full run at those landed here since each neighbour's
+  watermark (none, for a backfill in date order). Each lookup is one probe of the neighbour's
+  (event_date, region, transaction_id) index.
 -#}
 {% macro mark_neighbours(by_transaction_models=('int_transactions_latest', 'suspicious_activity')) -%}
     {%- if var('partition_date') is none -%}
@@ -187,18 +190,23 @@
     {%- endif -%}
     insert into intermediate.slice_dirty (model, slice_date, region, transaction_id)
     select model.name, neighbour.event_date, neighbour.region, neighbour.transaction_id
-    from {{ this }} as neighbour
-    join (
+    from intermediate.slice_watermarks as built
+    cross join lateral (
         {%- if new_data_run() %}
-        -- landed in this slice: events landed in other slices make those slices refresh and mark
         select transaction_id from txmon_touched where landed_here
         {%- else %}
-        select distinct transaction_id from {{ ref('stg_transactions') }} where {{ in_partition('event_at', 'region') }}
+        select distinct transaction_id from {{ ref('stg_transactions') }}
+        where {{ in_partition('event_at', 'region') }} and ingested_at >= built.processed_until
         {%- endif %}
-    ) as changed using (transaction_id)
+    ) as changed
+    join {{ this }} as neighbour
+      on neighbour.event_date = built.slice_date and neighbour.region = built.region
+     and neighbour.transaction_id = changed.transaction_id
     cross join (values {% for m in by_transaction_models %}('{{ m }}'){{ ", " if not loop.last }}{% endfor %}) as model (name)
-    where neighbour.event_date between '{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }}
-                                   and '{{ var('partition_date') }}'::date + {{ var('lifecycle_window_days') }}
-      and neighbour.event_date <> '{{ var('partition_date') }}'::date
+    where built.model = '{{ this.identifier }}'
+      and built.region = '{{ var('partition_region') }}'
+      and built.slice_date between '{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }}
+                               and '{{ var('partition_date') }}'::date + {{ var('lifecycle_window_days') }}
+      and built.slice_date <> '{{ var('partition_date') }}'::date
     on conflict do nothing
 {%- endmacro %}
