@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import great_expectations.expectations as gxe
 
@@ -12,7 +12,8 @@ RELATION = "marts.daily_settlements"
 GRAIN = ("settlement_date", "region", "currency")
 
 
-def batch_query(relation: str, day: date, region: str) -> str:
+def batch_query(relation: str, day: date, region: str, since: datetime | None = None) -> str:
+    # Rebuilt whole by every refresh (an aggregate): always checked whole.
     return f"SELECT * FROM {relation} WHERE settlement_date = '{day.isoformat()}'::date AND region = '{region}'"  # noqa: S608 (a date, a configured region)
 
 

@@ -12,11 +12,17 @@ RELATION = "staging.transactions"
 KEYS = ("transaction_id", "account_id", "status", "event_time", "amount", "currency", "region")
 
 
-def batch_query(relation: str, day: date, region: str) -> str:
+COLUMN_SINCE = "ingested_at"
+
+
+def batch_query(relation: str, day: date, region: str, since: datetime | None = None) -> str:
     # The day as a half-open range on event_time, so PostgreSQL reads that day's partition only.
+    # Since a publication: only what landed after it (everything before was checked then).
+    narrowed = f" AND {COLUMN_SINCE} >= '{since.isoformat()}'::timestamptz" if since else ""
     return (
         f"SELECT * FROM {relation} WHERE event_time >= '{day.isoformat()}'::date::timestamp AT TIME ZONE 'UTC' "  # noqa: S608
         f"AND event_time < ('{day.isoformat()}'::date + 1)::timestamp AT TIME ZONE 'UTC' AND region = '{region}'"
+        + narrowed
     )
 
 

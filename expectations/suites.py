@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from expectations import daily_settlements, staging_transactions, suspicious_activity
@@ -28,8 +28,10 @@ def _sqlalchemy_url(dsn: str) -> str:
     return dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
-def validate(settings: Settings, suite: str, day: date, region: str, relation: str | None = None) -> CheckOutcome:
-    """Run `suite` on the (day, region) batch of its table (or of `relation`, a table of the same shape)."""
+def validate(settings: Settings, suite: str, day: date, region: str, relation: str | None = None,
+             since: datetime | None = None) -> CheckOutcome:
+    """Run `suite` on the (day, region) batch of its table (or of `relation`, a table of the same shape),
+    narrowed to the rows landed or rebuilt since `since` when given."""
     import great_expectations as gx
     from great_expectations.datasource.fluent.sql_datasource import QueryAsset
 
@@ -44,7 +46,8 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
         context = gx.get_context(mode="file", project_root_dir=GX_ROOT)
         datasource = context.data_sources.get("txmon")
         # A query asset held in memory for this batch only: the file context keeps no per-partition assets.
-        asset = QueryAsset(name=f"{suite}_batch", query=module.batch_query(relation or module.RELATION, day, region))
+        query = module.batch_query(relation or module.RELATION, day, region, since)
+        asset = QueryAsset(name=f"{suite}_batch", query=query)
         asset._datasource = datasource
         datasource.assets.append(asset)  # in memory: the batch looks its asset up by name
         batch = asset.get_batch(asset.build_batch_request())

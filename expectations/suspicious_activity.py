@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import great_expectations.expectations as gxe
 
@@ -12,8 +12,13 @@ RELATION = "marts.suspicious_activity"
 KEYS = ("transaction_id", "account_id", "region", "amount", "currency", "amount_usd", "event_time", "reasons")
 
 
-def batch_query(relation: str, day: date, region: str) -> str:
-    return f"SELECT * FROM {relation} WHERE event_date = '{day.isoformat()}'::date AND region = '{region}'"  # noqa: S608 (a date, a configured region)
+COLUMN_SINCE = "refreshed_at"
+
+
+def batch_query(relation: str, day: date, region: str, since: datetime | None = None) -> str:
+    # Since a publication: only the rows rebuilt after it (the others were checked then).
+    narrowed = f" AND {COLUMN_SINCE} >= '{since.isoformat()}'::timestamptz" if since else ""
+    return f"SELECT * FROM {relation} WHERE event_date = '{day.isoformat()}'::date AND region = '{region}'" + narrowed  # noqa: S608 (a date, a configured region, a timestamp)
 
 
 def expectations(settings: Settings) -> list:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
@@ -128,8 +128,12 @@ SLICE_MODES = ("full", "new_data")
 NEW_DATA_MODELS = ("int_transactions_latest", "suspicious_activity")
 
 
-def dbt_vars(settings: Settings, day: date | None = None, region: str | None = None, mode: str = "full") -> dict:
-    """The --vars of one run: the settings, and the region x day slice (and how to rebuild it) when given."""
+def dbt_vars(
+    settings: Settings, day: date | None = None, region: str | None = None, mode: str = "full",
+    checked_since: datetime | None = None,
+) -> dict:
+    """The --vars of one run: the settings, and the region x day slice (how to rebuild it, and since
+    when its rows were last checked and published) when given."""
     if mode not in SLICE_MODES:
         raise ValueError(f"slice mode {mode!r} is not one of {SLICE_MODES}")
     if (day is None) != (region is None):
@@ -140,6 +144,7 @@ def dbt_vars(settings: Settings, day: date | None = None, region: str | None = N
         "partition_date": day.isoformat() if day else None,
         "partition_region": region,
         "slice_mode": mode,
+        "checked_since": checked_since.isoformat() if checked_since else None,
         "suspicious_threshold_usd": str(settings.suspicious_threshold_usd),
         "suspicious_threshold_usd_by_region": {
             r: str(t) for r, t in sorted(settings.suspicious_threshold_usd_by_region.items())

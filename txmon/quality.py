@@ -49,6 +49,7 @@ WITH bounds AS (
 ), candidates AS (
     SELECT DISTINCT transaction_id FROM staging.transactions, bounds
     WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s AND ingested_at < %(as_of)s
+    {since}
 ), events AS (
     SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
     FROM staging.transactions AS t JOIN candidates USING (transaction_id), bounds
@@ -62,7 +63,14 @@ WITH bounds AS (
              CASE e.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, e."offset" DESC
 )
 """
-SETTLEMENTS_FROM_STAGING = LATEST_IN_SLICE + """
+# After a publication, only the transactions of the slice with an event landed since it, anywhere in
+# the lifecycle window (the others, and their events, were checked by that publication's refresh).
+SINCE = """AND transaction_id IN (
+        SELECT transaction_id FROM staging.transactions
+        WHERE event_time >= (%(day)s::date - %(window)s::int)::timestamp AT TIME ZONE 'UTC'
+          AND event_time < (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC'
+          AND ingested_at >= %(since)s AND ingested_at < %(as_of)s)"""
+SETTLEMENTS_FROM_STAGING = LATEST_IN_SLICE.format(since="") + """
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0)
 FROM latest, bounds
@@ -99,7 +107,7 @@ FROM staging.transactions AS t
 LEFT JOIN staging.event_identities AS i USING (transaction_id, status)
 WHERE t.event_time >= %(day)s::date::timestamp AT TIME ZONE 'UTC'
   AND t.event_time < (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC'
-  AND t.region = %(region)s
+  AND t.region = %(region)s AND t.ingested_at >= %(since)s
 """
 OFFSETS_ACCOUNTED = """
 SELECT (SELECT count(*) FROM staging.transactions
@@ -111,7 +119,8 @@ SELECT (SELECT count(*) FROM staging.transactions
 """
 
 
-def settlements_reconcile(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
+def settlements_reconcile(settings: Settings, day: date, region: str, as_of: datetime | None = None,
+                          since: datetime | None = None) -> CheckOutcome:
     """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
     as_of, the build's run clock), to the cent."""
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
@@ -150,21 +159,22 @@ def settlements_reconcile(settings: Settings, day: date, region: str, as_of: dat
     )
 
 
-def _bound(as_of: datetime | None) -> datetime | str:
-    return as_of if as_of is not None else "infinity"
+def _bound(at: datetime | None, default: str = "infinity") -> datetime | str:
+    return at if at is not None else default
 
 
 def _row(row: tuple | None) -> dict | None:
     return None if row is None else {"count": row[0], "settled": row[1], "volume": str(Decimal(row[2]))}
 
 
-def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
-    """Every row of marts.suspicious_activity for the slice is an event landed in staging."""
+def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: datetime | None = None,
+                          since: datetime | None = None) -> CheckOutcome:
+    """Every row of marts.suspicious_activity for the slice (rebuilt since `since`) is an event landed in staging."""
     with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
         rows = conn.execute(
             """SELECT transaction_id, event_time, amount, currency FROM marts.suspicious_activity
-               WHERE event_date = %s AND region = %s""",
-            (day, region),
+               WHERE event_date = %s AND region = %s AND refreshed_at >= %s""",
+            (day, region, _bound(since, "-infinity")),
         ).fetchall()
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
         missing = [
@@ -187,7 +197,8 @@ def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: dat
     )
 
 
-def suspicious_complete(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
+def suspicious_complete(settings: Settings, day: date, region: str, as_of: datetime | None = None,
+                        since: datetime | None = None) -> CheckOutcome:
     """Every staging transaction of the slice that the rules make suspicious is in marts.suspicious_activity."""
     rates = {}
     for currency in settings.currencies:
@@ -199,10 +210,12 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
         "day": day, "region": region, "window": settings.lifecycle_window_days,
         "threshold": settings.suspicious_threshold_usd_by_region.get(region, settings.suspicious_threshold_usd),
         "currencies": list(rates), "rates": list(rates.values()), "as_of": _bound(as_of),
+        "since": _bound(since, "-infinity"),
     }
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
-        expected = {tx for (tx,) in conn.execute(SUSPICIOUS_FROM_STAGING, params)}
+        query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
+        expected = {tx for (tx,) in conn.execute(query, params)}
     with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
         in_mart = {tx for (tx,) in conn.execute(
             "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = %s", (day, region)
@@ -217,11 +230,14 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
     )
 
 
-def staging_events_unique(settings: Settings, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
+def staging_events_unique(settings: Settings, day: date, region: str, as_of: datetime | None = None,
+                          since: datetime | None = None) -> CheckOutcome:
     """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
     is the one event its identity row in staging.event_identities points at."""
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
-        events, without, second, sample = conn.execute(IDENTITIES_OF_SLICE, {"day": day, "region": region}).fetchone()
+        events, without, second, sample = conn.execute(
+            IDENTITIES_OF_SLICE, {"day": day, "region": region, "since": _bound(since, "-infinity")}
+        ).fetchone()
     return CheckOutcome(
         name="staging_events_unique",
         passed=without == 0 and second == 0,
@@ -337,12 +353,15 @@ RECONCILIATIONS = {
 }
 
 
-def run_check(settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None) -> CheckOutcome:
-    """One named check on one region x day partition (of a build whose run clock was as_of)."""
+def run_check(settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None,
+              since: datetime | None = None) -> CheckOutcome:
+    """One named check on one region x day partition, of a build whose run clock was `as_of`; with
+    `since` (the staging_as_of of the partition's last publication), only what landed or was rebuilt
+    after it (the rest passed every check then). The settlements, an aggregate, are checked whole."""
     if name.startswith("gx_"):
         from expectations import validate
 
-        return validate(settings, name.removeprefix("gx_"), day, region)
+        return validate(settings, name.removeprefix("gx_"), day, region, since=since)
     if name in RECONCILIATIONS:
-        return RECONCILIATIONS[name](settings, day, region, as_of)
+        return RECONCILIATIONS[name](settings, day, region, as_of, since)
     raise ValueError(f"no check {name!r}")

@@ -8,8 +8,11 @@ the partition -> publish if all of them passed, in one unit of work.
   when asked or the first time. While its day is open a slice rebuilds only the models whose yml
   says `open_day: true` (the settlements wait for the day to close).
 - Checks: the models' dbt tests, then the checks each built table's yml lists (GX suites,
-  reconciliations from staging), then staging's own. They run on the build just made, which
-  includes everything landed when it began, so a failed check means bad data, never "not built".
+  reconciliations from staging), then staging's own. They run on the build just made, reading
+  staging as landed before its run clock, so a failed check means bad data, never "not built".
+  After a publication an incremental refresh checks what landed or was rebuilt since that
+  publication's clock (everything before passed every check then); the settlements, an aggregate,
+  and every full refresh are checked whole.
 - Publish: every published table of the slice is copied to `reporting` (txmon/reporting.py) only
   when every check of the unit passed.
 
@@ -68,6 +71,7 @@ class SliceRefresh:
     error: str | None = None
     not_published: str | None = None
     as_of: datetime | None = None  # the build's run clock; its checks see staging as landed before it
+    checked_since: datetime | None = None  # checks narrowed to what landed or was rebuilt since then
     seconds: float = 0.0
 
     @property
@@ -91,7 +95,8 @@ class SliceRefresh:
         tests = sum(c.seconds for c in self.checks if c.dbt_test)
         slowest = ", ".join(f"{c.outcome.name} {c.seconds:.1f}s" for c in own[:3])
         state = f"published {', '.join(p.table for p in self.published)}" if self.published else self.not_published
-        return (f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks "
+        scope = f"since {self.checked_since:%H:%M:%S}" if self.checked_since else "whole slice"
+        return (f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks {scope} "
                 f"(dbt tests {tests:.1f}s; {slowest}); {state}")
 
 
@@ -120,6 +125,8 @@ def refresh_slice(
     mode = "new_data" if not full and slice_processed_before(settings, day, region) else "full"
     result = SliceRefresh(day, region, mode)
     try:
+        if mode == "new_data":
+            result.checked_since = checked_through(settings, day, region, tables)
         _build(settings, dbt, manifest, tables, result)
         if result.error is None:
             _check(settings, manifest, tables, result)
@@ -133,8 +140,8 @@ def refresh_slice(
 def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     # `run` then `test`, not `build`: a failed test must not leave the models after it unbuilt (and
     # unchecked); every model is rebuilt, every test evaluated, and nothing published if one failed.
-    selection = ["--select", *(t.model for t in tables), *vars_arg(dbt_vars(settings, result.day, result.region,
-                                                                          result.mode))]
+    variables = dbt_vars(settings, result.day, result.region, result.mode, result.checked_since)
+    selection = ["--select", *(t.model for t in tables), *vars_arg(variables)]
     node_results = []
     for command in (["run"], ["test", "--indirect-selection", "cautious"]):
         outcome = dbt.invoke(settings, [*command, *selection])
@@ -181,6 +188,19 @@ def built_as_of(settings: Settings, day: date, region: str, tables: list[Table])
         ).fetchone()[0]
 
 
+def checked_through(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
+    """How far staging was checked by the partition's last publication of every published table
+    being refreshed (None: one of them was never published, or not since staging_as_of existed)."""
+    published = [t.name for t in tables if t.published]
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+        count, since = conn.execute(
+            """SELECT count(staging_as_of), min(staging_as_of) FROM reporting.published_partitions
+               WHERE partition_date = %s AND region = %s AND table_name = ANY(%s)""",
+            (day, region, published),
+        ).fetchone()
+    return since if published and count == len(published) else None
+
+
 def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     day, region = result.day, result.region
     result.as_of = built_as_of(settings, day, region, tables)
@@ -189,7 +209,7 @@ def _check(settings: Settings, manifest: dict, tables: list[Table], result: Slic
                 for check in checks]
     for schema, name, check in targets:
         started = time.monotonic()
-        outcome = run_check(settings, check, day, region, result.as_of)
+        outcome = run_check(settings, check, day, region, result.as_of, result.checked_since)
         result.checks.append(CheckRun(schema, name, outcome, seconds=round(time.monotonic() - started, 3)))
 
 
@@ -199,7 +219,9 @@ def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_
         if not table.published:
             continue
         try:
-            result.published.append(publish(settings, table, result.day, result.region, run_id, outcomes))
+            result.published.append(
+                publish(settings, table, result.day, result.region, run_id, outcomes, result.as_of)
+            )
         except NotPublished as exc:
             result.not_published = f"not published: {exc}"
             return

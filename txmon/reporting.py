@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from psycopg import sql
 
@@ -71,7 +71,8 @@ def _ensure_table(conn, source: Table) -> list[str]:
 
 
 def publish(
-    settings: Settings, source: Table, day: date, region: str, run_id: str, checks: list[CheckOutcome]
+    settings: Settings, source: Table, day: date, region: str, run_id: str, checks: list[CheckOutcome],
+    as_of: datetime | None = None,
 ) -> Publication:
     """Replace the (day, region) partition of reporting.<table> with the mart's, if every check passed."""
     if not source.published:
@@ -98,14 +99,16 @@ def publish(
         ).rowcount
         conn.execute(
             """INSERT INTO reporting.published_partitions
-                   (table_name, partition_date, region, run_id, row_count, checks)
-               VALUES (%s, %s, %s, %s, %s, %s)
+                   (table_name, partition_date, region, run_id, row_count, checks, staging_as_of)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (table_name, partition_date, region) DO UPDATE SET
                    published_at = statement_timestamp(), run_id = excluded.run_id,
-                   row_count = excluded.row_count, checks = excluded.checks""",
+                   row_count = excluded.row_count, checks = excluded.checks,
+                   staging_as_of = excluded.staging_as_of""",
             (
                 table, day, region, run_id, rows,
                 json.dumps({c.name: {"passed": c.passed, "summary": c.summary} for c in checks}, sort_keys=True),
+                as_of,
             ),
         )
     return Publication(table, day, region, rows)

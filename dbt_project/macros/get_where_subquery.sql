@@ -1,17 +1,16 @@
 {#-
-  Data tests on partitioned models check only what a run rebuilt: a test's `where` may say
+  Data tests on partitioned models check their slice: a test's `where` may say
   __slice_event_date__ or __slice_settlement_date__, replaced here by that slice's filter (`true` on
-  a full build). In a new_data run, __slice_event_date__ narrows further to the rows this run wrote
-  (refreshed_at from the model's watermark). Otherwise dbt's own behaviour.
+  a full build). In a new_data run after a publication (var checked_since: that publication's run
+  clock), __slice_event_date__ narrows to the rows rebuilt since (the others passed every check
+  then). Otherwise dbt's own behaviour.
 -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
     {%- if where -%}
         {%- set slice = partition_filter('event_date', 'region') -%}
-        {%- if var('partition_date') is not none and var('slice_mode') == 'new_data' -%}
-            {%- set slice = slice ~ " and refreshed_at >= (select processed_until from intermediate.slice_watermarks"
-                ~ " where model = '" ~ relation.identifier ~ "' and slice_date = '" ~ var('partition_date')
-                ~ "'::date and region = '" ~ var('partition_region') ~ "')" -%}
+        {%- if var('partition_date') is not none and var('slice_mode') == 'new_data' and var('checked_since') -%}
+            {%- set slice = slice ~ " and refreshed_at >= '" ~ var('checked_since') ~ "'::timestamptz" -%}
         {%- endif -%}
         {%- set where = where
             | replace('__slice_event_date__', slice)

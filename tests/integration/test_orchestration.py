@@ -183,6 +183,10 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
              for e in outcome.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
              and "slice_mode" in e.event_specific_data.materialization.metadata}
     assert modes == {"new_data"}
+    # After a publication, an incremental refresh checks what landed or was rebuilt since it.
+    scopes = {e.event_specific_data.metadata["checked_since"].value for e in outcome.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert scopes and "whole slice" not in scopes, scopes
     assert suspicious(today) == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"]}
     third = tick(second.cursor)
     partitions, _ = run(third)

@@ -213,6 +213,7 @@ def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
         checks.append((key, name, run.outcome.passed, run.outcome.summary,
                        {"summary": run.outcome.summary, "slice_mode": outcome.mode, "seconds": run.seconds,
                         "staging_as_of": outcome.as_of.isoformat() if outcome.as_of else None,
+                        "checked_since": outcome.checked_since.isoformat() if outcome.checked_since else "whole slice",
                         **run.outcome.metadata}))
     return materialized, checks
 
