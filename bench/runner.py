@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import freshness, ingest, scaling, settlement
-from bench.common import RESULTS_DIR, bench_env, bench_settings, machine
+from bench.common import RESULTS_DIR, BenchError, bench_env, bench_settings, machine
 
 SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling")
 
@@ -76,6 +76,8 @@ def table(results: dict) -> str:
             continue
         met = "" if target is None else ("yes" if (value >= target if higher else value <= target) else "NO")
         lines.append(f"{label:<42} {_fmt(value):>14} {_fmt(target):>10}  {met}")
+    for name, error in results.get("failed", {}).items():
+        lines.append(f"{name}: FAILED: {error.strip().splitlines()[-1][:200]}")
     for point in results.get("scaling", []):
         label = f"scaling: {point['partitions']} partition(s) x {point['processes']} process(es)"
         lines.append(f"{label:<42} {_fmt(point.get('events_per_second')):>14}")
@@ -91,21 +93,25 @@ def run_bench(args) -> dict:
         "parameters": {k: v for k, v in vars(args).items() if k not in ("argv", "command")},
     }
     started = time.monotonic()
-    if "ingest" in args.sections:
-        results["ingest"] = ingest.run(settings, env, events=args.events, naive_sample=args.naive_sample)
-    if "freshness" in args.sections:
-        results["freshness"] = {
+    sections = {
+        "ingest": lambda: ingest.run(settings, env, events=args.events, naive_sample=args.naive_sample),
+        "freshness": lambda: {
             mode: freshness.run(settings, env, mode=mode, tps=args.tps, seconds=args.freshness_seconds,
                                 warmup=args.warmup_seconds, port=args.port)
             for mode in ("sensor", "worker")
-        }
-    if "late" in args.sections:
-        results["late"] = freshness.late(settings, env, events_per_day=args.late_events, port=args.port)
-    if "settlement" in args.sections:
-        results["settlement"] = settlement.run(settings, env, events=args.settlement_events,
-                                               backfill_events=args.backfill_events)
-    if "scaling" in args.sections:
-        results["scaling"] = scaling.run(events=args.scaling_events)
+        },
+        "late": lambda: freshness.late(settings, env, events_per_day=args.late_events, port=args.port),
+        "settlement": lambda: settlement.run(settings, env, events=args.settlement_events,
+                                             backfill_events=args.backfill_events),
+        "scaling": lambda: scaling.run(events=args.scaling_events),
+    }
+    for name in SECTIONS:
+        if name not in args.sections:
+            continue
+        try:
+            results[name] = sections[name]()
+        except BenchError as exc:  # the other sections still run; the failure is in the table and the JSON
+            results.setdefault("failed", {})[name] = str(exc)[-2000:]
     results["seconds"] = round(time.monotonic() - started, 1)
     output = Path(args.output) if args.output else RESULTS_DIR / f"bench-{results['started_at'][:19]}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

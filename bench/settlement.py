@@ -72,6 +72,14 @@ def load_day(settings: Settings, day: date, region: str, events: int, partition:
             "topic": settings.topic, "partition": partition, "first_offset": 0,
         })
         written = cur.rowcount
+        # Their identities, as the landing writes them (the staging_events_unique check reads them).
+        conn.execute(
+            """INSERT INTO staging.event_identities (transaction_id, status, event_time, topic, "partition", "offset")
+               SELECT transaction_id, status, event_time, topic, "partition", "offset" FROM staging.transactions
+               WHERE event_time >= %(day)s::date::timestamp AT TIME ZONE 'UTC'
+                 AND event_time < (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC' AND region = %(region)s""",
+            {"day": day, "region": region},
+        )
         # As autovacuum would soon after a bulk load; done here so that it does not run during the timings.
         conn.execute("VACUUM (ANALYZE) staging.transactions")
     return written

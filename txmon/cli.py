@@ -484,7 +484,7 @@ def cmd_bench(args, settings) -> int:
     print(table(results))
     print(f"\n{results['machine']['cpu_cores']} cores, {results['machine']['memory_gib']} GiB; "
           f"{results['seconds']:.0f}s; figures in {results['output']}")
-    return 0
+    return EXIT_FAILURE if results.get("failed") else 0
 
 
 def cmd_dbt(args, settings) -> int:
