@@ -201,6 +201,7 @@ def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: 
     finally:
         terminate(procs, timeout=90)
         stop_landing(settings)
+        source.unlink(missing_ok=True)
     delays = [(published[k] - landed[k]).total_seconds() for k in sorted(keys)]
     return {
         "region_days": len(keys), "events": events,
