@@ -29,14 +29,13 @@ from dagster import (
     MaterializeResult,
     multi_asset,
 )
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 from dagster_dbt.asset_utils import build_dbt_specs
 
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.config import Settings
 from txmon.dbt import (
-    DBT_PROJECT_DIR,
     PARTITIONED,
     InProcessDbt,
     Table,
@@ -51,10 +50,6 @@ from txmon.refresh import SliceRefresh, refresh_slice
 # A run tagged with it rebuilds its slices fully instead of from their watermarks.
 FULL_SLICE_TAG = "txmon/full_slice"
 DBT_UNIQUE_ID = "dagster_dbt/unique_id"
-
-
-def dbt_project() -> DbtProject:
-    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
 def dbt_build_args(settings: Settings) -> list[str]:
