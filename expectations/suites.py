@@ -8,7 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from expectations import daily_settlements, staging_transactions, suspicious_activity
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.quality import CheckOutcome
 
 GX_ROOT = Path(__file__).parent
@@ -40,7 +40,8 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
     if region not in settings.regions:
         raise ValueError(f"region {region!r} is not one of {list(settings.regions)}")
     module = SUITES[suite]
-    dsn = settings.dsn_for_region(region) if module is staging_transactions else settings.warehouse_dsn
+    dsn = (settings.dsn_for_region(region, Role.TRANSFORM) if module is staging_transactions
+           else settings.home_dsn(Role.TRANSFORM))
     with _lock:
         os.environ[URL_VARIABLE] = _sqlalchemy_url(dsn)
         context = gx.get_context(mode="file", project_root_dir=GX_ROOT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from txmon.config import Settings
+from txmon.config import Role, Settings, where
 from txmon.db import connect
 
 # A batch's row is written just before its commit; reading only rows older than this lets a batch
@@ -30,8 +30,8 @@ class Landed:
 def landed_since(settings: Settings, cursor: dict[str, int], limit: int = 20_000) -> Landed:
     out = Landed(cursor=dict(cursor))
     for dsn in settings.databases():
-        name = dsn.rsplit("@", 1)[-1]
-        with connect(dsn, autocommit=True, purpose="report") as conn:
+        name = where(dsn)
+        with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="report") as conn:
             rows = conn.execute(
                 """SELECT batch_id, slices, offsets, duplicates, quarantined FROM staging.ingest_batches
                    WHERE batch_id > %s AND committed_at < now() - make_interval(secs => %s)

@@ -39,9 +39,9 @@ from ingestion.positions import PositionError, Source
 from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
 from ingestion.validate import kafka_timestamp, to_message, validator_for
 from txmon import kafka as kafka_clients
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.errors import first_line
-from txmon.warehouse import migrate
+from txmon.warehouse import require_migrated
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,13 @@ class Ingestor:
         for sink in self.sinks:
             sink.close()
         self.sinks = []
-        migrate(self.settings)
         databases = self.settings.databases()
         sinks = []
         try:
             for dsn, regions in databases.items():
-                sinks.append(WarehouseSink(dsn, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
+                ingest = self.settings.as_role(dsn, Role.INGEST)
+                require_migrated(ingest)
+                sinks.append(WarehouseSink(ingest, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
                                            worker=self.worker))
             today = datetime.now(UTC).date()
             for sink in sinks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from confluent_kafka import TopicPartition
 
 from txmon import kafka as kafka_clients
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 
 
@@ -22,7 +22,7 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
         consumer.close()
     lag: dict[int, int] = {}
     for dsn in settings.databases():
-        with connect(dsn, autocommit=True, purpose="lag") as conn:
+        with connect(settings.as_role(dsn, Role.INGEST), autocommit=True, purpose="lag") as conn:
             stored = dict(conn.execute(
                 'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s', (settings.topic,)
             ).fetchall())

@@ -3,11 +3,12 @@ instance the UI shows (`txmon materialize`, `txmon backfill`), and the one-time 
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from orchestration.instance import OrchestrationError, dagster_home, prepare
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.dbt import dbt_vars, run_dbt, vars_arg
 
@@ -67,7 +68,7 @@ def setup(settings: Settings):
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
     reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["staging", "stg_transactions"])]
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="setup") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="setup") as conn:
         missing = {
             name
             for name in (*REFERENCE_RELATIONS, *PARTITIONED_RELATIONS)
@@ -116,21 +117,22 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full:
     """Refresh region x day partitions (rebuild -> checks -> publish) through Dagster, recorded in the
     instance the UI shows: one partition is a run of the region_day asset job; several are one run
     of the refresh_partitions job, one after another in one process."""
-    from orchestration.defs.dbt.assets import FULL_SLICE_TAG
+    from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
     from orchestration.defs.dbt.refresh import JOB, run_config
     from orchestration.partitions import partition_key
 
     defs, instance = setup(settings)
     keys = [str(partition_key(day, region)) for day, region in partitions]
+    who = {LAUNCHED_BY_TAG: f"txmon CLI ({getpass.getuser()})"}
     try:
         if len(keys) == 1:
             result = defs.resolve_job_def("region_day").execute_in_process(
                 partition_key=keys[0], instance=instance, raise_on_error=False, run_config=QUIET,
-                tags={FULL_SLICE_TAG: str(full).lower()},
+                tags={FULL_SLICE_TAG: str(full).lower(), **who},
             )
         else:
             result = defs.resolve_job_def(JOB).execute_in_process(
-                instance=instance, raise_on_error=False, run_config={**QUIET, **run_config(keys, full)},
+                instance=instance, raise_on_error=False, run_config={**QUIET, **run_config(keys, full)}, tags=who,
             )
         return _outcomes(result, keys)
     finally:

@@ -235,10 +235,11 @@ def cmd_info(args, settings) -> int:
 
 
 def cmd_migrate(args, settings) -> int:
+    from txmon.config import where
     from txmon.warehouse import migrate
 
     for dsn, applied in migrate(settings).items():
-        print(f"{dsn.split('@')[-1]}: {', '.join(applied) if applied else 'up to date'}")
+        print(f"{where(dsn)}: {', '.join(applied) if applied else 'up to date'}")
     return 0
 
 
@@ -332,9 +333,10 @@ def cmd_ingest(args, settings) -> int:
 
 def _status_line(settings) -> str:
     from ingestion.lag import consumer_lag
+    from txmon.config import Role
     from txmon.db import connect
 
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="status") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="status") as conn:
         # From the batch log, not count(*): the status line must stay cheap on a large table.
         landed, quarantined, dupes, latest = conn.execute(
             """SELECT coalesce(sum(landed), 0), coalesce(sum(quarantined), 0), coalesce(sum(duplicates), 0),
@@ -438,7 +440,9 @@ def cmd_dagster_setup(args, settings) -> int:
 
 def cmd_dagster(args, settings) -> int:
     from ingestion.processes import stop_landing
+    from txmon.warehouse import migrate
 
+    migrate(settings)  # the components by duty never migrate; the operator's start command does
     children = _dagster_processes(settings, args.port)
     print(f"Dagster UI: http://127.0.0.1:{args.port}  (logs in .txmon/logs; Ctrl-C stops)", flush=True)
     try:
@@ -523,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
     from confluent_kafka import KafkaException
 
+    from txmon import credentials
     from txmon.config import ConfigError, Settings
     from txmon.errors import first_line
     from txmon.services.common import ServiceError
@@ -530,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         settings = Settings.from_env()
+        credentials.ensure(settings)  # a private state dir, the roles' secrets and the passfile DSNs name
         return COMMANDS[args.command](args, settings)
     except UsageError as exc:
         print(exc, file=sys.stderr)

@@ -16,8 +16,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +32,20 @@ class ConfigError(ValueError):
     """A setting has a value txmon cannot use. The message names the variable."""
 
 
+class Role(StrEnum):
+    """The database roles, one per duty (created by migration 0006_roles); each component connects as its own.
+
+    ``ADMIN`` is the configured superuser (``TXMON_PG_USER``): migrations and the local services only.
+    """
+
+    ADMIN = "admin"
+    INGEST = "txmon_ingest"        # lands Kafka events: COPY into staging, its positions and batch log
+    TRANSFORM = "txmon_transform"  # dbt and the checks: reads staging, writes intermediate and marts
+    PUBLISH = "txmon_publish"      # copies checked mart partitions to reporting, appends the publication log
+    DAGSTER = "txmon_dagster"      # Dagster's own storage (the dagster database)
+    BI_READER = "bi_reader"        # BI tools and regulators: reads reporting, nothing else
+
+
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -37,6 +54,22 @@ def _json_number(value: Decimal) -> int | float | str:
     if value == value.to_integral_value():
         return int(value)
     return float(value) if Decimal(repr(float(value))) == value else str(value)
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with any password masked (URL or key=value form)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is not None:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            dsn = urlunsplit(parts._replace(netloc=netloc))
+    return re.sub(r"(password=)[^&\s]*", r"\1***", dsn)
+
+
+def where(dsn: str) -> str:
+    """host:port/database of a DSN, for messages and as a stable name of the database (no user, no secret)."""
+    params = conninfo_to_dict(dsn)
+    return f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
 def _world_traversable(path: Path) -> bool:
@@ -69,7 +102,11 @@ class Settings:
     pg_host: str = "127.0.0.1"
     pg_port: int = 15432
     pg_user: str = "txmon"
-    pg_password: str = "txmon"
+    # The admin role's password: TXMON_PG_PASSWORD, else <secrets dir>/postgres-admin (generated at
+    # first set-up, like every role's). DSNs never carry it: libpq reads <state dir>/pgpass.
+    pg_password: str | None = None
+    # One file per secret (txmon/credentials.py); default <state dir>/secrets, mode 0700.
+    secrets_dir_override: Path | None = None
     warehouse_db: str = "txmon"
     dagster_db: str = "dagster"
     # Full libpq URLs override the parts above (a managed database, docker compose).
@@ -85,6 +122,11 @@ class Settings:
     kafka_controller_port: int = 19093
     kafka_bootstrap_override: str | None = None
     kafka_heap: str = "512m"
+    # How txmon's Kafka clients authenticate (a secured cluster, docker compose): PLAINTEXT locally;
+    # SASL_SSL or SASL_PLAINTEXT with a SCRAM mechanism, the password in <secrets dir>/kafka-password.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = None
     topic: str = "payments.transactions"
     quarantine_topic: str = "payments.transactions.quarantine"
     topic_partitions: int = 6
@@ -113,8 +155,8 @@ class Settings:
     staging_freshness_minutes: int = 15
     marts_freshness_minutes: int = 60
     # The read-only role of BI tools and regulators (reporting schema only); its password is set by
-    # the migrations from TXMON_BI_READER_PASSWORD (no login without one).
-    bi_reader_password: str | None = "bi_reader"
+    # the migrations from TXMON_BI_READER_PASSWORD or <secrets dir>/bi-reader (NOLOGIN without one).
+    bi_reader_password: str | None = None
 
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: int = 20000
@@ -128,28 +170,58 @@ class Settings:
     def kafka_bootstrap(self) -> str:
         return self.kafka_bootstrap_override or f"{self.kafka_host}:{self.kafka_port}"
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.secrets_dir_override or self.state_dir / "secrets"
+
+    @property
+    def passfile(self) -> Path:
+        """The libpq password file every txmon DSN names (written from the secrets, mode 0600)."""
+        return self.state_dir / "pgpass"
+
     def _dsn(self, database: str) -> str:
-        user, password = quote(self.pg_user, safe=""), quote(self.pg_password, safe="")
-        return f"postgresql://{user}:{password}@{self.pg_host}:{self.pg_port}/{database}"
+        query = urlencode({"passfile": str(self.passfile)}, safe="/")
+        return f"postgresql://{quote(self.pg_user, safe='')}@{self.pg_host}:{self.pg_port}/{database}?{query}"
 
     @property
     def warehouse_dsn(self) -> str:
+        """The home database as the admin role (migrations, operators, `txmon info`)."""
         return self.warehouse_dsn_override or self._dsn(self.warehouse_db)
 
     @property
-    def dagster_dsn(self) -> str:
+    def dagster_admin_dsn(self) -> str:
         return self.dagster_dsn_override or self._dsn(self.dagster_db)
+
+    @property
+    def dagster_dsn(self) -> str:
+        """Dagster's storage, as the role that owns it."""
+        return self.as_role(self.dagster_admin_dsn, Role.DAGSTER)
 
     @property
     def admin_dsn(self) -> str:
         """The maintenance database of the local cluster, for creating the others."""
         return self._dsn("postgres")
 
-    def dsn_for_region(self, region: str) -> str:
-        """The one answer to "which database does region R live in"."""
+    def as_role(self, dsn: str, role: Role) -> str:
+        """The same database as ``dsn``, connected as ``role`` (its password from the passfile)."""
+        if role is Role.ADMIN:
+            return dsn
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if k != "password"}
+        host, port, dbname = params.pop("host", "localhost"), params.pop("port", "5432"), params.pop("dbname", "")
+        params.pop("user", None)
+        params["passfile"] = str(self.passfile)
+        netloc = f"{quote(role.value, safe='')}@{host}:{port}"
+        return urlunsplit(("postgresql", netloc, "/" + quote(dbname, safe=""), urlencode(params, safe="/"), ""))
+
+    def dsn_for_region(self, region: str, role: Role = Role.ADMIN) -> str:
+        """The one answer to "which database does region R live in" (connected as ``role``)."""
         if region not in self.regions:
             raise ConfigError(f"region {region!r} is not one of the configured regions {list(self.regions)}")
-        return self.region_dsns.get(region, self.warehouse_dsn)
+        return self.as_role(self.region_dsns.get(region, self.warehouse_dsn), role)
+
+    def home_dsn(self, role: Role) -> str:
+        """The home (warehouse) database connected as ``role``."""
+        return self.as_role(self.warehouse_dsn, role)
 
     def databases(self) -> dict[str, tuple[str, ...]]:
         """Each distinct regional database with the regions it holds (the warehouse first)."""
@@ -169,12 +241,16 @@ class Settings:
         out.update(
             # A JSON number when it is one exactly (10000, 12500.5), else the decimal's text.
             suspicious_threshold_usd=_json_number(self.suspicious_threshold_usd),
-            warehouse_dsn=self.warehouse_dsn,
-            dagster_dsn=self.dagster_dsn,
+            # No secret is printed: local DSNs name the passfile; a password in a configured URL is masked.
+            warehouse_dsn=redact(self.warehouse_dsn),
+            dagster_dsn=redact(self.dagster_dsn),
+            secrets_dir=str(self.secrets_dir),
+            passfile=str(self.passfile),
+            roles={role.name.lower(): (self.pg_user if role is Role.ADMIN else role.value) for role in Role},
             kafka_bootstrap=self.kafka_bootstrap,
             regions=list(self.regions),
             currencies=list(self.currencies),
-            region_dsns={region: self.dsn_for_region(region) for region in self.regions},
+            region_dsns={region: redact(self.dsn_for_region(region)) for region in self.regions},
             suspicious_threshold_usd_by_region={r: str(t) for r, t in self.suspicious_threshold_usd_by_region.items()},
         )
         return out
@@ -204,6 +280,18 @@ class Settings:
 
         if (value := get("STATE_DIR")) is not None:
             kwargs["state_dir"] = Path(value).expanduser().resolve()
+        if (value := get("SECRETS_DIR")) is not None:
+            kwargs["secrets_dir_override"] = Path(value).expanduser().resolve()
+        if (value := get("KAFKA_SECURITY_PROTOCOL")) is not None:
+            if value not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+                raise ConfigError(
+                    f"TXMON_KAFKA_SECURITY_PROTOCOL={value!r}: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+                )
+            kwargs["kafka_security_protocol"] = value
+        if (value := get("KAFKA_SASL_MECHANISM")) is not None:
+            if value not in ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"):
+                raise ConfigError(f"TXMON_KAFKA_SASL_MECHANISM={value!r}: use SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+            kwargs["kafka_sasl_mechanism"] = value
         for name, key in [
             ("PG_HOST", "pg_host"),
             ("PG_USER", "pg_user"),
@@ -215,6 +303,7 @@ class Settings:
             ("KAFKA_HOST", "kafka_host"),
             ("KAFKA_BOOTSTRAP", "kafka_bootstrap_override"),
             ("KAFKA_HEAP", "kafka_heap"),
+            ("KAFKA_USERNAME", "kafka_username"),
             ("TOPIC", "topic"),
             ("QUARANTINE_TOPIC", "quarantine_topic"),
             ("BI_READER_PASSWORD", "bi_reader_password"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from txmon.config import REPO_ROOT, Settings
+from txmon.config import REPO_ROOT, Role, Settings
 from txmon.db import connect
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -97,7 +97,7 @@ ANALYTICAL_WORK_MEM = "256MB"
 
 def dbt_env(settings: Settings) -> dict[str, str]:
     """The environment dbt's profiles.yml reads (TXMON_DBT_*), from the warehouse DSN."""
-    parts = conninfo_to_dict(settings.warehouse_dsn)
+    parts = conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))
     return {
         "PGOPTIONS": f"-c work_mem={ANALYTICAL_WORK_MEM}",
         "TXMON_DBT_HOST": str(parts.get("host", "127.0.0.1")),
@@ -158,7 +158,7 @@ def dbt_vars(
 
 def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
     """Whether every incremental model has processed this slice before (a new_data run needs that)."""
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="dbt") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
         if conn.execute("SELECT to_regclass('intermediate.slice_watermarks') IS NULL").fetchone()[0]:
             return False
         count = conn.execute(

@@ -7,6 +7,7 @@ import logging
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from txmon import credentials
 from txmon.config import Settings
 
 _quiet = logging.getLogger("txmon.kafka.client")
@@ -16,7 +17,15 @@ _quiet.propagate = False
 
 def _base(settings: Settings, **extra) -> dict:
     # librdkafka's own logging goes to a silent logger; errors surface through the API instead.
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _quiet, **extra}
+    config = {"bootstrap.servers": settings.kafka_bootstrap, "logger": _quiet}
+    config["security.protocol"] = settings.kafka_security_protocol
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        config.update({
+            "sasl.mechanisms": settings.kafka_sasl_mechanism,
+            "sasl.username": settings.kafka_username or "txmon",
+            "sasl.password": credentials.kafka_password(settings),
+        })
+    return {**config, **extra}
 
 
 def admin(settings: Settings) -> AdminClient:

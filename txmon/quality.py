@@ -21,7 +21,7 @@ from decimal import Decimal
 from ingestion import positions as position_checks
 from txmon import fx
 from txmon import kafka as kafka_clients
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.dbt import ANALYTICAL_WORK_MEM
 
@@ -124,13 +124,13 @@ def settlements_reconcile(settings: Settings, day: date, region: str, as_of: dat
     """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
     as_of, the build's run clock), to the cent."""
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         expected = {
             currency: (n, s, v)
             for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)
         }
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         actual = {
             currency: (n, s, v)
             for currency, n, s, v in conn.execute(
@@ -170,13 +170,13 @@ def _row(row: tuple | None) -> dict | None:
 def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: datetime | None = None,
                           since: datetime | None = None) -> CheckOutcome:
     """Every row of marts.suspicious_activity for the slice (rebuilt since `since`) is an event landed in staging."""
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         rows = conn.execute(
             """SELECT transaction_id, event_time, amount, currency FROM marts.suspicious_activity
                WHERE event_date = %s AND region = %s AND refreshed_at >= %s""",
             (day, region, _bound(since, "-infinity")),
         ).fetchall()
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         missing = [
             tx
             for (tx,) in conn.execute(
@@ -212,11 +212,11 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
         "currencies": list(rates), "rates": list(rates.values()), "as_of": _bound(as_of),
         "since": _bound(since, "-infinity"),
     }
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
         expected = {tx for (tx,) in conn.execute(query, params)}
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         in_mart = {tx for (tx,) in conn.execute(
             "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = %s", (day, region)
         )}
@@ -234,7 +234,7 @@ def staging_events_unique(settings: Settings, day: date, region: str, as_of: dat
                           since: datetime | None = None) -> CheckOutcome:
     """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
     is the one event its identity row in staging.event_identities points at."""
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         events, without, second, sample = conn.execute(
             IDENTITIES_OF_SLICE, {"day": day, "region": region, "since": _bound(since, "-infinity")}
         ).fetchone()
@@ -252,7 +252,7 @@ def position_problems(settings: Settings) -> list[str]:
     stored: dict[int, int] = {}
     sources: set = set()
     for dsn in settings.databases():
-        with connect(dsn, autocommit=True, purpose="check") as conn:
+        with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
             for p, nxt, cluster_id, topic_id in conn.execute(
                 'SELECT "partition", next_offset, cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s',
                 (settings.topic,),
@@ -272,7 +272,7 @@ def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
     """Every offset consumed since the last audit is landed, a duplicate or quarantined, in exactly
     one database. Offsets every database has consumed are counted; the audited position advances
     only when the counts match."""
-    dsns = list(settings.databases())
+    dsns = [settings.as_role(dsn, Role.TRANSFORM) for dsn in settings.databases()]
     consumed: dict[int, int] = {}
     first: dict[int, int] = {}
     for dsn in dsns:
@@ -286,7 +286,7 @@ def kafka_offsets_accounted(settings: Settings) -> CheckOutcome:
                    GROUP BY key""",
             ):
                 first[p] = min(first.get(p, lo), lo)
-    with connect(settings.warehouse_dsn, purpose="check") as audit:
+    with connect(settings.home_dsn(Role.TRANSFORM), purpose="check") as audit:
         verified = dict(
             audit.execute(
                 'SELECT "partition", verified_through FROM staging.offset_audit WHERE topic = %s FOR UPDATE',

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.dbt import (
     InProcessDbt,
@@ -38,7 +38,7 @@ from txmon.dbt import (
 )
 from txmon.errors import first_line
 from txmon.quality import CheckOutcome, run_check
-from txmon.reporting import NotPublished, Publication, publish
+from txmon.reporting import NotPublished, Publication, Watermarks, publish, slice_lock, slice_watermarks
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ class SliceRefresh:
     error: str | None = None
     not_published: str | None = None
     as_of: datetime | None = None  # the build's run clock; its checks see staging as landed before it
+    watermarks: Watermarks = field(default_factory=dict)  # the slice's build the checks saw (publish verifies)
     checked_since: datetime | None = None  # checks narrowed to what landed or was rebuilt since then
     seconds: float = 0.0
 
@@ -118,19 +119,21 @@ def refresh_slice(
     run_id: str,
     full: bool = False,
     whole: bool = False,
+    launched_by: str = "unknown",
 ) -> SliceRefresh:
-    """Rebuild, check and (if every check passed) publish one region x day partition."""
+    """Rebuild, check and (if every check passed) publish one region x day partition, holding its lock."""
     started = time.monotonic()
     tables = tables_to_build(manifest, day, whole=whole)
-    mode = "new_data" if not full and slice_processed_before(settings, day, region) else "full"
-    result = SliceRefresh(day, region, mode)
+    result = SliceRefresh(day, region, "full")
     try:
-        if mode == "new_data":
-            result.checked_since = checked_through(settings, day, region, tables)
-        _build(settings, dbt, manifest, tables, result)
-        if result.error is None:
-            _check(settings, manifest, tables, result)
-            _publish(settings, tables, result, run_id)
+        with slice_lock(settings, day, region):
+            if not full and slice_processed_before(settings, day, region):
+                result.mode = "new_data"
+                result.checked_since = checked_through(settings, day, region, tables)
+            _build(settings, dbt, manifest, tables, result)
+            if result.error is None:
+                _check(settings, manifest, tables, result)
+                _publish(settings, tables, result, run_id, launched_by)
     except Exception as exc:
         result.error = first_line(exc)
     result.seconds = time.monotonic() - started
@@ -178,21 +181,17 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
         result.error = f"dbt did not build {', '.join(sorted(set(errors) | missing))}"
 
 
-def built_as_of(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
+def built_as_of(watermarks: Watermarks, tables: list[Table]) -> datetime | None:
     """The run clock of the build just made: every row landed before it is in the models."""
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
-        return conn.execute(
-            """SELECT min(processed_until) FROM intermediate.slice_watermarks
-               WHERE slice_date = %s AND region = %s AND model = ANY(%s)""",
-            (day, region, [t.name for t in tables]),
-        ).fetchone()[0]
+    built = [watermarks[t.name] for t in tables if t.name in watermarks]
+    return min(built) if len(built) == len(tables) else None
 
 
 def checked_through(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
     """How far staging was checked by the partition's last publication of every published table
     being refreshed (None: one of them was never published, or not since staging_as_of existed)."""
     published = [t.name for t in tables if t.published]
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="check") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         count, since = conn.execute(
             """SELECT count(staging_as_of), min(staging_as_of) FROM reporting.published_partitions
                WHERE partition_date = %s AND region = %s AND table_name = ANY(%s)""",
@@ -203,7 +202,9 @@ def checked_through(settings: Settings, day: date, region: str, tables: list[Tab
 
 def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     day, region = result.day, result.region
-    result.as_of = built_as_of(settings, day, region, tables)
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+        result.watermarks = slice_watermarks(conn, day, region)
+    result.as_of = built_as_of(result.watermarks, tables)
     targets = [(t.schema, t.name, name) for t in tables for name in t.checks]
     targets += [(schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items())
                 for check in checks]
@@ -213,14 +214,15 @@ def _check(settings: Settings, manifest: dict, tables: list[Table], result: Slic
         result.checks.append(CheckRun(schema, name, outcome, seconds=round(time.monotonic() - started, 3)))
 
 
-def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str) -> None:
+def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str, launched_by: str) -> None:
     outcomes = [c.outcome for c in result.checks]
     for table in tables:
         if not table.published:
             continue
         try:
             result.published.append(
-                publish(settings, table, result.day, result.region, run_id, outcomes, result.as_of)
+                publish(settings, table, result.day, result.region, run_id, outcomes,
+                        checked=result.watermarks, as_of=result.as_of, launched_by=launched_by)
             )
         except NotPublished as exc:
             result.not_published = f"not published: {exc}"

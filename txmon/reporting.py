@@ -1,20 +1,28 @@
 """Write-audit-publish: a mart partition built in `marts` and checked is copied to `reporting`.
 
-The copy replaces the partition in one transaction (delete + insert, serialised per partition
-with an advisory lock): readers see the previous version or the new one, never a mix. A partition
-whose blocking checks did not all pass is never published; `reporting` keeps the previous version.
-Each publication is recorded in `reporting.published_partitions` (when, which run, which checks).
+Exactly what was checked is published: a refresh holds the slice's lock (``slice_lock``) from its
+build to its publication, and the copy verifies, in the snapshot it copies from, that the slice's
+build is still the one its checks saw. The copy replaces the partition in one transaction (delete +
+insert): readers see the previous version or the new one, never a mix. A partition whose checks did
+not all pass is never published; `reporting` keeps the previous version. Each publication is
+appended to `reporting.publication_log` (when, which run, which checks, which role, launched by
+what); `reporting.published_partitions` is its latest entry per partition.
+
+Connects as the publication role: it reads the marts and the slice watermarks, writes `reporting`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import psycopg
 from psycopg import sql
 
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.dbt import Table
 from txmon.quality import CheckOutcome
@@ -70,11 +78,44 @@ def _ensure_table(conn, source: Table) -> list[str]:
     return [name for name, _ in columns[source.schema]]
 
 
+Watermarks = dict[str, datetime]
+
+
+def slice_watermarks(conn, day: date, region: str) -> Watermarks:
+    """Each partitioned model's watermark for the slice: what a build of it processed up to."""
+    return dict(conn.execute(
+        "SELECT model, processed_until FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s",
+        (day, region),
+    ).fetchall())
+
+
+@contextmanager
+def slice_lock(settings: Settings, day: date, region: str) -> Iterator[None]:
+    """Hold the slice's refresh lock: no other refresh rebuilds, checks or publishes it meanwhile.
+
+    A session-level advisory lock on its own connection, held from before the build until after the
+    publication; a second refresh of the slice waits for it (the sensor, `txmon materialize` and the
+    schedule may meet on one slice).
+    """
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="slice-lock") as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"txmon slice|{day}|{region}",))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"txmon slice|{day}|{region}",))
+
+
 def publish(
     settings: Settings, source: Table, day: date, region: str, run_id: str, checks: list[CheckOutcome],
-    as_of: datetime | None = None,
+    *, checked: Watermarks, as_of: datetime | None = None, launched_by: str = "unknown",
 ) -> Publication:
-    """Replace the (day, region) partition of reporting.<table> with the mart's, if every check passed."""
+    """Replace the (day, region) partition of reporting.<table> with the mart's, if every check passed
+    on exactly the build being copied.
+
+    ``checked`` is the slice's watermarks when its checks ran. The copy runs in one repeatable-read
+    transaction that first reads the watermarks again: if a rebuild committed since the checks (one
+    that did not hold the slice lock, e.g. dbt run by hand), nothing is published.
+    """
     if not source.published:
         raise ValueError(f"{source.relation} is not a published table (meta.txmon.published in its yml)")
     table = source.name
@@ -84,8 +125,14 @@ def publish(
     if failed:
         raise NotPublished(f"{table} {day}|{region}: checks failed: {', '.join(failed)}")
     date_column = sql.Identifier(source.date_column)
-    with connect(settings.warehouse_dsn, purpose="publish") as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"reporting.{table}|{day}|{region}",))
+    with connect(settings.home_dsn(Role.PUBLISH), purpose="publish") as conn:
+        # One snapshot for the verification and the copy. Two publications of one partition never
+        # meet (each holds the slice lock); if they did, the second would fail to serialise, not mix.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        now = slice_watermarks(conn, day, region)  # the snapshot the copy below reads too
+        if now != checked:
+            raise NotPublished(f"{table} {day}|{region}: the slice was rebuilt after its checks ran; "
+                               "its next refresh checks and publishes it")
         columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
         target = sql.SQL("reporting.{}").format(sql.Identifier(table))
         conn.execute(
@@ -98,17 +145,13 @@ def publish(
             (day, region),
         ).rowcount
         conn.execute(
-            """INSERT INTO reporting.published_partitions
-                   (table_name, partition_date, region, run_id, row_count, checks, staging_as_of)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (table_name, partition_date, region) DO UPDATE SET
-                   published_at = statement_timestamp(), run_id = excluded.run_id,
-                   row_count = excluded.row_count, checks = excluded.checks,
-                   staging_as_of = excluded.staging_as_of""",
+            """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count, checks,
+                   staging_as_of, built_as_of, launched_by)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             (
                 table, day, region, run_id, rows,
                 json.dumps({c.name: {"passed": c.passed, "summary": c.summary} for c in checks}, sort_keys=True),
-                as_of,
+                as_of, checked.get(source.name), launched_by,
             ),
         )
     return Publication(table, day, region, rows)

@@ -10,9 +10,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
-from txmon.config import Settings
+from txmon import credentials
+from txmon.config import Role, Settings, where
 from txmon.db import connect
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -73,13 +75,79 @@ def migrate_database(dsn: str) -> list[str]:
     return applied_now
 
 
-def migrate(settings: Settings) -> dict[str, list[str]]:
-    """Apply pending migrations to every regional database, then give bi_reader its password."""
-    applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
-    if settings.bi_reader_password:
-        with connect(settings.warehouse_dsn, purpose="migrate") as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # concurrent starters: one at a time
-            conn.execute(
-                sql.SQL("ALTER ROLE bi_reader WITH LOGIN PASSWORD {}").format(sql.Literal(settings.bi_reader_password))
+def require_migrated(dsn: str) -> None:
+    """Raise MigrationError unless the database has every migration (components by duty never migrate)."""
+    latest = migrations()[-1].version
+    try:
+        with connect(dsn, autocommit=True, purpose="schema-check") as conn:
+            current = conn.execute("SELECT max(version) FROM txmon.schema_migrations").fetchone()[0] or 0
+    except psycopg.errors.UndefinedTable:
+        current = 0
+    if current < latest:
+        raise MigrationError(
+            f"{where(dsn)} is at migration {current:04d}, this txmon needs {latest:04d}: run `txmon migrate`"
+        )
+
+
+def set_role_passwords(settings: Settings, dsn: str) -> None:
+    """Give each role by duty its login and password from the secrets on the server of ``dsn``.
+
+    A role without a secret (bi_reader unless one is given) stays NOLOGIN.
+    """
+    with connect(dsn, purpose="migrate") as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))  # concurrent starters: one at a time
+        for role in Role:
+            if role is Role.ADMIN:
+                continue
+            secret = credentials.password(settings, role)
+            statement = (
+                sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(role.value), sql.Literal(secret))
+                if secret
+                else sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(role.value))
             )
+            conn.execute(statement)
+
+
+# Dagster's storage belongs to its role (Dagster creates and migrates its own tables in it); objects
+# an earlier version created as the admin are handed over.
+DAGSTER_OWNERSHIP = """
+DO $$
+DECLARE
+    rel record;
+BEGIN
+    EXECUTE format('ALTER DATABASE %I OWNER TO txmon_dagster', current_database());
+    EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO txmon_dagster', current_database());
+    FOR rel IN
+        SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S')
+          AND pg_get_userbyid(c.relowner) <> 'txmon_dagster'
+          AND NOT (c.relkind = 'S'
+                   AND EXISTS (SELECT FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
+    LOOP
+        EXECUTE format('ALTER %s public.%I OWNER TO txmon_dagster',
+                       CASE rel.relkind WHEN 'v' THEN 'VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, rel.relname);
+    END LOOP;
+END
+$$;
+"""
+
+
+def prepare_dagster_database(settings: Settings) -> None:
+    """Hand the Dagster database to txmon_dagster (when it exists: local services and compose create it)."""
+    with connect(settings.dagster_admin_dsn, autocommit=True, purpose="migrate") as conn:
+        conn.execute(DAGSTER_OWNERSHIP)
+
+
+def migrate(settings: Settings) -> dict[str, list[str]]:
+    """Apply pending migrations to every regional database, set the roles' passwords, prepare Dagster's database."""
+    credentials.ensure(settings)
+    applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
+    for dsn in settings.databases():
+        set_role_passwords(settings, dsn)
+    try:
+        prepare_dagster_database(settings)
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
     return applied

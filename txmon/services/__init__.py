@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from txmon import credentials
 from txmon.config import Settings
 from txmon.services.common import ServiceError, ServiceStatus
 from txmon.services.kafka import Kafka
@@ -14,6 +15,7 @@ def up(settings: Settings) -> list[ServiceStatus]:
     """Start both services (a no-op for one already up), create topics and apply migrations."""
     from txmon.warehouse import migrate
 
+    credentials.ensure(settings)
     Postgres(settings).start()
     migrate(settings)
     Kafka(settings).start()

@@ -19,6 +19,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
+from txmon import credentials
 from txmon import kafka as kafka_clients
 from txmon.config import REPO_ROOT, Settings
 from txmon.services.common import ServiceError, ServiceStatus, tail
@@ -132,7 +133,10 @@ class Kafka:
         ]
 
     def _configure(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        # The log and the data (every transaction) are readable by txmon's user alone.
+        credentials.private_dir(self.root)
+        if self.data.exists():
+            self.data.chmod(0o700)
         self.properties.write_text(
             SERVER_PROPERTIES.format(
                 host=self.settings.kafka_host,
@@ -165,13 +169,16 @@ class Kafka:
             lib = broker_jars()
             self._configure()
             self._format(lib)
-            with open(self.log, "ab") as log:
+            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "ab") as log:
                 proc = subprocess.Popen(
                     self._java_cmd(lib, "kafka.Kafka", str(self.properties), heap=self.settings.kafka_heap),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    umask=0o077,  # segments and checkpoints it writes: owner only
                 )
             self.pid_file.write_text(str(proc.pid))
             deadline = time.monotonic() + timeout

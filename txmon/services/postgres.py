@@ -3,10 +3,17 @@
 The cluster lives in ``<state_dir>/postgres`` (not the machine's default cluster) and listens on
 127.0.0.1 at the configured port. The server refuses to run as root, so when txmon runs as root
 the cluster belongs to the ``postgres`` user that Debian's package creates.
+
+What it trusts: TCP connections from this machine only, each with a password (SCRAM); the unix
+socket (directory 0700) only for the operating-system users mapped to the admin role (peer: the
+server's own user and the one running txmon), which is how the admin password is set from the
+secrets. The data directory and the server log are readable by the server's user alone, and bind
+parameters (account identifiers, amounts) never reach the log.
 """
 
 from __future__ import annotations
 
+import getpass
 import glob
 import os
 import pwd
@@ -17,8 +24,10 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
-from txmon.config import Settings
+from txmon import credentials
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.services.common import ServiceError, ServiceStatus, tail
 
@@ -27,6 +36,7 @@ SERVER_CONF = """\
 listen_addresses = '{host}'
 port = {port}
 unix_socket_directories = '{run_dir}'
+unix_socket_permissions = 0700
 max_connections = 200
 shared_buffers = 1GB
 work_mem = 32MB
@@ -39,8 +49,21 @@ wal_buffers = 64MB
 timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_duration_statement = 5000
+# Slow statements are logged without their bind parameters (account identifiers, amounts).
+log_parameter_max_length = 0
+log_parameter_max_length_on_error = 0
 # Short analytical queries on 2 cores: JIT compilation costs more than it saves.
 jit = off
+"""
+
+
+# Rewritten at every start, so an older cluster initialised with `trust` is brought to this.
+HBA_CONF = """\
+# Written by txmon; edit txmon/services/postgres.py instead.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  peer map=txmon
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
 """
 
 
@@ -93,35 +116,65 @@ class Postgres:
         return self.settings.warehouse_dsn_override is None
 
     # -------------------------------------------------------------- lifecycle
+    def _private(self) -> None:
+        """The cluster's directories 0700 and its log 0600, owned by the server's user."""
+        for path in (self.root, self.run_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            self._chown(path)
+            path.chmod(0o700)
+        self.log.touch()
+        self._chown(self.log)
+        self.log.chmod(0o600)
+
+    def _write_config(self) -> bool:
+        """txmon.conf, pg_hba.conf and pg_ident.conf as txmon wants them; True when one changed."""
+        users = sorted({_owner() or getpass.getuser(), getpass.getuser()})
+        ident = "# Written by txmon: the operating-system users that may connect as the admin role.\n" + "".join(
+            f"txmon  {user}  {self.settings.pg_user}\n" for user in users
+        )
+        conf = SERVER_CONF.format(host=self.settings.pg_host, port=self.settings.pg_port, run_dir=self.run_dir)
+        changed = False
+        for name, text in (("pg_hba.conf", HBA_CONF), ("pg_ident.conf", ident), ("txmon.conf", conf)):
+            path = self.data / name
+            if not path.exists() or path.read_text() != text:
+                path.write_text(text)
+                self._chown(path)
+                path.chmod(0o600)
+                changed = True
+        return changed
+
+    def sync_admin_password(self) -> None:
+        """Set the admin role's password from the secrets, over the peer-authenticated socket."""
+        secret = credentials.password(self.settings, Role.ADMIN)
+        socket = make_conninfo(host=str(self.run_dir), port=self.settings.pg_port, user=self.settings.pg_user,
+                               dbname="postgres")
+        with connect(socket, autocommit=True, purpose="services") as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                sql.Identifier(self.settings.pg_user), sql.Literal(secret)))
+
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
         bin_dir = _bin_dir()
-        for path in (self.root, self.run_dir):
-            path.mkdir(parents=True, exist_ok=True)
-            self._chown(path)
+        self._private()
         pwfile = self.root / "initdb.pw"
-        pwfile.write_text(self.settings.pg_password + "\n")
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(credentials.password(self.settings, Role.ADMIN) + "\n")
         self._chown(pwfile)
-        pwfile.chmod(0o600)
         try:
             self._run(
                 str(bin_dir / "initdb"),
                 "-D", str(self.data),
                 "-U", self.settings.pg_user,
                 f"--pwfile={pwfile}",
-                "--auth-local=trust",
+                "--auth-local=peer",
                 "--auth-host=scram-sha-256",
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             )
         finally:
             pwfile.unlink(missing_ok=True)
-        conf = self.data / "txmon.conf"
-        conf.write_text(
-            SERVER_CONF.format(host=self.settings.pg_host, port=self.settings.pg_port, run_dir=self.run_dir)
-        )
-        self._chown(conf)
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.write("\ninclude 'txmon.conf'\n")
 
@@ -134,9 +187,12 @@ class Postgres:
         if not self._local:
             return
         self.init()
-        if not self.running():
-            self.log.touch()
-            self._chown(self.log)
+        self._private()
+        changed = self._write_config()
+        if self.running():
+            if changed:
+                self._run(str(_bin_dir() / "pg_ctl"), "reload", "-D", str(self.data))
+        else:
             proc = self._run(
                 str(_bin_dir() / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                 check=False,
@@ -145,6 +201,7 @@ class Postgres:
                 raise ServiceError(
                     f"PostgreSQL did not start on port {self.settings.pg_port}; log {self.log}: {tail(self.log)}"
                 )
+        self.sync_admin_password()
         self.wait_ready()
         self.create_databases()
 
@@ -170,6 +227,8 @@ class Postgres:
             for name in (self.settings.warehouse_db, self.settings.dagster_db):
                 if name not in existing:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            # The maintenance database is the admin's alone (the migrations close the others to PUBLIC).
+            conn.execute("REVOKE ALL ON DATABASE postgres FROM PUBLIC")
 
     def status(self) -> ServiceStatus:
         where = f"{self.settings.pg_host}:{self.settings.pg_port}"

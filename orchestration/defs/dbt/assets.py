@@ -49,6 +49,19 @@ from txmon.refresh import SliceRefresh, refresh_slice
 
 # A run tagged with it rebuilds its slices fully instead of from their watermarks.
 FULL_SLICE_TAG = "txmon/full_slice"
+# Who launched a run that publishes (the CLI sets it; Dagster tags sensors', schedules' and backfills' runs).
+LAUNCHED_BY_TAG = "txmon/launched_by"
+
+
+def launched_by(tags: dict[str, str]) -> str:
+    """What started a run, for the publication log: a sensor, a schedule, a backfill, the CLI or the UI."""
+    if tags.get(LAUNCHED_BY_TAG):
+        return tags[LAUNCHED_BY_TAG]
+    for tag, what in (("dagster/sensor_name", "sensor"), ("dagster/schedule_name", "schedule"),
+                      ("dagster/backfill", "backfill")):
+        if tags.get(tag):
+            return f"{what} {tags[tag]}"
+    return "Dagster UI or API"
 DBT_UNIQUE_ID = "dagster_dbt/unique_id"
 
 
@@ -172,7 +185,7 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
         day, region = parse_partition_key(context.partition_key)
         outcome = refresh_slice(
             settings, DBT, manifest, day, region, run_id=context.run_id,
-            full=context.run.tags.get(FULL_SLICE_TAG) == "true", whole=True,
+            full=context.run.tags.get(FULL_SLICE_TAG) == "true", whole=True, launched_by=launched_by(context.run.tags),
         )
         context.log.info(outcome.line())
         if outcome.error:

@@ -42,10 +42,10 @@ from dagster import (
 )
 
 from ingestion.batches import landed_since
-from orchestration.defs.dbt.assets import DBT, refresh_records
+from orchestration.defs.dbt.assets import DBT, launched_by, refresh_records
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource, skip_while_unreachable
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.refresh import refresh_slice
 
@@ -71,7 +71,8 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         failed = []
         for key in config.partitions:
             day, region = parse_partition_key(key)
-            outcome = refresh_slice(settings, DBT, manifest, day, region, run_id=context.run_id, full=config.full)
+            outcome = refresh_slice(settings, DBT, manifest, day, region, run_id=context.run_id, full=config.full,
+                                    launched_by=launched_by(context.run.tags))
             context.log.info(outcome.line())
             materialized, checks = refresh_records(outcome, check_specs)
             for asset_key, metadata in materialized:
@@ -100,7 +101,7 @@ def run_config(partitions: list[str], full: bool = False) -> dict:
 
 def marked_slices(settings: Settings) -> set[str]:
     """Slices that a neighbour's refresh marked for their next one."""
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="report") as conn:
+    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="report") as conn:
         if conn.execute("SELECT to_regclass('intermediate.slice_dirty') IS NULL").fetchone()[0]:
             return set()
         rows = conn.execute("SELECT DISTINCT slice_date, region FROM intermediate.slice_dirty").fetchall()

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, Materializ
 
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
-from txmon.config import Settings
+from txmon.config import Role, Settings
 from txmon.db import connect
 
 STAGING_TRANSACTIONS = AssetKey(["staging", "transactions"])
@@ -13,7 +13,7 @@ STAGING_TRANSACTIONS = AssetKey(["staging", "transactions"])
 
 def slice_stats(settings: Settings, day, region) -> dict:
     """Rows of one region x day slice of staging.transactions, from the region's own database."""
-    with connect(settings.dsn_for_region(region), autocommit=True, purpose="report") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="report") as conn:
         rows, transactions, last = conn.execute(
             """SELECT count(*), count(DISTINCT transaction_id), max(ingested_at) FROM staging.transactions
                WHERE event_time >= %s::date::timestamp AT TIME ZONE 'UTC'

@@ -1,0 +1,119 @@
+"""Secrets: where they live, how they are made, how each process gets the one it needs.
+
+One file per secret in the secrets directory (default ``<state dir>/secrets``, mode 0700; in docker
+compose ``/run/secrets``), each mode 0600. At first set-up (`txmon services up`, `txmon migrate`, or
+any command on a fresh state directory) the passwords of the database roles are generated when the
+directory is txmon's own; a directory given by ``TXMON_SECRETS_DIR`` is read, never written.
+
+No DSN carries a password: every one names the libpq password file ``<state dir>/pgpass`` (mode
+0600), written here from the secrets. Children (dbt, Great Expectations, Dagster's storage, ingest
+workers) read it themselves; nothing secret is printed or exported.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from txmon.config import ConfigError, Role, Settings
+
+FILES = {
+    Role.ADMIN: "postgres-admin",
+    Role.INGEST: "postgres-ingest",
+    Role.TRANSFORM: "postgres-transform",
+    Role.PUBLISH: "postgres-publish",
+    Role.DAGSTER: "postgres-dagster",
+    Role.BI_READER: "bi-reader",  # never generated: bi_reader has no login until someone gives it a password
+}
+GENERATED = (Role.ADMIN, Role.INGEST, Role.TRANSFORM, Role.PUBLISH, Role.DAGSTER)
+KAFKA_FILE = "kafka-password"
+
+
+def private_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create ``path`` (mode ``mode``) or tighten it; refuse one that another user owns or a symlink."""
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link: txmon keeps its state and secrets in a directory of its own")
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path} belongs to uid {info.st_uid}, not to this user: refusing to keep state or secrets there "
+            "(set TXMON_STATE_DIR to a directory of your own)"
+        )
+    if stat.S_IMODE(info.st_mode) != mode:
+        path.chmod(mode)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 atomically (readers see the old or the new file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _read(settings: Settings, name: str) -> str | None:
+    path = settings.secrets_dir / name
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise ConfigError(f"cannot read the secret {path}: check TXMON_SECRETS_DIR and its permissions") from None
+
+
+def password(settings: Settings, role: Role) -> str | None:
+    """The role's password: its setting when given (admin, bi_reader), else its secret file."""
+    given = {Role.ADMIN: settings.pg_password, Role.BI_READER: settings.bi_reader_password}.get(role)
+    return given or _read(settings, FILES[role])
+
+
+def kafka_password(settings: Settings) -> str:
+    value = _read(settings, KAFKA_FILE)
+    if value is None:
+        raise ConfigError(
+            f"TXMON_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs the Kafka password in "
+            f"{settings.secrets_dir / KAFKA_FILE}"
+        )
+    return value
+
+
+def _owns_secrets_dir(settings: Settings) -> bool:
+    return settings.secrets_dir_override is None
+
+
+def _pgpass_line(user: str, secret: str) -> str:
+    escaped = secret.replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:{user}:{escaped}\n"
+
+
+def ensure(settings: Settings) -> None:
+    """The private state directory, the roles' secrets (generated when missing and ours) and the passfile.
+
+    Idempotent and cheap: every txmon command calls it before connecting.
+    """
+    # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
+    private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
+    if _owns_secrets_dir(settings):
+        private_dir(settings.secrets_dir)
+        for role in GENERATED:
+            path = settings.secrets_dir / FILES[role]
+            if not path.exists() and not (role is Role.ADMIN and settings.pg_password):
+                _write_private(path, secrets.token_urlsafe(24) + "\n")
+    lines = []
+    for role in Role:
+        value = password(settings, role)
+        if value:
+            lines.append(_pgpass_line(settings.pg_user if role is Role.ADMIN else role.value, value))
+    text = "# Written by txmon from its secrets (txmon/credentials.py); do not edit.\n" + "".join(lines)
+    passfile = settings.passfile
+    try:
+        current = passfile.read_text()
+    except FileNotFoundError:
+        current = None
+    if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
+        _write_private(passfile, text)
