@@ -96,14 +96,15 @@ ANALYTICAL_WORK_MEM = "256MB"
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
-    """The environment dbt's profiles.yml reads (TXMON_DBT_*), from the warehouse DSN."""
+    """The environment dbt's profiles.yml reads (TXMON_DBT_*): the warehouse as the transformation role."""
     parts = conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))
     return {
         "PGOPTIONS": f"-c work_mem={ANALYTICAL_WORK_MEM}",
         "TXMON_DBT_HOST": str(parts.get("host", "127.0.0.1")),
         "TXMON_DBT_PORT": str(parts.get("port", 5432)),
         "TXMON_DBT_USER": str(parts.get("user", "")),
-        "TXMON_DBT_PASSWORD": str(parts.get("password", "")),
+        "TXMON_DBT_PASSWORD": "",  # libpq reads the transformation role's password from the passfile
+        "PGPASSFILE": str(settings.passfile),
         "TXMON_DBT_DBNAME": str(parts.get("dbname", "")),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",

@@ -1,0 +1,170 @@
+"""Roles by duty: each connects with its own password, can do its job and nothing more; PUBLIC gets nothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from txmon import credentials
+from txmon.config import Role
+from txmon.db import connect
+from txmon.warehouse import set_role_passwords
+
+DAY = "2026-11-24"
+
+
+def as_role(platform, role: Role, dsn: str | None = None) -> psycopg.Connection:
+    return connect(platform.settings.as_role(dsn or platform.settings.warehouse_dsn, role), autocommit=True,
+                   purpose="test")
+
+
+def refused(conn: psycopg.Connection, statement: str, error=errors.InsufficientPrivilege) -> None:
+    with pytest.raises(error):
+        conn.execute(statement)
+
+
+def test_roles_by_duty_are_not_privileged_and_public_gets_nothing(platform):
+    rows = platform.query(
+        """SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolcanlogin FROM pg_roles
+           WHERE rolname = ANY(%s) ORDER BY rolname""",
+        ([r.value for r in Role if r is not Role.ADMIN],),
+    )
+    assert {r[0] for r in rows} == {r.value for r in Role if r is not Role.ADMIN}
+    for name, superuser, createrole, createdb, bypassrls, login in rows:
+        assert not (superuser or createrole or createdb or bypassrls), name
+        assert login == (name != "bi_reader"), f"{name}: login {login} (bi_reader has none without a password)"
+    for dsn in (platform.settings.warehouse_dsn, platform.settings.dagster_admin_dsn):
+        public = platform.query(
+            """SELECT privilege_type FROM pg_database, aclexplode(coalesce(datacl, acldefault('d', datdba)))
+               WHERE datname = current_database() AND grantee = 0""", dsn=dsn,
+        )
+        assert public == [], f"PUBLIC keeps {public} on {dsn}"
+    assert platform.query(
+        "SELECT has_schema_privilege('public', 'public', 'CREATE') OR has_schema_privilege('public', 'public', 'USAGE')"
+    ) == [(False,)]
+
+
+def test_ingest_lands_in_staging_and_nothing_else(platform):
+    with as_role(platform, Role.INGEST) as conn:
+        conn.execute("SELECT staging.ensure_transactions_partition(%s)", (DAY,))
+        conn.execute(
+            """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency,
+                   region, topic, "partition", "offset", raw_event)
+               VALUES ('r-1', 'settled', %s, 'acc', 1, 'EUR', 'EU', 't', 0, 0, '{}')""", (f"{DAY}T10:00:00Z",))
+        conn.execute("""INSERT INTO staging.kafka_offsets (topic, "partition", next_offset) VALUES ('t', 0, 1)""")
+        conn.execute("""UPDATE staging.kafka_offsets SET next_offset = 2 WHERE topic = 't'""")
+        conn.execute("CREATE TEMP TABLE landing (x int)")
+        for statement in (
+            "DELETE FROM staging.transactions",
+            "UPDATE staging.transactions SET amount = 2",
+            "TRUNCATE staging.rejected_transactions",
+            "CREATE TABLE staging.mine (x int)",
+            "SELECT count(*) FROM staging.offset_audit",
+            "SELECT count(*) FROM reporting.publication_log",
+            "CREATE SCHEMA mine",
+            "CREATE TABLE public.mine (x int)",
+        ):
+            refused(conn, statement)
+
+
+def test_transform_reads_staging_writes_its_schemas_only(platform):
+    with as_role(platform, Role.TRANSFORM) as conn:
+        conn.execute("SELECT count(*) FROM staging.transactions").fetchone()
+        conn.execute("CREATE TABLE marts.role_probe (x int)")
+        conn.execute("CREATE TABLE intermediate.role_probe (x int)")
+        conn.execute("CREATE OR REPLACE VIEW staging.role_probe AS SELECT 1 AS x")
+        conn.execute("""INSERT INTO staging.offset_audit (topic, "partition", verified_through) VALUES ('t', 0, 1)""")
+        conn.execute("CREATE TEMP TABLE tmp (x int)")
+        for statement in (
+            """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency,
+                   region, topic, "partition", "offset", raw_event)
+               VALUES ('r-2', 'settled', now(), 'acc', 1, 'EUR', 'EU', 't', 0, 1, '{}')""",
+            "DELETE FROM staging.rejected_transactions",
+            "UPDATE staging.kafka_offsets SET next_offset = 0",
+            "CREATE TABLE reporting.mine (x int)",
+            """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count, checks,
+                   launched_by) VALUES ('x', now(), 'EU', 'r', 0, '{}', 'test')""",
+            "DROP TABLE staging.transactions",
+        ):
+            refused(conn, statement)
+
+
+def test_publish_reads_marts_writes_reporting_and_appends_to_the_log(platform):
+    with as_role(platform, Role.TRANSFORM) as conn:
+        conn.execute("CREATE TABLE marts.role_probe AS SELECT 1 AS x")
+    with as_role(platform, Role.PUBLISH) as conn:
+        conn.execute("CREATE TABLE reporting.role_probe AS SELECT * FROM marts.role_probe")
+        conn.execute("""INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count,
+                            checks, launched_by) VALUES ('role_probe', %s, 'EU', 'r', 1, '{}', 'test')""", (DAY,))
+        assert conn.execute(
+            "SELECT published_by FROM reporting.published_partitions WHERE table_name = 'role_probe'"
+        ).fetchone() == ("txmon_publish",)
+        for statement in (
+            "SELECT count(*) FROM staging.transactions",
+            "SELECT count(*) FROM intermediate.slice_dirty",
+            "INSERT INTO marts.role_probe VALUES (2)",
+            "DELETE FROM reporting.publication_log",
+            "UPDATE reporting.publication_log SET row_count = 0",
+            "TRUNCATE reporting.publication_log",
+        ):
+            refused(conn, statement)
+    # Append-only even for the admin: history is never rewritten.
+    with pytest.raises(errors.RaiseException, match="append-only"):
+        platform.execute("UPDATE reporting.publication_log SET row_count = 0")
+    with pytest.raises(errors.RaiseException, match="append-only"):
+        platform.execute("DELETE FROM reporting.publication_log")
+
+
+def test_bi_reader_reads_reporting_only_and_cannot_write_even_after_turning_off_read_only(platform):
+    settings = replace(platform.settings, bi_reader_password="bi-test-password")
+    credentials.ensure(settings)
+    set_role_passwords(settings, settings.warehouse_dsn)
+    try:
+        with as_role(platform, Role.TRANSFORM) as conn:
+            conn.execute("CREATE TABLE marts.role_probe AS SELECT 1 AS x")
+        with as_role(platform, Role.PUBLISH) as conn:
+            conn.execute("CREATE TABLE reporting.role_probe AS SELECT * FROM marts.role_probe")
+        with as_role(platform, Role.BI_READER) as conn:
+            assert conn.execute("SELECT x FROM reporting.role_probe").fetchall() == [(1,)]
+            conn.execute("SELECT count(*) FROM reporting.published_partitions")
+            refused(conn, "INSERT INTO reporting.role_probe VALUES (2)", errors.ReadOnlySqlTransaction)
+            conn.execute("SET default_transaction_read_only = off")  # allowed, and changes nothing:
+            for statement in (
+                "INSERT INTO reporting.role_probe VALUES (2)",
+                "CREATE TEMP TABLE mine (x int)",
+                "CREATE TABLE public.mine (x int)",
+                "CREATE TABLE reporting.mine (x int)",
+                "SELECT count(*) FROM marts.role_probe",
+                "SELECT count(*) FROM staging.transactions",
+                "SELECT count(*) FROM intermediate.slice_watermarks",
+            ):
+                refused(conn, statement)
+    finally:
+        credentials.ensure(platform.settings)
+        set_role_passwords(platform.settings, platform.settings.warehouse_dsn)  # back to NOLOGIN
+    assert platform.query("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'bi_reader'") == [(False,)]
+
+
+def test_dagster_owns_its_storage_and_cannot_reach_the_warehouse(platform):
+    with connect(platform.settings.dagster_dsn, autocommit=True, purpose="test") as conn:
+        conn.execute("CREATE TABLE role_probe (x int)")
+        conn.execute("DROP TABLE role_probe")
+    for role in (Role.DAGSTER,):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            as_role(platform, role)
+    for role in (Role.INGEST, Role.TRANSFORM, Role.PUBLISH):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            connect(platform.settings.as_role(platform.settings.dagster_admin_dsn, role), purpose="test")
+
+
+def test_wrong_password_is_refused(platform, tmp_path):
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:*:txmon_ingest:not-the-password\n")
+    passfile.chmod(0o600)
+    dsn = platform.settings.as_role(platform.settings.warehouse_dsn, Role.INGEST).replace(
+        str(platform.settings.passfile), str(passfile))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        connect(dsn, purpose="test")
