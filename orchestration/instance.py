@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+
+import yaml
 
 from txmon.config import REPO_ROOT, Settings
 from txmon.dbt import DBT_PROJECT_DIR, MANIFEST, apply_dbt_env, run_dbt
@@ -20,21 +21,26 @@ class OrchestrationError(RuntimeError):
 
 
 def dagster_env(settings: Settings) -> dict[str, str]:
-    """DAGSTER_HOME (<state dir>/dagster, one per Dagster database) and the storage URL its dagster.yaml reads."""
+    """DAGSTER_HOME: <state dir>/dagster, one per Dagster database."""
     home = "dagster" if settings.dagster_db == DEFAULT_DAGSTER_DB else f"dagster-{settings.dagster_db}"
-    return {
-        "DAGSTER_HOME": str(settings.state_dir / home),
-        # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
-        "TXMON_DAGSTER_STORAGE_URL": settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1),
-    }
+    return {"DAGSTER_HOME": str(settings.state_dir / home)}
+
+
+def storage_url(settings: Settings) -> str:
+    """Dagster's storage as its own role; no password in it (libpq reads the passfile it names)."""
+    # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a plain postgresql:// URL.
+    return settings.dagster_dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def dagster_home(settings: Settings) -> Path:
-    """Lay out DAGSTER_HOME with the repo's dagster.yaml and export dagster_env() to this process."""
+    """Lay out DAGSTER_HOME: the repo's dagster.yaml with the storage URL filled in; export DAGSTER_HOME."""
     env = dagster_env(settings)
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DAGSTER_YAML, home / "dagster.yaml")
+    config = yaml.safe_load(DAGSTER_YAML.read_text())
+    config["storage"]["postgres"]["postgres_url"] = storage_url(settings)
+    text = f"# Written by txmon from {DAGSTER_YAML.relative_to(REPO_ROOT)}; edit that file instead.\n"
+    (home / "dagster.yaml").write_text(text + yaml.safe_dump(config, sort_keys=False))
     os.environ.update(env)
     return home
 

@@ -1,0 +1,109 @@
+"""Secrets: generated once, private, never printed; DSNs name the passfile, never a password."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.conftest import REPO
+from txmon import credentials
+from txmon.config import ConfigError, Role, Settings, redact
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_set_up_generates_every_role_secret_privately_and_keeps_them(tmp_path):
+    settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path / "state")})
+    credentials.ensure(settings)
+    assert mode(settings.state_dir) in (0o700, 0o711)
+    assert mode(settings.secrets_dir) == 0o700
+    first = {}
+    for role in credentials.GENERATED:
+        path = settings.secrets_dir / credentials.FILES[role]
+        assert mode(path) == 0o600
+        first[role] = path.read_text().strip()
+        assert len(first[role]) >= 24
+    assert len(set(first.values())) == len(first), "every role has its own password"
+    assert not (settings.secrets_dir / credentials.FILES[Role.BI_READER]).exists(), "bi_reader gets no login by default"
+    assert mode(settings.passfile) == 0o600
+    passfile = settings.passfile.read_text()
+    for role, secret in first.items():
+        user = settings.pg_user if role is Role.ADMIN else role.value
+        assert f"*:*:*:{user}:{secret}\n" in passfile
+    credentials.ensure(settings)  # idempotent: the same secrets
+    assert {r: (settings.secrets_dir / credentials.FILES[r]).read_text().strip() for r in first} == first
+
+
+def test_a_given_secrets_dir_is_read_never_written(tmp_path):
+    given = tmp_path / "run-secrets"
+    given.mkdir()
+    (given / "postgres-ingest").write_text("from-the-orchestrator\n")
+    settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_SECRETS_DIR": str(given)})
+    credentials.ensure(settings)
+    assert sorted(p.name for p in given.iterdir()) == ["postgres-ingest"]
+    assert settings.passfile.read_text().count("\n") == 2  # the header and txmon_ingest
+    assert credentials.password(settings, Role.INGEST) == "from-the-orchestrator"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
+def test_a_state_dir_of_another_user_or_a_symlink_is_refused(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(ConfigError, match="belongs to uid 65534"):
+        credentials.ensure(Settings.from_env({"TXMON_STATE_DIR": str(theirs)}))
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        credentials.private_dir(link)
+
+
+def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
+    settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path), "TXMON_PG_PASSWORD": "s3cret"})
+    for dsn in (settings.warehouse_dsn, settings.dagster_dsn, settings.home_dsn(Role.INGEST),
+                settings.dsn_for_region("EU", Role.PUBLISH)):
+        params = conninfo_to_dict(dsn)
+        assert "password" not in params and "s3cret" not in dsn
+        assert params["passfile"] == str(settings.passfile)
+    assert conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))["user"] == "txmon_transform"
+    assert conninfo_to_dict(settings.dagster_dsn)["user"] == "txmon_dagster"
+    # A configured URL with a password (a managed database) keeps its host and database per role,
+    # never its password, and is masked wherever it is shown.
+    managed = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path),
+                                 "TXMON_WAREHOUSE_DSN": "postgresql://admin:hunter2@db.example:6543/wh?sslmode=require"})
+    ingest = conninfo_to_dict(managed.home_dsn(Role.INGEST))
+    assert (ingest["host"], ingest["port"], ingest["dbname"], ingest["user"], ingest["sslmode"]) == (
+        "db.example", "6543", "wh", "txmon_ingest", "require")
+    assert "password" not in ingest
+    assert "hunter2" not in json.dumps(managed.info())
+    assert redact("host=x password=hunter2 user=y") == "host=x password=*** user=y"
+    psycopg.conninfo.make_conninfo(managed.home_dsn(Role.INGEST))  # a valid libpq URL
+
+
+def test_txmon_info_prints_no_secret(tmp_path):
+    env = {**os.environ, "TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_BI_READER_PASSWORD": "bi-s3cret"}
+    proc = subprocess.run([sys.executable, "-m", "txmon.cli", "info", "--json"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    secrets_dir = tmp_path / "state" / "secrets"
+    secrets = [p.read_text().strip() for p in secrets_dir.iterdir()] + ["bi-s3cret"]
+    assert len(secrets) == len(credentials.GENERATED) + 1
+    for secret in secrets:
+        assert secret not in proc.stdout
+    info = json.loads(proc.stdout)
+    assert info["roles"]["ingest"] == "txmon_ingest"
+    assert info["passfile"] == str(tmp_path / "state" / "pgpass")
+
+
+def test_an_empty_bi_reader_password_means_no_login():
+    assert Settings.from_env({"TXMON_BI_READER_PASSWORD": ""}).bi_reader_password is None
+    assert Settings.from_env({}).bi_reader_password is None
