@@ -93,6 +93,24 @@ def wait_for_ticks(platform, since: datetime, timeout: float = 240) -> None:
     raise AssertionError("the marts_refresh sensor did not tick (see .txmon/logs/daemon.log)")
 
 
+def assert_roles_by_duty(platform) -> None:
+    """The live platform's sessions: Dagster's storage as its role, nothing in the warehouse as the admin."""
+    settings = platform.settings
+    sessions = platform.query(
+        """SELECT datname, usename, application_name FROM pg_stat_activity
+           WHERE datname = ANY(%s) AND pid <> pg_backend_pid() AND backend_type = 'client backend'""",
+        ([settings.warehouse_db, settings.dagster_db],),
+    )
+    users = {(db, user) for db, user, _ in sessions}
+    assert (settings.dagster_db, "txmon_dagster") in users, sessions
+    assert (settings.warehouse_db, "txmon_ingest") in users, sessions  # the sensor's lander
+    for db, user, app in sessions:
+        if db == settings.dagster_db:
+            assert user == "txmon_dagster", (db, user, app)
+        else:
+            assert user in ("txmon_ingest", "txmon_transform", "txmon_publish"), (db, user, app)
+
+
 def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
     started = datetime.now(UTC)
     today = started.date()
@@ -141,6 +159,7 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
         source.write_text("\n".join(line(e) for e in first))
         platform.txmon("produce", str(source))
         first_seconds = wait_published(platform, first, days, "first wave")
+        assert_roles_by_duty(platform)
 
         source = tmp_path / "second.jsonl"
         source.write_text("\n".join(line(e) for e in second))

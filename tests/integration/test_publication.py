@@ -47,6 +47,13 @@ def published(platform, tmp_path):
     land(platform, tmp_path, "first", suspicious(3, "first"))
     platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
     assert published_rows(platform) == 3
+    # Built by the transformation role, published by the publication role.
+    owners = dict(platform.query(
+        """SELECT schemaname || '.' || tablename, tableowner FROM pg_tables
+           WHERE schemaname IN ('intermediate', 'marts', 'reporting')"""))
+    assert owners["marts.suspicious_activity"] == owners["intermediate.int_transactions_latest"] == "txmon_transform"
+    assert owners["reporting.suspicious_activity"] == owners["reporting.daily_settlements"] == "txmon_publish"
+    assert owners["reporting.publication_log"] == platform.settings.pg_user
     return platform
 
 
