@@ -113,11 +113,23 @@ def test_settings_in_compose_are_ones_txmon_reads():
         assert f'"{name}"' in source, f"{key} is not a setting"
 
 
-def test_every_txmon_service_has_the_same_settings_and_secrets():
+# Least privilege: each service gets the secrets of the roles it connects as, no more.
+SERVICE_SECRETS = {
+    "setup": TXMON_SECRETS | {"bi-reader"},  # migrates and sets every role's password
+    "ingest": {"postgres-ingest", "kafka-password"},
+    "generator": {"kafka-password"},
+    "dagster-webserver": {"postgres-dagster", "postgres-transform", "postgres-publish", "kafka-password"},
+    "dagster-daemon": {"postgres-dagster", "postgres-transform", "postgres-publish", "kafka-password"},
+}
+
+
+def test_every_txmon_service_has_the_same_settings_and_only_its_own_secrets():
     reference = _environment(TXMON_SERVICES["ingest"])
+    assert set(TXMON_SERVICES) == set(SERVICE_SECRETS)
     for name, service in TXMON_SERVICES.items():
         assert _environment(service) == reference, name
-        assert _secrets(service) >= TXMON_SECRETS, name
+        assert _secrets(service) == SERVICE_SECRETS[name], name
+    assert "postgres-admin" not in set().union(*(v for k, v in SERVICE_SECRETS.items() if k != "setup"))
 
 
 def test_kafka_and_postgres_versions_match_the_local_ones():
