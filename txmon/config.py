@@ -126,7 +126,7 @@ class Settings:
     # SASL_SSL or SASL_PLAINTEXT with a SCRAM mechanism, the password in <secrets dir>/kafka-password.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = "SCRAM-SHA-512"
-    kafka_username: str | None = None
+    kafka_username: str = "txmon"
     topic: str = "payments.transactions"
     quarantine_topic: str = "payments.transactions.quarantine"
     topic_partitions: int = 6

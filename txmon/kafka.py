@@ -22,7 +22,7 @@ def _base(settings: Settings, **extra) -> dict:
     if settings.kafka_security_protocol.startswith("SASL_"):
         config.update({
             "sasl.mechanisms": settings.kafka_sasl_mechanism,
-            "sasl.username": settings.kafka_username or "txmon",
+            "sasl.username": settings.kafka_username,
             "sasl.password": credentials.kafka_password(settings),
         })
     return {**config, **extra}
