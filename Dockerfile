@@ -12,6 +12,7 @@ COPY . .
 # The code stays root's (read-only to txmon), except where the tools write at run time: dbt's
 # target/ and logs/ in its project, Great Expectations' uncommitted/ in its file context.
 RUN pip install --no-cache-dir --no-deps -e . \
- && chown -R txmon:txmon dbt_project expectations/gx
+ && mkdir -p dbt_project/target dbt_project/logs expectations/gx/uncommitted \
+ && chown -R txmon:txmon dbt_project/target dbt_project/logs expectations/gx/uncommitted
 USER 10001:10001
 ENTRYPOINT ["txmon"]

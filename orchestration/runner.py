@@ -12,7 +12,7 @@ from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.dbt import dbt_vars, run_dbt, vars_arg
 
-REFERENCE_RELATIONS = ("reference.fx_rates", "staging.stg_transactions")
+REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
 PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicious_activity", "marts.daily_settlements")
 
 # Runs started from the CLI log warnings and errors to the terminal; the UI has the full logs.
@@ -67,7 +67,7 @@ def setup(settings: Settings):
     prepare(settings)
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
-    reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["staging", "stg_transactions"])]
+    reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["stg", "stg_transactions"])]
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="setup") as conn:
         missing = {
             name

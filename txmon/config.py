@@ -183,14 +183,29 @@ class Settings:
         query = urlencode({"passfile": str(self.passfile)}, safe="/")
         return f"postgresql://{quote(self.pg_user, safe='')}@{self.pg_host}:{self.pg_port}/{database}?{query}"
 
+    def _given(self, dsn: str) -> str:
+        """A configured URL: without a password of its own, libpq reads the passfile (the admin's line)."""
+        params = conninfo_to_dict(dsn)
+        if "password" in params or "passfile" in params:
+            return dsn
+        passfile = urlencode({"passfile": str(self.passfile)}, safe="/")
+        if "://" in dsn:
+            return f"{dsn}{'&' if '?' in dsn else '?'}{passfile}"
+        return f"{dsn} passfile='{self.passfile}'"
+
     @property
     def warehouse_dsn(self) -> str:
         """The home database as the admin role (migrations, operators, `txmon info`)."""
-        return self.warehouse_dsn_override or self._dsn(self.warehouse_db)
+        return self._given(self.warehouse_dsn_override) if self.warehouse_dsn_override else self._dsn(self.warehouse_db)
+
+    @property
+    def admin_user(self) -> str:
+        """The admin role's name: the configured URL's user, else TXMON_PG_USER."""
+        return str(conninfo_to_dict(self.warehouse_dsn).get("user") or self.pg_user)
 
     @property
     def dagster_admin_dsn(self) -> str:
-        return self.dagster_dsn_override or self._dsn(self.dagster_db)
+        return self._given(self.dagster_dsn_override) if self.dagster_dsn_override else self._dsn(self.dagster_db)
 
     @property
     def dagster_dsn(self) -> str:
@@ -217,7 +232,8 @@ class Settings:
         """The one answer to "which database does region R live in" (connected as ``role``)."""
         if region not in self.regions:
             raise ConfigError(f"region {region!r} is not one of the configured regions {list(self.regions)}")
-        return self.as_role(self.region_dsns.get(region, self.warehouse_dsn), role)
+        given = self.region_dsns.get(region)
+        return self.as_role(self._given(given) if given else self.warehouse_dsn, role)
 
     def home_dsn(self, role: Role) -> str:
         """The home (warehouse) database connected as ``role``."""
@@ -246,7 +262,7 @@ class Settings:
             dagster_dsn=redact(self.dagster_dsn),
             secrets_dir=str(self.secrets_dir),
             passfile=str(self.passfile),
-            roles={role.name.lower(): (self.pg_user if role is Role.ADMIN else role.value) for role in Role},
+            roles={role.name.lower(): (self.admin_user if role is Role.ADMIN else role.value) for role in Role},
             kafka_bootstrap=self.kafka_bootstrap,
             regions=list(self.regions),
             currencies=list(self.currencies),

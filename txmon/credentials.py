@@ -108,7 +108,7 @@ def ensure(settings: Settings) -> None:
     for role in Role:
         value = password(settings, role)
         if value:
-            lines.append(_pgpass_line(settings.pg_user if role is Role.ADMIN else role.value, value))
+            lines.append(_pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
     text = "# Written by txmon from its secrets (txmon/credentials.py); do not edit.\n" + "".join(lines)
     passfile = settings.passfile
     try:

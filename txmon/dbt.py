@@ -163,8 +163,9 @@ def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
         if conn.execute("SELECT to_regclass('intermediate.slice_watermarks') IS NULL").fetchone()[0]:
             return False
         count = conn.execute(
-            "SELECT count(*) FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s",
-            (day, region),
+            "SELECT count(*) FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s"
+            " AND model = ANY(%s)",
+            (day, region, list(NEW_DATA_MODELS)),
         ).fetchone()[0]
     return count >= len(NEW_DATA_MODELS)
 

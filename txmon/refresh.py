@@ -183,8 +183,8 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
 
 def built_as_of(watermarks: Watermarks, tables: list[Table]) -> datetime | None:
     """The run clock of the build just made: every row landed before it is in the models."""
-    built = [watermarks[t.name] for t in tables if t.name in watermarks]
-    return min(built) if len(built) == len(tables) else None
+    built = [watermarks[t.name][0] for t in tables if t.name in watermarks]
+    return min(built) if built else None
 
 
 def checked_through(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
@@ -215,15 +215,13 @@ def _check(settings: Settings, manifest: dict, tables: list[Table], result: Slic
 
 
 def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str, launched_by: str) -> None:
-    outcomes = [c.outcome for c in result.checks]
-    for table in tables:
-        if not table.published:
-            continue
-        try:
-            result.published.append(
-                publish(settings, table, result.day, result.region, run_id, outcomes,
-                        checked=result.watermarks, as_of=result.as_of, launched_by=launched_by)
-            )
-        except NotPublished as exc:
-            result.not_published = f"not published: {exc}"
-            return
+    published = [t for t in tables if t.published]
+    if not published:
+        return
+    try:
+        result.published = publish(
+            settings, published, result.day, result.region, run_id, [c.outcome for c in result.checks],
+            checked=result.watermarks, as_of=result.as_of, launched_by=launched_by,
+        )
+    except NotPublished as exc:
+        result.not_published = f"not published: {exc}"

@@ -78,15 +78,26 @@ def _ensure_table(conn, source: Table) -> list[str]:
     return [name for name, _ in columns[source.schema]]
 
 
-Watermarks = dict[str, datetime]
+# model -> (processed_until, built_at): what the slice's last build of the model processed, and when
+# that build was made (which identifies it).
+Watermarks = dict[str, tuple[datetime, datetime]]
 
 
 def slice_watermarks(conn, day: date, region: str) -> Watermarks:
-    """Each partitioned model's watermark for the slice: what a build of it processed up to."""
-    return dict(conn.execute(
-        "SELECT model, processed_until FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s",
-        (day, region),
-    ).fetchall())
+    """Each partitioned model's watermark for the slice."""
+    return {
+        model: (processed_until, built_at)
+        for model, processed_until, built_at in conn.execute(
+            """SELECT model, processed_until, built_at FROM intermediate.slice_watermarks
+               WHERE slice_date = %s AND region = %s""",
+            (day, region),
+        )
+    }
+
+
+# A refresh waits this long for another refresh of its slice, then fails (and is retried) instead
+# of queueing behind one that hung.
+SLICE_LOCK_TIMEOUT = "15min"
 
 
 @contextmanager
@@ -95,63 +106,70 @@ def slice_lock(settings: Settings, day: date, region: str) -> Iterator[None]:
 
     A session-level advisory lock on its own connection, held from before the build until after the
     publication; a second refresh of the slice waits for it (the sensor, `txmon materialize` and the
-    schedule may meet on one slice).
+    schedule may meet on one slice). Only the transformation role may take advisory locks.
     """
+    key = f"txmon slice|{day}|{region}"
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="slice-lock") as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"txmon slice|{day}|{region}",))
+        conn.execute(f"SET lock_timeout = '{SLICE_LOCK_TIMEOUT}'")
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"txmon slice|{day}|{region}",))
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def publish(
-    settings: Settings, source: Table, day: date, region: str, run_id: str, checks: list[CheckOutcome],
+    settings: Settings, sources: list[Table], day: date, region: str, run_id: str, checks: list[CheckOutcome],
     *, checked: Watermarks, as_of: datetime | None = None, launched_by: str = "unknown",
-) -> Publication:
-    """Replace the (day, region) partition of reporting.<table> with the mart's, if every check passed
-    on exactly the build being copied.
+) -> list[Publication]:
+    """Replace the (day, region) partition of each reporting table with its mart's, if every check
+    passed on exactly the build being copied; all of the slice's tables, or none.
 
     ``checked`` is the slice's watermarks when its checks ran. The copy runs in one repeatable-read
-    transaction that first reads the watermarks again: if a rebuild committed since the checks (one
+    transaction that first reads them again: if any model of the slice was rebuilt since (by anything
     that did not hold the slice lock, e.g. dbt run by hand), nothing is published.
     """
-    if not source.published:
-        raise ValueError(f"{source.relation} is not a published table (meta.txmon.published in its yml)")
-    table = source.name
+    for source in sources:
+        if not source.published:
+            raise ValueError(f"{source.relation} is not a published table (meta.txmon.published in its yml)")
+    where = f"{', '.join(s.name for s in sources)} {day}|{region}"
     if not checks:
-        raise NotPublished(f"{table} {day}|{region}: no checks were run")
+        raise NotPublished(f"{where}: no checks were run")
     failed = [c.name for c in checks if not c.passed]
     if failed:
-        raise NotPublished(f"{table} {day}|{region}: checks failed: {', '.join(failed)}")
-    date_column = sql.Identifier(source.date_column)
+        raise NotPublished(f"{where}: checks failed: {', '.join(failed)}")
+    summary = json.dumps({c.name: {"passed": c.passed, "summary": c.summary} for c in checks}, sort_keys=True)
+    published = []
     with connect(settings.home_dsn(Role.PUBLISH), purpose="publish") as conn:
-        # One snapshot for the verification and the copy. Two publications of one partition never
+        # One snapshot for the verification and every copy. Two publications of one partition never
         # meet (each holds the slice lock); if they did, the second would fail to serialise, not mix.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        now = slice_watermarks(conn, day, region)  # the snapshot the copy below reads too
-        if now != checked:
-            raise NotPublished(f"{table} {day}|{region}: the slice was rebuilt after its checks ran; "
+        if slice_watermarks(conn, day, region) != checked:
+            raise NotPublished(f"{where}: the slice was rebuilt after its checks ran; "
                                "its next refresh checks and publishes it")
-        columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
-        target = sql.SQL("reporting.{}").format(sql.Identifier(table))
-        conn.execute(
-            sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column), (day, region)
-        )
-        rows = conn.execute(
-            sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}.{m} WHERE {d} = %s AND region = %s").format(
-                t=target, c=columns, s=sql.Identifier(source.schema), m=sql.Identifier(table), d=date_column
-            ),
-            (day, region),
-        ).rowcount
-        conn.execute(
-            """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count, checks,
-                   staging_as_of, built_as_of, launched_by)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            (
-                table, day, region, run_id, rows,
-                json.dumps({c.name: {"passed": c.passed, "summary": c.summary} for c in checks}, sort_keys=True),
-                as_of, checked.get(source.name), launched_by,
-            ),
-        )
-    return Publication(table, day, region, rows)
+        for source in sources:
+            rows = _copy(conn, source, day, region)
+            conn.execute(
+                """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count,
+                       checks, staging_as_of, built_as_of, launched_by)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (source.name, day, region, run_id, rows, summary, as_of,
+                 checked.get(source.name, (None,))[0], launched_by),
+            )
+            published.append(Publication(source.name, day, region, rows))
+    return published
+
+
+def _copy(conn, source: Table, day: date, region: str) -> int:
+    """Replace the slice of reporting.<table> with the mart's; the number of rows copied."""
+    date_column = sql.Identifier(source.date_column)
+    columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
+    target = sql.SQL("reporting.{}").format(sql.Identifier(source.name))
+    conn.execute(sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column),
+                 (day, region))
+    return conn.execute(
+        sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}.{m} WHERE {d} = %s AND region = %s").format(
+            t=target, c=columns, s=sql.Identifier(source.schema), m=sql.Identifier(source.name), d=date_column
+        ),
+        (day, region),
+    ).rowcount

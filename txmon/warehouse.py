@@ -89,6 +89,12 @@ def require_migrated(dsn: str) -> None:
         )
 
 
+def scram_verifier(conn: psycopg.Connection, role: str, secret: str) -> str:
+    """The SCRAM verifier of a password, computed here: the server (its log, pg_stat_activity) never
+    sees the password itself."""
+    return conn.pgconn.encrypt_password(secret.encode(), role.encode(), b"scram-sha-256").decode()
+
+
 def set_role_passwords(settings: Settings, dsn: str) -> None:
     """Give each role by duty its login and password from the secrets on the server of ``dsn``.
 
@@ -101,11 +107,25 @@ def set_role_passwords(settings: Settings, dsn: str) -> None:
                 continue
             secret = credentials.password(settings, role)
             statement = (
-                sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(sql.Identifier(role.value), sql.Literal(secret))
+                sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                    sql.Identifier(role.value), sql.Literal(scram_verifier(conn, role.value, secret)))
                 if secret
                 else sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(role.value))
             )
             conn.execute(statement)
+
+
+def close_maintenance_databases(dsn: str) -> None:
+    """PUBLIC may not connect to the server's maintenance and template databases either (a role by
+    duty could create temporary tables there). Skipped where the admin may not (a managed server)."""
+    with connect(dsn, autocommit=True, purpose="migrate") as conn:
+        present = [name for (name,) in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1')")]
+        for name in present:
+            try:
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+            except psycopg.errors.InsufficientPrivilege:
+                pass
 
 
 # Dagster's storage belongs to its role (Dagster creates and migrates its own tables in it); objects
@@ -145,6 +165,7 @@ def migrate(settings: Settings) -> dict[str, list[str]]:
     applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
     for dsn in settings.databases():
         set_role_passwords(settings, dsn)
+        close_maintenance_databases(dsn)
     try:
         prepare_dagster_database(settings)
     except psycopg.OperationalError as exc:

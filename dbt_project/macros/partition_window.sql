@@ -53,10 +53,7 @@
 -#}
 {% macro delete_partition(date_column, region_column, by_transaction=true) -%}
     {%- if var('partition_date') is not none %}
-        create temp table txmon_run_clock on commit drop as
-            select least(now(), min(xact_start)) as processed_until
-            from pg_stat_activity
-            where datname = current_database() and pid <> pg_backend_pid() and xact_start is not null;
+        create temp table txmon_run_clock on commit drop as select txmon.run_clock() as processed_until;
     {%- endif -%}
     {%- if is_incremental() and var('partition_date') is not none %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
@@ -131,7 +128,7 @@
 -#}
 {% macro record_watermark(upstream=none) -%}
     {%- if var('partition_date') is not none -%}
-        insert into intermediate.slice_watermarks (model, slice_date, region, processed_until)
+        insert into intermediate.slice_watermarks (model, slice_date, region, processed_until, built_at)
         select '{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}',
         {%- if upstream %}
                least(processed_until, coalesce((
@@ -141,8 +138,10 @@
         {%- else %}
                processed_until
         {%- endif %}
+               , clock_timestamp()
         from txmon_run_clock
-        on conflict (model, slice_date, region) do update set processed_until = excluded.processed_until
+        on conflict (model, slice_date, region) do update
+            set processed_until = excluded.processed_until, built_at = excluded.built_at
     {%- else -%}
         delete from intermediate.slice_watermarks where model = '{{ this.identifier }}'
     {%- endif -%}

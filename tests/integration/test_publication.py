@@ -74,9 +74,21 @@ def test_a_rebuild_after_the_checks_is_not_published(published, tmp_path):
     assert platform.query("SELECT count(*) FROM marts.suspicious_activity WHERE event_date = %s AND region = %s",
                           (DAY, REGION)) == [(5,)]
     with pytest.raises(NotPublished, match="rebuilt after its checks"):
-        publish(settings, table, DAY, REGION, "test-run", PASSED, checked=checked, launched_by="test")
+        publish(settings, [table], DAY, REGION, "test-run", PASSED, checked=checked, launched_by="test")
     assert published_rows(platform) == 3, "rows no check saw reached reporting"
     assert log_entries(platform) == entries
+    # A rebuild of one model alone, whose run clock does not move, is caught as well: a build is
+    # identified by when it was made. Nothing of the slice is published then, not even the tables
+    # that were not rebuilt.
+    with connect(settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
+        checked = slice_watermarks(conn, DAY, REGION)
+    settlements = next(t for t in partitioned_tables(manifest()) if t.name == "daily_settlements")
+    proc = run_dbt(settings, ["run", "--select", settlements.model, *vars_arg(dbt_vars(settings, DAY, REGION))],
+                   capture=True)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    with pytest.raises(NotPublished, match="rebuilt after its checks"):
+        publish(settings, [table, settlements], DAY, REGION, "test-run", PASSED, checked=checked, launched_by="test")
+    assert published_rows(platform) == 3 and log_entries(platform) == entries
 
 
 def test_a_refresh_waits_for_the_slice_lock_and_then_publishes_what_it_checked(published, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import replace
 
 import psycopg
@@ -168,3 +169,27 @@ def test_wrong_password_is_refused(platform, tmp_path):
         str(platform.settings.passfile), str(passfile))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(dsn, purpose="test")
+
+
+def test_the_local_cluster_wants_a_password_and_keeps_its_files_private(platform):
+    settings = platform.settings
+    rules = {(kind, address, method) for kind, address, method in platform.query(
+        "SELECT type, address, auth_method FROM pg_hba_file_rules WHERE error IS NULL")}
+    assert rules == {("local", None, "peer"), ("host", "127.0.0.1", "scram-sha-256"), ("host", "::1", "scram-sha-256")}
+    settings_now = dict(platform.query(
+        """SELECT name, setting FROM pg_settings WHERE name IN
+           ('log_parameter_max_length', 'log_parameter_max_length_on_error', 'unix_socket_permissions')"""))
+    assert settings_now == {"log_parameter_max_length": "0", "log_parameter_max_length_on_error": "0",
+                            "unix_socket_permissions": "0700"}
+    pg = settings.state_dir / "postgres"
+    assert stat.S_IMODE((pg / "data").stat().st_mode) == 0o700
+    assert stat.S_IMODE((pg / "run").stat().st_mode) == 0o700
+    assert stat.S_IMODE((pg / "server.log").stat().st_mode) == 0o600
+    kafka = settings.state_dir / "kafka"
+    assert stat.S_IMODE((kafka / "data").stat().st_mode) == 0o700
+    assert stat.S_IMODE((kafka / "server.log").stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings.state_dir.stat().st_mode) in (0o700, 0o711)
+    # Without the passfile nobody gets in, the admin included.
+    without = platform.settings.warehouse_dsn.split("?")[0]
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(without, passfile="/dev/null", connect_timeout=10)

@@ -36,9 +36,10 @@ def test_environment_overrides():
 
 def test_region_routing_is_one_lookup():
     s = Settings.from_env({"TXMON_REGION_DSNS": '{"EU": "postgresql://eu-host/txmon"}'})
-    assert s.dsn_for_region("EU") == "postgresql://eu-host/txmon"
+    eu = s.dsn_for_region("EU")
+    assert eu.startswith("postgresql://eu-host/txmon?passfile=")
     assert s.dsn_for_region("US") == s.warehouse_dsn
-    assert s.databases() == {s.warehouse_dsn: ("US", "APAC"), "postgresql://eu-host/txmon": ("EU",)}
+    assert s.databases() == {s.warehouse_dsn: ("US", "APAC"), eu: ("EU",)}
     with pytest.raises(ConfigError):
         s.dsn_for_region("MARS")
 

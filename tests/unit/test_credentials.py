@@ -84,6 +84,11 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
     assert (ingest["host"], ingest["port"], ingest["dbname"], ingest["user"], ingest["sslmode"]) == (
         "db.example", "6543", "wh", "txmon_ingest", "require")
     assert "password" not in ingest
+    # Given without a password (compose: the password is a secret), the admin URL names the passfile.
+    given = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path), "TXMON_WAREHOUSE_DSN": "postgresql://boss@db:5432/wh"})
+    assert conninfo_to_dict(given.warehouse_dsn)["passfile"] == str(given.passfile)
+    assert given.admin_user == "boss"
+    assert conninfo_to_dict(managed.warehouse_dsn)["password"] == "hunter2"  # its own password kept
     assert "hunter2" not in json.dumps(managed.info())
     assert redact("host=x password=hunter2 user=y") == "host=x password=*** user=y"
     psycopg.conninfo.make_conninfo(managed.home_dsn(Role.INGEST))  # a valid libpq URL

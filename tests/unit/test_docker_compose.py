@@ -103,7 +103,7 @@ def test_settings_in_compose_are_ones_txmon_reads():
     txmon_vars = {k: v for k, v in env.items() if k.startswith("TXMON_")}
     settings = Settings.from_env({k: str(v) for k, v in txmon_vars.items()})  # raises on a bad value
     assert settings.kafka_bootstrap == "kafka:9092"
-    assert settings.warehouse_dsn.endswith("@postgres:5432/txmon")
+    assert settings.warehouse_dsn.startswith("postgresql://txmon@postgres:5432/txmon?passfile=")
     # Derived by `txmon dagster-setup` from TXMON_DAGSTER_DSN and the secrets, not written here.
     assert "TXMON_DAGSTER_STORAGE_URL" not in env
     assert env["DAGSTER_HOME"] == f"{env['TXMON_STATE_DIR']}/dagster"

@@ -11,7 +11,10 @@ BEGIN
             EXECUTE format('CREATE ROLE %I NOLOGIN', name);
         END IF;
         -- No role by duty may create roles or databases, bypass row security or replicate.
-        EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', name);
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = name
+                   AND (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls)) THEN
+            EXECUTE format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', name);
+        END IF;
     END LOOP;
 END
 $$;
@@ -29,6 +32,16 @@ $$;
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA staging FROM PUBLIC;
 ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+-- Advisory locks serialise txmon's own work (a slice's refresh, a day's partition): no other role
+-- may take one and hold a refresh up.
+REVOKE EXECUTE ON FUNCTION pg_advisory_lock(bigint), pg_advisory_lock(integer, integer),
+    pg_advisory_xact_lock(bigint), pg_advisory_xact_lock(integer, integer),
+    pg_try_advisory_lock(bigint), pg_try_advisory_lock(integer, integer),
+    pg_try_advisory_xact_lock(bigint), pg_try_advisory_xact_lock(integer, integer),
+    pg_advisory_lock_shared(bigint), pg_advisory_xact_lock_shared(bigint),
+    pg_try_advisory_lock_shared(bigint), pg_try_advisory_xact_lock_shared(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_advisory_lock(bigint), pg_advisory_xact_lock(bigint), pg_try_advisory_lock(bigint)
+    TO txmon_transform;
 
 -- Ingestion: lands events and its own bookkeeping in staging; reads nothing else.
 GRANT USAGE ON SCHEMA staging TO txmon_ingest;
@@ -36,20 +49,23 @@ GRANT SELECT, INSERT ON staging.transactions, staging.event_identities, staging.
     staging.rejected_transactions, staging.ingest_batches TO txmon_ingest;
 GRANT SELECT, INSERT, UPDATE ON staging.kafka_offsets TO txmon_ingest;
 -- A new day's partition is created by the function, as its owner: the ingest role creates no table.
-ALTER FUNCTION staging.ensure_transactions_partition(date) SECURITY DEFINER SET search_path = pg_catalog, staging;
+-- Its body names every object with its schema; the search path holds nothing another role can write.
+ALTER FUNCTION staging.ensure_transactions_partition(date) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 GRANT EXECUTE ON FUNCTION staging.ensure_transactions_partition(date) TO txmon_ingest;
 
--- Transformation (dbt) and the checks: read staging, own intermediate, marts and reference (dbt
--- creates and replaces their relations), record the Kafka offset audit. The staging view dbt builds
--- (staging.stg_transactions) is the role's own: CREATE on staging lets it replace its view, never
--- write a table it does not own.
-GRANT USAGE, CREATE ON SCHEMA staging TO txmon_transform;
+-- Transformation (dbt) and the checks: read staging (no write, no CREATE there), own the schemas dbt
+-- builds in (stg for its staging view, intermediate, marts, reference), record the Kafka offset audit.
+GRANT USAGE ON SCHEMA staging TO txmon_transform;
 GRANT SELECT ON ALL TABLES IN SCHEMA staging TO txmon_transform;
 ALTER DEFAULT PRIVILEGES IN SCHEMA staging GRANT SELECT ON TABLES TO txmon_transform;
 GRANT INSERT, UPDATE ON staging.offset_audit TO txmon_transform;
+-- dbt's staging view lived in staging before; it is rebuilt in stg.
+DROP VIEW IF EXISTS staging.stg_transactions;
+CREATE SCHEMA IF NOT EXISTS stg;
 CREATE SCHEMA IF NOT EXISTS intermediate;
 CREATE SCHEMA IF NOT EXISTS marts;
 CREATE SCHEMA IF NOT EXISTS reference;
+ALTER SCHEMA stg OWNER TO txmon_transform;
 ALTER SCHEMA intermediate OWNER TO txmon_transform;
 ALTER SCHEMA marts OWNER TO txmon_transform;
 ALTER SCHEMA reference OWNER TO txmon_transform;
@@ -60,7 +76,7 @@ DECLARE
 BEGIN
     FOR rel IN
         SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE (n.nspname IN ('intermediate', 'marts', 'reference') OR (n.nspname = 'staging' AND c.relkind = 'v'))
+        WHERE n.nspname IN ('intermediate', 'marts', 'reference')
           AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
           AND NOT c.relispartition
     LOOP

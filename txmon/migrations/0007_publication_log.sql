@@ -45,7 +45,10 @@ CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON reporting.publication_log
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON reporting.publication_log
     FOR EACH STATEMENT EXECUTE FUNCTION reporting.refuse_log_change();
 
-GRANT SELECT, INSERT ON reporting.publication_log TO txmon_publish;
+-- Who published and when are the database's to say: the publication role writes the other columns only.
+GRANT SELECT ON reporting.publication_log TO txmon_publish;
+GRANT INSERT (table_name, partition_date, region, run_id, row_count, checks, staging_as_of, built_as_of, launched_by)
+    ON reporting.publication_log TO txmon_publish;
 GRANT SELECT ON reporting.publication_log, reporting.published_partitions TO txmon_transform, txmon_publish, bi_reader;
 
 -- The slices' build watermarks and neighbour marks, kept by the partitioned models' hooks
@@ -58,6 +61,8 @@ CREATE TABLE IF NOT EXISTS intermediate.slice_watermarks (
     processed_until timestamptz NOT NULL,
     PRIMARY KEY (model, slice_date, region)
 );
+-- Identifies a build (processed_until may repeat while an older transaction stays open).
+ALTER TABLE intermediate.slice_watermarks ADD COLUMN IF NOT EXISTS built_at timestamptz NOT NULL DEFAULT clock_timestamp();
 -- Transactions of a built slice that an event landed in another slice may have changed (a later
 -- event supersedes this slice's latest one; an earlier one carries a fraud flag): the slice's next
 -- new_data refresh rebuilds them too (mark_neighbours).
@@ -73,3 +78,14 @@ ALTER TABLE intermediate.slice_watermarks OWNER TO txmon_transform;
 ALTER TABLE intermediate.slice_dirty OWNER TO txmon_transform;
 GRANT USAGE ON SCHEMA intermediate TO txmon_publish;
 GRANT SELECT ON intermediate.slice_watermarks TO txmon_publish;
+
+-- The run clock of a slice's build: the start of the oldest transaction still open in the database
+-- (rows it lands later carry an ingested_at before it) or now. pg_stat_activity shows other roles'
+-- transactions only to its owner, hence SECURITY DEFINER, for the transformation role alone.
+CREATE FUNCTION txmon.run_clock() RETURNS timestamptz
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(now(), min(xact_start)) FROM pg_catalog.pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+$$;
+REVOKE EXECUTE ON FUNCTION txmon.run_clock() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION txmon.run_clock() TO txmon_transform;

@@ -30,6 +30,7 @@ from txmon import credentials
 from txmon.config import Role, Settings
 from txmon.db import connect
 from txmon.services.common import ServiceError, ServiceStatus, tail
+from txmon.warehouse import scram_verifier
 
 SERVER_CONF = """\
 # Written by txmon; edit the settings in txmon/services/postgres.py instead.
@@ -149,8 +150,9 @@ class Postgres:
         socket = make_conninfo(host=str(self.run_dir), port=self.settings.pg_port, user=self.settings.pg_user,
                                dbname="postgres")
         with connect(socket, autocommit=True, purpose="services") as conn:
+            verifier = scram_verifier(conn, self.settings.pg_user, secret)
             conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                sql.Identifier(self.settings.pg_user), sql.Literal(secret)))
+                sql.Identifier(self.settings.pg_user), sql.Literal(verifier)))
 
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -227,8 +229,6 @@ class Postgres:
             for name in (self.settings.warehouse_db, self.settings.dagster_db):
                 if name not in existing:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            # The maintenance database is the admin's alone (the migrations close the others to PUBLIC).
-            conn.execute("REVOKE ALL ON DATABASE postgres FROM PUBLIC")
 
     def status(self) -> ServiceStatus:
         where = f"{self.settings.pg_host}:{self.settings.pg_port}"

@@ -4,7 +4,10 @@
     config(
         alias='daily_settlements',
         pre_hook="{{ delete_partition('settlement_date', 'region', by_transaction=false) }}",
-        post_hook="{{ create_slice_index('settlement_date, region') }}",
+        post_hook=[
+            "{{ create_slice_index('settlement_date, region') }}",
+            "{{ record_watermark(upstream='int_transactions_latest') }}",
+        ],
     )
 }}
 
