@@ -76,7 +76,7 @@ def test_transform_reads_staging_writes_its_schemas_only(platform):
         conn.execute("SELECT count(*) FROM staging.transactions").fetchone()
         conn.execute("CREATE TABLE marts.role_probe (x int)")
         conn.execute("CREATE TABLE intermediate.role_probe (x int)")
-        conn.execute("CREATE OR REPLACE VIEW staging.role_probe AS SELECT 1 AS x")
+        conn.execute("CREATE OR REPLACE VIEW stg.role_probe AS SELECT 1 AS x")
         conn.execute("""INSERT INTO staging.offset_audit (topic, "partition", verified_through) VALUES ('t', 0, 1)""")
         conn.execute("CREATE TEMP TABLE tmp (x int)")
         for statement in (
@@ -89,6 +89,8 @@ def test_transform_reads_staging_writes_its_schemas_only(platform):
             """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count, checks,
                    launched_by) VALUES ('x', now(), 'EU', 'r', 0, '{}', 'test')""",
             "DROP TABLE staging.transactions",
+            "CREATE TABLE staging.transactions_20991231 (x int)",  # would stall ingestion's next day
+            "CREATE FUNCTION staging.to_char(date, text) RETURNS text LANGUAGE sql AS 'SELECT 1::text'",
         ):
             refused(conn, statement)
 

@@ -135,8 +135,7 @@ class Kafka:
     def _configure(self) -> None:
         # The log and the data (every transaction) are readable by txmon's user alone.
         credentials.private_dir(self.root)
-        if self.data.exists():
-            self.data.chmod(0o700)
+        credentials.private_dir(self.data)
         self.properties.write_text(
             SERVER_PROPERTIES.format(
                 host=self.settings.kafka_host,
