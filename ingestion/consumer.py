@@ -244,7 +244,8 @@ class Ingestor:
         try:
             for dsn, regions in databases.items():
                 sinks.append(WarehouseSink(dsn, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
-                                           worker=self.worker))
+                                           worker=self.worker,
+                                           raw_events=self.settings.raw_event_retention_days > 0))
             today = datetime.now(UTC).date()
             for sink in sinks:
                 sink.ensure_days(today + timedelta(days=d) for d in range(-1, 4))  # ahead, out of the landing path
