@@ -229,10 +229,14 @@ class EventValidator:
         """
         if event.keys() <= self._kept:
             return None
-        kept = {k: v for k, v in event.items() if k in self._kept}
-        if not kept.keys() <= CONTRACT_FIELDS:
+        kept = event.copy()  # set operations on the keys: no Python-level loop over the fields
+        for name in event.keys() - self._kept:
+            del kept[name]
+        allowed = kept.keys() - CONTRACT_FIELDS
+        if allowed:
             exact = exact if exact is not None else _read_exactly(value)
-            kept = {k: (v if k in CONTRACT_FIELDS else exact[k]) for k, v in kept.items()}
+            for name in allowed:
+                kept[name] = exact[name]
         return orjson.dumps(kept, default=_exact_number)
 
     def parse(self, value: bytes | None) -> Transaction:

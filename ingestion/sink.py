@@ -12,8 +12,8 @@ In a single transaction the sink
    savepoint, then the events into ``staging.transactions``; when PostgreSQL still finds a stored
    identity (a replay older than the sink's memory, another worker's event), the savepoint is
    rolled back and the batch goes the careful way: COPY into a session-local scratch table, then
-   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events,
-   Each event's ``raw_event`` is its message as it is, or, when the message had extra fields not on
+   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events;
+   each event's ``raw_event`` is its message as it is, or, when the message had extra fields not on
    the allow-list (TXMON_EXTRA_FIELDS), the message without them; the verbatim message of such an
    event is kept apart in ``staging.raw_events`` (an audit copy with its own retention, not an
    outcome of its offset; none when TXMON_RAW_EVENT_RETENTION_DAYS is 0),

@@ -250,6 +250,6 @@ def test_dagster_check_evaluations_past_the_retention_are_pruned(platform, monke
         assert history() == [new.run_id]
         assert instance.get_run_by_id(old.run_id) is None and instance.get_run_by_id(new.run_id) is not None
         evaluations = platform.query_dagster(  # the event log's own rows (asset_key is not set on them)
-            "SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION' AND strpos(event, %s) > 0",
-            (name,))
+            "SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION'"
+            " AND strpos(event, %s) > 0", (name,))
         assert evaluations == [(new.run_id,)]
