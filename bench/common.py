@@ -182,7 +182,7 @@ def percentiles(values: list[float], points=(50, 95, 99)) -> dict[str, float | N
 
 STAGING_TABLES = (
     "staging.transactions", "staging.duplicate_transactions", "staging.rejected_transactions",
-    "staging.kafka_offsets", "staging.ingest_batches", "staging.offset_audit",
+    "staging.kafka_offsets", "staging.ingest_batches", "staging.offset_audit", "staging.raw_events",
 )
 
 

@@ -35,3 +35,8 @@ def statuses() -> tuple[str, ...]:
 
 def required_fields() -> tuple[str, ...]:
     return tuple(_raw_schema()["required"])
+
+
+def fields() -> tuple[str, ...]:
+    """The fields the contract names (required and optional); any other field of an event is extra."""
+    return tuple(_raw_schema()["properties"])

@@ -11,6 +11,11 @@ JSON Schema cannot say exactly is checked here, after it:
   number outside PostgreSQL's ``numeric`` range, at most ``MAX_NESTING`` levels of arrays and
   objects, at most ``MAX_MESSAGE_BYTES`` bytes.
 
+Extra fields (beyond the contract's) are kept with the event only when the deployment allows them
+(``extra_fields``): an event carrying others gets ``raw_event``, the JSON to keep instead of the
+message, with the contract's fields and the allowed ones only, numbers exactly as sent. The common
+event, with no other field, keeps ``raw_event`` None and costs one set comparison.
+
 What this module accepts, every later stage can store and compute with: the ingestion sink still
 quarantines, with PostgreSQL's own words, anything the database refuses that got past these rules.
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -28,7 +33,7 @@ from decimal import Decimal, InvalidOperation
 import fastjsonschema
 import orjson
 
-from contracts import load_schema
+from contracts import fields, load_schema
 
 MAX_AMOUNT = Decimal(10) ** 12
 AMOUNT_EXPONENT = -4  # at most 4 fractional digits
@@ -39,6 +44,7 @@ MAX_NESTING = 64  # levels of arrays and objects, the event object included
 NUMERIC_MAX_EXPONENT = 1000
 NUMERIC_MAX_SCALE = 16383
 REASON_VALUE_CHARS = 80  # a value quoted in a reason is cut to this length
+CONTRACT_FIELDS = frozenset(fields())
 
 # Cheap pre-filters (one C-level scan of the bytes); the exact check runs only on a hit.
 _NUL_ESCAPE = re.compile(rb"\\u0000", re.IGNORECASE)
@@ -65,6 +71,9 @@ class Transaction:
     fraud_flag: bool
     event_time: datetime  # always in UTC
     event_date: date  # the business day: the UTC date of event_time
+    # What to keep as the raw event when not the message itself: the message without its extra
+    # fields that are not allowed (None: the message has none, it is kept as it is).
+    raw_event: bytes | None = None
 
 
 def quoted(value: object) -> str:
@@ -116,6 +125,11 @@ def _number(text: str) -> Decimal:
     return Decimal(text)
 
 
+def _read_exactly(value: bytes) -> dict:
+    """The message with every number as an exact Decimal, refused when PostgreSQL's numeric cannot hold it."""
+    return json.loads(value, parse_float=_number, parse_int=_number)
+
+
 def _check_structure(event: dict, *, nul: bool) -> None:
     """Nesting depth and, when asked, NUL characters in any key or string (iterative: no recursion)."""
     stack: list[tuple[object, int]] = [(event, 1)]
@@ -136,6 +150,13 @@ def _check_structure(event: dict, *, nul: bool) -> None:
             raise InvalidEvent("contains a NUL character, which PostgreSQL cannot store")
 
 
+def _exact_number(value: object) -> orjson.Fragment:
+    """orjson's hook for the Decimals of an exactly read event: the number's own digits."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 def _field(name: str) -> str:
     return name.removeprefix("data.").removeprefix("data") or "event"
 
@@ -146,6 +167,7 @@ class EventValidator:
     ``first_day``: events whose business day is earlier are refused (no partition holds them).
     ``max_future_skew_seconds``: events further in the future than this are refused.
     ``clock``: the current Unix time (injectable for tests).
+    ``extra_fields``: the extra fields kept in the event's raw JSON; others are left out of ``raw_event``.
     """
 
     def __init__(
@@ -156,6 +178,7 @@ class EventValidator:
         first_day: date | None = None,
         max_future_skew_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
+        extra_fields: Iterable[str] = (),
     ):
         schema = load_schema(regions, currencies)
         self._check = fastjsonschema.compile(schema)
@@ -163,6 +186,7 @@ class EventValidator:
         self.first_day = first_day
         self.max_future_skew_seconds = max_future_skew_seconds
         self.clock = clock
+        self._kept = CONTRACT_FIELDS | frozenset(extra_fields)
 
     def _schema_reason(self, exc: fastjsonschema.JsonSchemaValueException, event: dict) -> str:
         field = _field(exc.name)
@@ -196,6 +220,25 @@ class EventValidator:
                 )
         return day
 
+    def _raw_event(self, event: dict, value: bytes, exact: dict | None) -> bytes | None:
+        """The event without its extra fields that are not allowed; None when it has none.
+
+        The contract's values are exact in ``event`` already (strings, booleans, the amount as a
+        Decimal when sent as a number); allowed extra fields are read again from the message's text
+        so that their numbers keep every digit, as jsonb would have kept them.
+        """
+        if event.keys() <= self._kept:
+            return None
+        kept = event.copy()  # set operations on the keys: no Python-level loop over the fields
+        for name in event.keys() - self._kept:
+            del kept[name]
+        allowed = kept.keys() - CONTRACT_FIELDS
+        if allowed:
+            exact = exact if exact is not None else _read_exactly(value)
+            for name in allowed:
+                kept[name] = exact[name]
+        return orjson.dumps(kept, default=_exact_number)
+
     def parse(self, value: bytes | None) -> Transaction:
         if value is None:
             raise InvalidEvent("empty message (no value)")
@@ -212,14 +255,16 @@ class EventValidator:
         nul = b"\\u" in value and _NUL_ESCAPE.search(value) is not None
         if nul or value.count(b"[") + value.count(b"{") > MAX_NESTING:
             _check_structure(event, nul=nul)
+        exact = None
         raw_amount = event.get("amount")
         amount_is_number = isinstance(raw_amount, float | int) and not isinstance(raw_amount, bool)
         if amount_is_number or _LONG_NUMBER.search(value):
             # Read the numbers again from their text, exactly, never through a float: the amount,
             # and every literal PostgreSQL's numeric must hold (nesting is bounded by now).
-            exact = json.loads(value, parse_float=_number, parse_int=_number)
+            exact = _read_exactly(value)
             if amount_is_number:
                 event["amount"] = exact.get("amount")
+        raw_event = self._raw_event(event, value, exact)  # before the schema check fills in defaults
         try:
             self._check(event)
         except fastjsonschema.JsonSchemaValueException as exc:
@@ -237,4 +282,5 @@ class EventValidator:
             fraud_flag=event.get("fraud_flag", False),
             event_time=moment,
             event_date=self._in_window(moment, text),
+            raw_event=raw_event,
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from expectations import daily_settlements, staging_transactions, suspicious_activity
 from txmon.config import Role, Settings
-from txmon.quality import CheckOutcome
+from txmon.quality import CheckOutcome, sampled
 
 GX_ROOT = Path(__file__).parent
 SUITES = {
@@ -21,7 +21,6 @@ SUITES = {
 # suite reads the region's own database, the mart suites the warehouse).
 URL_VARIABLE = "TXMON_GX_URL"
 _lock = threading.Lock()
-RESULT_FORMAT = "SUMMARY"
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -52,8 +51,11 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
         asset._datasource = datasource
         datasource.assets.append(asset)  # in memory: the batch looks its asset up by name
         batch = asset.get_batch(asset.build_batch_request())
+        # Counts of unexpected values; the values themselves (identifiers among them) only as the
+        # sample the deployment allows (TXMON_METADATA_SAMPLE_SIZE, none by default).
+        result_format = {"result_format": "SUMMARY", "partial_unexpected_count": settings.metadata_sample_size}
         result = batch.validate(
-            gx.ExpectationSuite(name=suite, expectations=module.expectations(settings)), result_format=RESULT_FORMAT
+            gx.ExpectationSuite(name=suite, expectations=module.expectations(settings)), result_format=result_format
         )
         datasource.get_execution_engine().engine.dispose()
     failed = []
@@ -67,7 +69,7 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
             "kwargs": {k: str(v) for k, v in config.kwargs.items() if k != "batch_id"},
             "unexpected_count": detail.get("unexpected_count"),
             "element_count": detail.get("element_count"),
-            "failing_values": [str(v) for v in (detail.get("partial_unexpected_list") or [])[:20]],
+            **sampled(settings, "sample_failing_values", detail.get("partial_unexpected_list") or []),
         })
     stats = result.statistics
     return CheckOutcome(

@@ -245,7 +245,8 @@ class Ingestor:
                 ingest = self.settings.as_role(dsn, Role.INGEST)
                 require_migrated(ingest)
                 sinks.append(WarehouseSink(ingest, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
-                                           worker=self.worker))
+                                           worker=self.worker,
+                                           raw_events=self.settings.raw_event_retention_days > 0))
             today = datetime.now(UTC).date()
             for sink in sinks:
                 sink.ensure_days(today + timedelta(days=d) for d in range(-1, 4))  # ahead, out of the landing path

@@ -12,7 +12,11 @@ In a single transaction the sink
    savepoint, then the events into ``staging.transactions``; when PostgreSQL still finds a stored
    identity (a replay older than the sink's memory, another worker's event), the savepoint is
    rolled back and the batch goes the careful way: COPY into a session-local scratch table, then
-   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events,
+   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events;
+   each event's ``raw_event`` is its message as it is, or, when the message had extra fields not on
+   the allow-list (TXMON_EXTRA_FIELDS), the message without them; the verbatim message of such an
+   event is kept apart in ``staging.raw_events`` (an audit copy with its own retention, not an
+   outcome of its offset; none when TXMON_RAW_EVENT_RETENTION_DAYS is 0),
 3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason:
    the home database those that are no event at all, every database the events of its regions
    that PostgreSQL itself refuses to store (found by bisecting the batch, with PostgreSQL's message
@@ -59,6 +63,8 @@ LANDING_TYPES = (
 )
 IDENTITY_COLUMNS = '"transaction_id", "status", "event_time", "topic", "partition", "offset"'
 IDENTITY_TYPES = ("text", "text", "timestamptz", "text", "int4", "int8")
+RAW_EVENT_COLUMNS = '"topic", "partition", "offset", "raw_value"'
+RAW_EVENT_TYPES = ("text", "int4", "int8", "bytea")
 
 REJECTED_COLUMNS = ("topic", "partition", "offset", "kafka_key", "raw_value", "raw_text", "reason", "produced_at")
 REASON_CHARS = 1000
@@ -148,12 +154,14 @@ def storable_reason(reason: str) -> str:
 class WarehouseSink:
     """Lands the events of ``regions`` (and, in the home database, the quarantine) in one database."""
 
-    def __init__(self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str):
+    def __init__(self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str,
+                 raw_events: bool = True):
         self.dsn = dsn
         self.topic = topic
         self.regions = frozenset(regions)
         self.home = home
         self.worker = worker
+        self.raw_events = raw_events  # keep the verbatim message of events stored without some extra fields
         self.conn = connect(dsn, autocommit=True, purpose=f"ingest:{worker}")
         # Positions are read on a connection of their own: a consumer-group callback may read them while
         # the landing thread has a transaction open on the landing connection.
@@ -336,6 +344,8 @@ class WarehouseSink:
         except UniqueViolation:
             landed, stored = self._land_via_scratch(fresh)
             duplicates.extend(stored)
+        if self.raw_events:
+            self._copy_raw_events([m for m in landed if m.event.raw_event is not None])
         if duplicates:
             with self.conn.cursor() as cur, cur.copy(
                 'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
@@ -357,8 +367,21 @@ class WarehouseSink:
                 e = m.event
                 write_row((e.transaction_id, e.status, e.event_time, topic, m.partition, m.offset))
 
+    def _copy_raw_events(self, messages: Sequence[Message]) -> None:
+        """The verbatim messages of events whose raw_event left extra fields out (an audit copy)."""
+        if not messages:
+            return
+        topic = self.topic
+        with self.conn.cursor() as cur, cur.copy(
+            f"COPY staging.raw_events ({RAW_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(RAW_EVENT_TYPES)
+            for m in messages:
+                copy.write_row((topic, m.partition, m.offset, m.value))
+
     def _copy_events(self, statement: str, messages: Sequence[Message]) -> None:
-        """Binary COPY of the events (the message bytes go to raw_event as they are, see RawJsonbDumper)."""
+        """Binary COPY of the events: raw_event takes the message bytes as they are (see RawJsonbDumper),
+        or the event without its extra fields not on the allow-list."""
         topic = self.topic
         with self.conn.cursor() as cur, cur.copy(statement) as copy:
             copy.set_types(LANDING_TYPES)
@@ -367,7 +390,7 @@ class WarehouseSink:
                 e = m.event
                 write_row((
                     e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount, e.currency,
-                    e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset, m.value,
+                    e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset, e.raw_event or m.value,
                 ))
 
     def _land_via_scratch(self, messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:

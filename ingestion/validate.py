@@ -14,12 +14,14 @@ from txmon.config import Settings
 
 
 def validator_for(settings: Settings) -> EventValidator:
-    """The contract's validator with the deployment's regions, currencies, first day and clock skew."""
+    """The contract's validator with the deployment's regions, currencies, first day, clock skew and
+    the extra fields kept in staging (TXMON_EXTRA_FIELDS)."""
     return EventValidator(
         settings.regions,
         settings.currencies,
         first_day=settings.partitions_start_date,
         max_future_skew_seconds=settings.max_future_skew_seconds,
+        extra_fields=settings.extra_fields,
     )
 
 

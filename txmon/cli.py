@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="rows landed, quarantined and consumer lag")
 
+    sub.add_parser(
+        "prune", help="delete what is past its retention (raw events, quarantine, duplicates, batch log, Dagster "
+        "runs and check evaluations), as the daily prune_dagster_history job does"
+    )
+
     bench = sub.add_parser(
         "bench", help="benchmarks on the local services (own database and topics): table + JSON in bench/results"
     )
@@ -354,6 +359,22 @@ def cmd_status(args, settings) -> int:
     return 0
 
 
+def cmd_prune(args, settings) -> int:
+    from datetime import UTC
+
+    from dagster import DagsterInstance
+
+    from orchestration.defs.maintenance.prune import prune_all
+    from orchestration.instance import dagster_home
+
+    dagster_home(settings)  # the instance the UI shows (its storage from the settings)
+    with DagsterInstance.get() as instance:
+        deleted = prune_all(settings, instance, datetime.now(UTC))
+    for table, rows in deleted.items():
+        print(f"{table:<36} {rows:>10,} deleted")
+    return 0
+
+
 def _materialize(settings, partitions, *, full: bool = True) -> int:
     from orchestration.runner import check_partition, materialize
 
@@ -510,6 +531,7 @@ COMMANDS = {
     "ingest": cmd_ingest,
     "run": cmd_run,
     "status": cmd_status,
+    "prune": cmd_prune,
     "dbt": cmd_dbt,
     "bench": cmd_bench,
     "materialize": cmd_materialize,

@@ -165,6 +165,19 @@ class Settings:
     # How long one outage of PostgreSQL or Kafka may last before an ingest worker gives up (exit 1).
     outage_budget_seconds: int = 300
 
+    # Retention and privacy (README, "Retention and privacy"). Extra event fields (beyond the
+    # contract's) kept in staging.transactions.raw_event; the verbatim message of an event that had
+    # others goes to staging.raw_events for raw_event_retention_days (0: not kept). Quarantined
+    # messages, duplicates and the batch log are pruned after their days (once the offset audit
+    # verified them); Dagster's check evaluations after dagster_retention_days like its runs. Dagster
+    # metadata shows counts; up to metadata_sample_size failing values (transaction ids) only when set.
+    extra_fields: tuple[str, ...] = ()
+    raw_event_retention_days: int = 30
+    quarantine_retention_days: int = 90
+    duplicate_retention_days: int = 30
+    batch_log_retention_days: int = 30
+    metadata_sample_size: int = 0
+
     # ------------------------------------------------------------------ derived values
     @property
     def kafka_bootstrap(self) -> str:
@@ -340,6 +353,15 @@ class Settings:
         integer("MAX_FUTURE_SKEW_SECONDS", "max_future_skew_seconds", 0, 86400)
         integer("STAGING_FRESHNESS_MINUTES", "staging_freshness_minutes", 1, 100_000)
         integer("MARTS_FRESHNESS_MINUTES", "marts_freshness_minutes", 1, 100_000)
+
+        # Retention and privacy.
+        if (value := get("EXTRA_FIELDS")) is not None:
+            kwargs["extra_fields"] = tuple(dict.fromkeys(_csv(value)))
+        integer("RAW_EVENT_RETENTION_DAYS", "raw_event_retention_days", 0, 3660)
+        integer("QUARANTINE_RETENTION_DAYS", "quarantine_retention_days", 1, 3660)
+        integer("DUPLICATE_RETENTION_DAYS", "duplicate_retention_days", 1, 3660)
+        integer("BATCH_LOG_RETENTION_DAYS", "batch_log_retention_days", 1, 3660)
+        integer("METADATA_SAMPLE_SIZE", "metadata_sample_size", 0, 1000)
 
         if (value := get("BATCH_MAX_SECONDS")) is not None:
             try:

@@ -14,6 +14,7 @@ publishes a mart partition only when all of its blocking checks passed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -28,10 +29,21 @@ from txmon.dbt import ANALYTICAL_WORK_MEM
 
 @dataclass(frozen=True)
 class CheckOutcome:
+    """A check's result. ``summary`` and ``metadata`` go to Dagster's storage (and the summary to
+    reporting.published_partitions): counts, never transaction or account identifiers, except the
+    sample ``sampled`` adds when the deployment allows one."""
+
     name: str
     passed: bool
     summary: str
     metadata: dict = field(default_factory=dict)
+
+
+def sampled(settings: Settings, key: str, values: Sequence) -> dict:
+    """``{key: the first failing values}`` when TXMON_METADATA_SAMPLE_SIZE allows a sample, else nothing:
+    by default a check's metadata says how many values failed, not which (they are identifiers)."""
+    size = settings.metadata_sample_size
+    return {key: [str(v) for v in values[:size]]} if size and len(values) else {}
 
 
 # Each transaction with an event in the slice (the day as a half-open range on event_time, so
@@ -102,7 +114,8 @@ SELECT count(*),
        count(*) FILTER (WHERE i.transaction_id IS NOT NULL
                           AND (i.topic, i."partition", i."offset") <> (t.topic, t."partition", t."offset")),
        (array_agg(t.transaction_id) FILTER (
-            WHERE (i.topic, i."partition", i."offset") IS DISTINCT FROM (t.topic, t."partition", t."offset")))[1:20]
+            WHERE (i.topic, i."partition", i."offset") IS DISTINCT FROM (t.topic, t."partition", t."offset"))
+       )[1:%(sample)s]
 FROM staging.transactions AS t
 LEFT JOIN staging.event_identities AS i USING (transaction_id, status)
 WHERE t.event_time >= %(day)s::date::timestamp AT TIME ZONE 'UTC'
@@ -193,7 +206,8 @@ def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: dat
         name="suspicious_in_staging",
         passed=not missing,
         summary=f"{len(rows)} suspicious transactions, {len(missing)} not in staging",
-        metadata={"suspicious_transactions": len(rows), "not_in_staging": missing[:20]},
+        metadata={"suspicious_transactions": len(rows), "not_in_staging": len(missing),
+                  **sampled(settings, "sample_not_in_staging", missing)},
     )
 
 
@@ -226,7 +240,7 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
         passed=not missing,
         summary=f"{len(expected)} suspicious by the rules in staging, {len(missing)} missing from the mart",
         metadata={"suspicious_in_staging": len(expected), "missing_from_mart": len(missing),
-                  "first_missing": missing[:20]},
+                  **sampled(settings, "sample_missing_from_mart", missing)},
     )
 
 
@@ -236,14 +250,15 @@ def staging_events_unique(settings: Settings, day: date, region: str, as_of: dat
     is the one event its identity row in staging.event_identities points at."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         events, without, second, sample = conn.execute(
-            IDENTITIES_OF_SLICE, {"day": day, "region": region, "since": _bound(since, "-infinity")}
+            IDENTITIES_OF_SLICE, {"day": day, "region": region, "since": _bound(since, "-infinity"),
+                                  "sample": settings.metadata_sample_size}
         ).fetchone()
     return CheckOutcome(
         name="staging_events_unique",
         passed=without == 0 and second == 0,
         summary=f"{events} events, {without} without an identity, {second} second copies of an identity",
         metadata={"events": events, "without_identity": without, "second_copies": second,
-                  "first_transaction_ids": sample or []},
+                  **sampled(settings, "sample_transaction_ids", sample or [])},
     )
 
 

@@ -93,8 +93,10 @@ def test_known_file_lands_exactly(platform, tmp_path):
         ("t-3", "settled", Decimal("10.00"), "SGD", "APAC", False),
     ]
     assert rows[1][6].isoformat() == "2026-11-24T09:05:00+00:00"  # +01:00 stored as the same instant
-    assert rows[3][7] == "m-1" and json.loads(rows[3][8]) == {"note": "kept"}
+    assert rows[3][7] == "m-1" and rows[3][8] is None  # an extra field not on the allow-list is not kept there...
     assert {r[9] for r in rows} == {platform.settings.topic}
+    copies = platform.query("SELECT raw_value FROM staging.raw_events")
+    assert [json.loads(bytes(v)) for (v,) in copies] == [json.loads(lines[3])]  # ...but in the audit copy
 
     dupes = platform.query("SELECT transaction_id, status FROM staging.duplicate_transactions")
     assert dupes == [("t-2", "settled")]
@@ -171,6 +173,7 @@ def test_late_events_land_in_their_own_day(platform, tmp_path):
 
 def test_redelivery_of_an_event_landed_by_an_earlier_run(platform, tmp_path):
     """A replay the worker cannot remember (a new process) is caught by PostgreSQL, stored once, recorded."""
+    platform.env["TXMON_EXTRA_FIELDS"] = "extra"  # kept in raw_event
     first = tmp_path / "first.jsonl"
     first.write_text("\n".join(line(event(f"r-{i}", extra={"n": i})) for i in range(5)))
     platform.txmon("produce", str(first))

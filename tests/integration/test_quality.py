@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -90,6 +91,13 @@ def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(l
         (run_id(broken),),
     )
     assert {"gx_staging_transactions", "accepted_values__currency"} <= {name for (name,) in failed}
+    # In counts, not identifiers: nothing the run stored (its logs, check metadata and descriptions)
+    # names the offending row or its account, nor any landed transaction (aggregates per currency are fine).
+    stored = " ".join(e for (e,) in platform.query_dagster(
+        "SELECT event FROM event_logs WHERE run_id = %s", (run_id(broken),)))
+    assert "ASSET_CHECK_EVALUATION" in stored and "unexpected_count" in stored
+    assert "bad-1" not in stored and "acc-bad" not in stored
+    assert_names_no_one(platform, stored)
 
     # With the bad row gone, rebuilding the partition passes and publishes it again.
     platform.execute("DELETE FROM staging.transactions WHERE transaction_id = 'bad-1'")
@@ -149,13 +157,19 @@ def insert(platform, table: str, rows: list[dict]) -> None:
 
 
 def failed_expectations(outcome) -> dict[str, list]:
+    """expectation:column -> the sample of failing values in the metadata (none unless configured)."""
     out = {}
     for f in outcome.metadata["failed_expectations"]:
         kwargs = f["kwargs"]
+        assert f["unexpected_count"] > 0
         out[f"{f['expectation']}:{kwargs.get('column') or kwargs.get('column_list') or kwargs.get('column_A')}"] = (
-            f["failing_values"]
+            f.get("sample_failing_values", [])
         )
     return out
+
+
+def sampling(settings, size: int = 5):
+    return replace(settings, metadata_sample_size=size)
 
 
 def test_staging_suite_fails_on_each_family(platform):
@@ -179,6 +193,9 @@ def test_staging_suite_fails_on_each_family(platform):
         "expect_column_values_to_be_between:amount",
         "expect_column_values_to_be_in_set:currency",
     }
+    assert all(values == [] for values in failed.values())  # counts only, by default
+    failed = failed_expectations(validate(sampling(platform.settings), "staging_transactions", DAY, "US",
+                                          relation=table))
     assert failed["expect_column_values_to_be_in_set:currency"] == ["XXX"]
     assert failed["expect_column_values_to_be_between:amount"] == ["0.0000"]
 
@@ -202,12 +219,16 @@ def test_mart_suites_fail_on_each_family(platform):
     insert(platform, "public.sus", [row])
     assert validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus").passed
     insert(platform, "public.sus", [row, {**row, "transaction_id": "s-2", "amount_usd": -1, "currency": "ZZZ"}])
-    failed = failed_expectations(validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus"))
+    outcome = validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus")
+    failed = failed_expectations(outcome)
     assert set(failed) == {
         "expect_column_values_to_be_unique:transaction_id",
         "expect_column_values_to_be_between:amount_usd",
         "expect_column_values_to_be_in_set:currency",
     }
+    assert "s-1" not in repr((outcome.summary, outcome.metadata))  # the doubled transaction id is not named...
+    sampled = validate(sampling(platform.settings, 1), "suspicious_activity", DAY, "US", relation="public.sus")
+    assert failed_expectations(sampled)["expect_column_values_to_be_unique:transaction_id"] == ["s-1"]  # ...if asked
 
     platform.execute(
         """CREATE TABLE public.settle (settlement_date date, region text, currency text, transaction_count bigint,
@@ -225,6 +246,17 @@ def test_mart_suites_fail_on_each_family(platform):
         "expect_column_values_to_be_between:settled_volume",
         "expect_column_pair_values_a_to_be_greater_than_b:transaction_count",
     }
+
+
+def assert_no_identifiers(platform, outcome) -> None:
+    """Neither the summary nor the metadata of a check names a transaction, account or counterparty."""
+    assert_names_no_one(platform, repr((outcome.summary, outcome.metadata)))
+
+
+def assert_names_no_one(platform, shown: str) -> None:
+    for row in platform.query("SELECT transaction_id, account_id, counterparty_id FROM staging.transactions"):
+        for value in filter(None, row):
+            assert value not in shown, value
 
 
 def test_reconciliations_find_what_does_not_add_up(landed):
@@ -254,7 +286,9 @@ def test_reconciliations_find_what_does_not_add_up(landed):
 
     platform.execute("UPDATE marts.suspicious_activity SET amount = amount + 1 WHERE transaction_id = 'us-2'")
     missing = suspicious_in_staging(settings, DAY, "US")
-    assert not missing.passed and missing.metadata["not_in_staging"] == ["us-2"]
+    assert not missing.passed and missing.metadata["not_in_staging"] == 1
+    assert_no_identifiers(platform, missing)
+    assert suspicious_in_staging(sampling(settings), DAY, "US").metadata["sample_not_in_staging"] == ["us-2"]
 
     platform.execute("DELETE FROM staging.transactions WHERE transaction_id = 'us-5'")
     off = settlements_reconcile(settings, DAY, "US")
@@ -269,7 +303,9 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     # An incomplete mart: a suspicious transaction dropped from it.
     platform.execute("DELETE FROM marts.suspicious_activity WHERE transaction_id = %s", (suspicious[-1],))
     incomplete = suspicious_complete(settings, DAY, "US")
-    assert not incomplete.passed and incomplete.metadata["first_missing"] == [suspicious[-1]]
+    assert not incomplete.passed and incomplete.metadata["missing_from_mart"] == 1
+    assert_no_identifiers(platform, incomplete)
+    assert suspicious_complete(sampling(settings), DAY, "US").metadata["sample_missing_from_mart"] == [suspicious[-1]]
     assert suspicious_in_staging(settings, DAY, "US").passed  # the old check alone would not see it
 
     # A second copy of an event identity (stored behind the landing's back, with another time).
@@ -281,4 +317,5 @@ def test_reconciliations_find_what_does_not_add_up(landed):
            FROM staging.transactions WHERE transaction_id = %s LIMIT 1""", (suspicious[-1],))
     doubled = staging_events_unique(settings, DAY, "US")
     assert not doubled.passed and doubled.metadata["second_copies"] == 1
-    assert doubled.metadata["first_transaction_ids"] == [suspicious[-1]]
+    assert_no_identifiers(platform, doubled)
+    assert staging_events_unique(sampling(settings), DAY, "US").metadata["sample_transaction_ids"] == [suspicious[-1]]

@@ -60,10 +60,11 @@ def test_ingest_lands_in_staging_and_nothing_else(platform):
         conn.execute("CREATE TEMP TABLE landing (x int)")
         for statement in (
             "DELETE FROM staging.transactions",
+            "DELETE FROM staging.event_identities",
             "UPDATE staging.transactions SET amount = 2",
             "TRUNCATE staging.rejected_transactions",
             "CREATE TABLE staging.mine (x int)",
-            "SELECT count(*) FROM staging.offset_audit",
+            "UPDATE staging.offset_audit SET verified_through = 0",
             "SELECT count(*) FROM reporting.publication_log",
             "CREATE SCHEMA mine",
             "CREATE TABLE public.mine (x int)",

@@ -27,6 +27,7 @@ def run(*args):
         ["generate", "--tps", "10", "--duration", "0", "--output", "/tmp/never.jsonl"],
         ["ingest", "--partitions", "a,b"],
         ["produce", "/no/such/file.jsonl"],
+        ["prune", "--days", "3"],
     ],
 )
 def test_bad_arguments_give_one_line(args):

@@ -57,9 +57,37 @@ def test_region_routing_is_one_lookup():
         {"TXMON_REGION_DSNS": "not json"},
         {"TXMON_REGION_DSNS": '{"MARS": "postgresql://x/y"}'},
         {"TXMON_BATCH_MAX_SECONDS": "0"},
+        {"TXMON_RAW_EVENT_RETENTION_DAYS": "-1"},
+        {"TXMON_QUARANTINE_RETENTION_DAYS": "0"},
+        {"TXMON_DUPLICATE_RETENTION_DAYS": "a month"},
+        {"TXMON_BATCH_LOG_RETENTION_DAYS": "99999"},
+        {"TXMON_METADATA_SAMPLE_SIZE": "-5"},
     ],
 )
 def test_bad_settings_name_the_variable(env):
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     assert "TXMON_" in str(err.value)
+
+
+def test_retention_and_privacy_settings():
+    defaults = Settings.from_env({})
+    assert defaults.extra_fields == ()
+    assert (defaults.raw_event_retention_days, defaults.quarantine_retention_days, defaults.duplicate_retention_days,
+            defaults.batch_log_retention_days, defaults.dagster_retention_days) == (30, 90, 30, 30, 30)
+    assert defaults.metadata_sample_size == 0
+    s = Settings.from_env({
+        "TXMON_EXTRA_FIELDS": " channel, device ,channel,", "TXMON_RAW_EVENT_RETENTION_DAYS": "0",
+        "TXMON_QUARANTINE_RETENTION_DAYS": "365", "TXMON_DUPLICATE_RETENTION_DAYS": "7",
+        "TXMON_BATCH_LOG_RETENTION_DAYS": "14", "TXMON_METADATA_SAMPLE_SIZE": "5",
+    })
+    assert s.extra_fields == ("channel", "device")
+    assert (s.raw_event_retention_days, s.quarantine_retention_days, s.duplicate_retention_days,
+            s.batch_log_retention_days, s.metadata_sample_size) == (0, 365, 7, 14, 5)
+    assert s.info()["extra_fields"] == ("channel", "device")
+
+
+def test_a_bad_retention_is_one_line_naming_the_variable():
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"TXMON_QUARANTINE_RETENTION_DAYS": "0"})
+    assert str(err.value) == "TXMON_QUARANTINE_RETENTION_DAYS=0 is outside 1..3660"

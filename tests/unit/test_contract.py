@@ -210,3 +210,32 @@ def test_reasons_quote_long_values_shortly(validator):
     with pytest.raises(InvalidEvent) as err:
         validator.parse(raw(currency="X" * 5000))
     assert len(err.value.reason) < 300 and "5002 chars" in err.value.reason
+
+
+# ------------------------------------------------------------------ extra fields: kept only where allowed
+
+def test_an_event_without_extra_fields_is_kept_as_sent(validator):
+    assert validator.parse(raw()).raw_event is None
+    assert validator.parse(raw(fraud_flag=False, counterparty_id=None)).raw_event is None
+
+
+def test_extra_fields_not_allowed_are_left_out_of_the_raw_event(validator):
+    tx = validator.parse(raw(channel="card", device={"ip": "10.0.0.1"}))
+    assert json.loads(tx.raw_event) == VALID  # the contract's fields only, no default filled in
+    allowing = EventValidator(DEFAULT_REGIONS, DEFAULT_CURRENCIES, extra_fields=("channel",))
+    assert allowing.parse(raw(channel="card")).raw_event is None  # only allowed extras: the message as it is
+    kept = allowing.parse(raw(channel="card", device={"ip": "10.0.0.1"})).raw_event
+    assert json.loads(kept) == {**VALID, "channel": "card"}
+
+
+def test_numbers_of_the_kept_raw_event_are_exact():
+    """jsonb keeps a number's digits; the raw event without the other fields keeps them too."""
+    allowing = EventValidator(DEFAULT_REGIONS, DEFAULT_CURRENCIES, extra_fields=("score", "nested"))
+    body = raw(amount="@", score="#", nested="%", dropped=1).replace(b'"@"', b"120.5000").replace(
+        b'"#"', b"0.10000000000000000001").replace(b'"%"', b'[1e-1000, 123456789012345678901234567890, -0, 2.50]')
+    kept = allowing.parse(body).raw_event
+    exact = json.loads(kept, parse_float=Decimal, parse_int=Decimal)
+    assert exact["amount"] == Decimal("120.5000") and str(exact["amount"]) == "120.5000"
+    assert str(exact["score"]) == "0.10000000000000000001"
+    assert [str(v) for v in exact["nested"]] == ["1E-1000", "123456789012345678901234567890", "-0", "2.50"]
+    assert "dropped" not in exact

@@ -1,4 +1,5 @@
-"""Keeps Dagster's own storage bounded: old runs and old sensor-reported events are pruned."""
+"""Retention, daily: Dagster's old runs, check evaluations and sensor-reported events, and the
+warehouse's raw events, quarantine, duplicates and batch log past their days (txmon/retention.py)."""
 
 from dagster import Definitions
 

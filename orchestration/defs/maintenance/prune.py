@@ -1,44 +1,46 @@
-
 from datetime import UTC, datetime, timedelta
 
-from dagster import DefaultScheduleStatus, OpExecutionContext, RunsFilter, ScheduleDefinition, job, op
+from dagster import DagsterInstance, DefaultScheduleStatus, OpExecutionContext, RunsFilter, ScheduleDefinition, job, op
 
 from orchestration.resources import TxmonResource
-from txmon.db import connect
+from txmon import retention
+from txmon.config import Settings
 
 RUN_BATCH = 500
 
 
-@op
-def prune_dagster_history(context: OpExecutionContext, txmon: TxmonResource) -> None:
-    """Delete runs (with their events) older than the retention, and old sensor-reported events.
-
-    Ticks are pruned by Dagster itself (`retention` in dagster.yaml). Materializations reported by
-    the ingestion sensor belong to no run; all but the latest per partition are deleted here.
-    """
-    settings = txmon.settings()
-    cutoff = datetime.now(UTC) - timedelta(days=settings.dagster_retention_days)
+def delete_old_runs(instance: DagsterInstance, cutoff: datetime, keep: str | None = None) -> int:
+    """Delete the runs created before ``cutoff`` (with their events) through Dagster's API, all but ``keep``."""
     deleted = 0
     while True:
-        records = context.instance.get_run_records(RunsFilter(created_before=cutoff), limit=RUN_BATCH)
-        records = [r for r in records if r.dagster_run.run_id != context.run_id]
+        records = instance.get_run_records(RunsFilter(created_before=cutoff), limit=RUN_BATCH)
+        records = [r for r in records if r.dagster_run.run_id != keep]
         if not records:
-            break
+            return deleted
         for record in records:
-            context.instance.delete_run(record.dagster_run.run_id)
+            instance.delete_run(record.dagster_run.run_id)
             deleted += 1
-    with connect(settings.dagster_dsn, purpose="prune") as conn:
-        stale = """SELECT id FROM event_logs e
-                   WHERE e.run_id = '' AND e.dagster_event_type = 'ASSET_MATERIALIZATION' AND e.timestamp < %s
-                     AND e.id < (SELECT max(l.id) FROM event_logs l
-                                 WHERE l.asset_key = e.asset_key AND l.partition IS NOT DISTINCT FROM e.partition
-                                   AND l.dagster_event_type = 'ASSET_MATERIALIZATION')"""
-        conn.execute(f"DELETE FROM asset_event_tags WHERE event_id IN ({stale})", (cutoff.replace(tzinfo=None),))  # noqa: S608
-        events = conn.execute(f"DELETE FROM event_logs WHERE id IN ({stale})", (cutoff.replace(tzinfo=None),)).rowcount  # noqa: S608
-    context.log.info(f"deleted {deleted} runs and {events} sensor-reported events older than {cutoff:%Y-%m-%d}")
 
 
-@job(description="Keeps Dagster's storage bounded (runs and sensor-reported events past the retention).")
+def prune_all(settings: Settings, instance: DagsterInstance, now: datetime, keep: str | None = None) -> dict[str, int]:
+    """Everything past its retention: Dagster's old runs, then what txmon.retention prunes; rows per table."""
+    runs = delete_old_runs(instance, now - timedelta(days=settings.dagster_retention_days), keep)
+    return {"dagster.runs": runs, **retention.prune(settings, now)}
+
+
+@op
+def prune_dagster_history(context: OpExecutionContext, txmon: TxmonResource) -> None:
+    """Delete what is past its retention (txmon/retention.py): Dagster's runs, check evaluations and
+    sensor-reported events; the raw events, quarantine, duplicates and batch log of every database.
+
+    Ticks are pruned by Dagster itself (`retention` in dagster.yaml).
+    """
+    deleted = prune_all(txmon.settings(), context.instance, datetime.now(UTC), keep=context.run_id)
+    context.log.info("deleted " + ", ".join(f"{table} {rows}" for table, rows in deleted.items()))
+
+
+@job(description="Deletes what is past its retention: Dagster's runs and check evaluations, the raw events, "
+     "quarantine, duplicates and batch log (TXMON_*_RETENTION_DAYS).")
 def prune_dagster_history_job():
     prune_dagster_history()
 
