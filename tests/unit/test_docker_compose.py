@@ -118,8 +118,10 @@ SERVICE_SECRETS = {
     "setup": TXMON_SECRETS | {"bi-reader"},  # migrates and sets every role's password
     "ingest": {"postgres-ingest", "kafka-password"},
     "generator": {"kafka-password"},
-    "dagster-webserver": {"postgres-dagster", "postgres-transform", "postgres-publish", "kafka-password"},
-    "dagster-daemon": {"postgres-dagster", "postgres-transform", "postgres-publish", "kafka-password"},
+    "dagster-webserver": {"postgres-dagster", "postgres-transform", "postgres-publish", "postgres-ingest",
+                          "kafka-password"},
+    "dagster-daemon": {"postgres-dagster", "postgres-transform", "postgres-publish", "postgres-ingest",
+                       "kafka-password"},
 }
 
 
