@@ -1,3 +1,3 @@
 """txmon: transaction monitoring data platform."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
