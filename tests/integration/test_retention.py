@@ -59,7 +59,7 @@ def test_extra_fields_are_kept_only_where_allowed(platform, tmp_path):
 def regional(platform):
     """The platform with EU's data in a database of its own (data residency): every database is pruned."""
     name = f"{platform.settings.warehouse_db}_eu"
-    dsn = platform.settings.warehouse_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = platform.settings.warehouse_dsn.replace(f"/{platform.settings.warehouse_db}?", f"/{name}?", 1)
     with platform_admin(platform) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     from txmon.warehouse import migrate
