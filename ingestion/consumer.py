@@ -40,6 +40,7 @@ from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
 from ingestion.validate import kafka_timestamp, to_message, validator_for
 from txmon import kafka as kafka_clients
 from txmon.config import Role, Settings
+from txmon.db import refused
 from txmon.errors import first_line
 from txmon.warehouse import require_migrated
 
@@ -222,6 +223,8 @@ class Ingestor:
                     self._disconnected = False
                 result = action()
             except PG_TRANSIENT as exc:
+                if refused(exc):
+                    raise IngestError(f"PostgreSQL refused the ingestion role: {first_line(exc)}") from None
                 self._disconnected = True
                 delay = self.pg.failed(exc)
             except KafkaException as exc:

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource, SkipReason
 from dagster_dbt import DbtCliResource
 
 from txmon.config import Settings
+from txmon.db import refused
 from txmon.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
 from txmon.errors import first_line
 
@@ -37,6 +38,8 @@ def skip_while_unreachable(evaluate):
         try:
             return evaluate(*args, **kwargs)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if refused(exc):
+                raise  # a wrong secret or a missing grant: the tick fails, red in the UI
             return SkipReason(f"PostgreSQL unreachable ({first_line(exc)}); the next tick retries")
 
     return wrapper

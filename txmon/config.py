@@ -56,6 +56,11 @@ def _json_number(value: Decimal) -> int | float | str:
     return float(value) if Decimal(repr(float(value))) == value else str(value)
 
 
+def _query(params: dict[str, str]) -> str:
+    """A URL query libpq reads back exactly (spaces as %20: libpq does not decode '+')."""
+    return urlencode(params, safe="/", quote_via=quote)
+
+
 def redact(dsn: str) -> str:
     """``dsn`` with any password masked (URL or key=value form)."""
     if "://" in dsn:
@@ -193,7 +198,7 @@ class Settings:
         return self.state_dir / "pgpass"
 
     def _dsn(self, database: str) -> str:
-        query = urlencode({"passfile": str(self.passfile)}, safe="/")
+        query = _query({"passfile": str(self.passfile)})
         return f"postgresql://{quote(self.pg_user, safe='')}@{self.pg_host}:{self.pg_port}/{database}?{query}"
 
     def _given(self, dsn: str) -> str:
@@ -201,7 +206,7 @@ class Settings:
         params = conninfo_to_dict(dsn)
         if "password" in params or "passfile" in params:
             return dsn
-        passfile = urlencode({"passfile": str(self.passfile)}, safe="/")
+        passfile = _query({"passfile": str(self.passfile)})
         if "://" in dsn:
             return f"{dsn}{'&' if '?' in dsn else '?'}{passfile}"
         return f"{dsn} passfile='{self.passfile}'"
@@ -234,12 +239,16 @@ class Settings:
         """The same database as ``dsn``, connected as ``role`` (its password from the passfile)."""
         if role is Role.ADMIN:
             return dsn
-        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if k != "password"}
-        host, port, dbname = params.pop("host", "localhost"), params.pop("port", "5432"), params.pop("dbname", "")
-        params.pop("user", None)
+        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if k not in ("password", "user")}
+        dbname = params.pop("dbname", "")
+        host, port = params.get("host", "localhost"), params.get("port", "5432")
+        netloc = quote(role.value, safe="")
+        if re.fullmatch(r"[A-Za-z0-9.\-]+", host) and port.isdigit():  # a plain host name or IPv4 address
+            netloc += f"@{params.pop('host', 'localhost')}:{params.pop('port', '5432')}"
+        else:  # a socket directory, several hosts, IPv6: libpq reads them from the query
+            netloc += "@"
         params["passfile"] = str(self.passfile)
-        netloc = f"{quote(role.value, safe='')}@{host}:{port}"
-        return urlunsplit(("postgresql", netloc, "/" + quote(dbname, safe=""), urlencode(params, safe="/"), ""))
+        return urlunsplit(("postgresql", netloc, "/" + quote(dbname, safe=""), _query(params), ""))
 
     def dsn_for_region(self, region: str, role: Role = Role.ADMIN) -> str:
         """The one answer to "which database does region R live in" (connected as ``role``)."""

@@ -7,6 +7,17 @@ import psycopg
 APPLICATION_NAME = "txmon"
 
 
+# A login or a privilege PostgreSQL refuses: a wrong secret or a missing grant, not an outage. Retrying
+# cannot help; callers say so at once instead of waiting out an outage budget.
+_REFUSED = ("password authentication failed", "no password supplied", "permission denied")
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a PostgreSQL error is a refused login or privilege (SQLSTATE class 28, 42501)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state.startswith("28") or state == "42501" or any(text in str(exc) for text in _REFUSED)
+
+
 def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
     """A psycopg 3 connection with txmon's session defaults (UTC, a named application)."""
     name = f"{APPLICATION_NAME}:{purpose}" if purpose else APPLICATION_NAME

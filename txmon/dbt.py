@@ -105,6 +105,9 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "TXMON_DBT_USER": str(parts.get("user", "")),
         "TXMON_DBT_PASSWORD": "",  # libpq reads the transformation role's password from the passfile
         "PGPASSFILE": str(settings.passfile),
+        # TLS and other connection settings of the URL reach dbt through libpq's environment.
+        **{f"PG{key.upper()}": str(parts[key]) for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
+           if key in parts},
         "TXMON_DBT_DBNAME": str(parts.get("dbname", "")),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",

@@ -60,6 +60,7 @@ def regional(platform):
     """The platform with EU's data in a database of its own (data residency): every database is pruned."""
     name = f"{platform.settings.warehouse_db}_eu"
     dsn = platform.settings.warehouse_dsn.replace(f"/{platform.settings.warehouse_db}?", f"/{name}?", 1)
+    assert dsn != platform.settings.warehouse_dsn
     with platform_admin(platform) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     from txmon.warehouse import migrate

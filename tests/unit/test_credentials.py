@@ -95,7 +95,8 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
 
 
 def test_txmon_info_prints_no_secret(tmp_path):
-    env = {**os.environ, "TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_BI_READER_PASSWORD": "bi-s3cret"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXMON_")}
+    env.update(TXMON_STATE_DIR=str(tmp_path / "state"), TXMON_BI_READER_PASSWORD="bi-s3cret")
     proc = subprocess.run([sys.executable, "-m", "txmon.cli", "info", "--json"], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

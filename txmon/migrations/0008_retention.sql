@@ -29,3 +29,5 @@ GRANT SELECT, INSERT ON staging.raw_events TO txmon_ingest;
 GRANT DELETE ON staging.raw_events, staging.rejected_transactions, staging.duplicate_transactions,
     staging.ingest_batches TO txmon_ingest;
 GRANT SELECT ON staging.offset_audit TO txmon_ingest;
+-- The verbatim messages hold the fields the allow-list keeps out of staging: no check or model reads them.
+REVOKE ALL ON staging.raw_events FROM txmon_transform;
