@@ -289,8 +289,8 @@ class Ingestor:
         self._source_checked = time.monotonic()
         if found:
             raise PositionError(
-                f"not resuming {self.topic}: {'; '.join(found)}. Nothing was skipped or re-read; see the README, "
-                "'When positions do not match the topic'"
+                f"not resuming {self.topic}: {'; '.join(found)}. Nothing was skipped or re-read; see "
+                "docs/operations.md, 'When positions do not match the topic'"
             )
 
     def _check_source(self) -> None:
@@ -365,8 +365,8 @@ class Ingestor:
         if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
             raise PositionError(
                 f"Kafka has no message at the stored position of {self.topic} ({err.str()}): the topic was "
-                "recreated or retention removed messages before they were consumed. Nothing was skipped; see the "
-                "README, 'When positions do not match the topic'"
+                "recreated or retention removed messages before they were consumed. Nothing was skipped; see "
+                "docs/operations.md, 'When positions do not match the topic'"
             )
         if err.fatal():
             raise IngestError(f"Kafka consumer failed: {err.str()}")

@@ -5,7 +5,7 @@ topic was recreated (new topic id, or its end now lies before the position), ano
 answers (new cluster id), or retention removed messages before they were consumed (the position
 lies before the topic's first offset), resuming would skip or re-read messages while the lag reads
 0. The worker stops instead, with the reason, and the offset audit reports the same problems; an
-operator decides what to do (README, "When positions do not match the topic").
+operator decides what to do (docs/operations.md, "When positions do not match the topic").
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class Settings:
     # How long one outage of PostgreSQL or Kafka may last before an ingest worker gives up (exit 1).
     outage_budget_seconds: int = 300
 
-    # Retention and privacy (README, "Retention and privacy"). Extra event fields (beyond the
+    # Retention and privacy (docs/operations.md, "Retention and privacy"). Extra event fields (beyond the
     # contract's) kept in staging.transactions.raw_event; the verbatim message of an event that had
     # others goes to staging.raw_events for raw_event_retention_days (0: not kept). Quarantined
     # messages, duplicates and the batch log are pruned after their days (once the offset audit
