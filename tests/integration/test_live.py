@@ -102,8 +102,10 @@ def assert_roles_by_duty(platform) -> None:
         ([settings.warehouse_db, settings.dagster_db],),
     )
     users = {(db, user) for db, user, _ in sessions}
-    assert (settings.dagster_db, "txmon_dagster") in users, sessions
     assert (settings.warehouse_db, "txmon_ingest") in users, sessions  # the sensor's lander
+    # Dagster opens its storage connections per query: its tables show the role it connects as.
+    owners = platform.query_dagster("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+    assert owners == [("txmon_dagster",)], owners
     for db, user, app in sessions:
         if db == settings.dagster_db:
             assert user == "txmon_dagster", (db, user, app)
