@@ -82,10 +82,6 @@ def kafka_password(settings: Settings) -> str:
     return value
 
 
-def _owns_secrets_dir(settings: Settings) -> bool:
-    return settings.secrets_dir_override is None
-
-
 def _pgpass_line(user: str, secret: str) -> str:
     escaped = secret.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:{user}:{escaped}\n"
@@ -98,7 +94,7 @@ def ensure(settings: Settings) -> None:
     """
     # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
     private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
-    if _owns_secrets_dir(settings):
+    if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
         private_dir(settings.secrets_dir)
         for role in GENERATED:
             path = settings.secrets_dir / FILES[role]

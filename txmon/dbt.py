@@ -163,8 +163,6 @@ def dbt_vars(
 def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
     """Whether every incremental model has processed this slice before (a new_data run needs that)."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
-        if conn.execute("SELECT to_regclass('intermediate.slice_watermarks') IS NULL").fetchone()[0]:
-            return False
         count = conn.execute(
             "SELECT count(*) FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s"
             " AND model = ANY(%s)",

@@ -162,8 +162,9 @@ def prepare_dagster_database(settings: Settings) -> None:
 def migrate(settings: Settings) -> dict[str, list[str]]:
     """Apply pending migrations to every regional database, set the roles' passwords, prepare Dagster's database."""
     credentials.ensure(settings)
-    applied = {dsn: migrate_database(dsn) for dsn in settings.databases()}
+    applied = {}
     for dsn in settings.databases():
+        applied[dsn] = migrate_database(dsn)
         set_role_passwords(settings, dsn)
         close_maintenance_databases(dsn)
     try:

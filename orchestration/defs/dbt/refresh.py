@@ -102,8 +102,6 @@ def run_config(partitions: list[str], full: bool = False) -> dict:
 def marked_slices(settings: Settings) -> set[str]:
     """Slices that a neighbour's refresh marked for their next one."""
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="report") as conn:
-        if conn.execute("SELECT to_regclass('intermediate.slice_dirty') IS NULL").fetchone()[0]:
-            return set()
         rows = conn.execute("SELECT DISTINCT slice_date, region FROM intermediate.slice_dirty").fetchall()
     return {f"{day.isoformat()}|{region}" for day, region in rows}
 
