@@ -35,8 +35,15 @@ BENCH_ENV = {
 }
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 VERSIONED = (
-    "dagster", "dagster-dbt", "dbt-core", "dbt-postgres", "great-expectations", "confluent-kafka", "psycopg",
-    "orjson", "pandas",
+    "dagster",
+    "dagster-dbt",
+    "dbt-core",
+    "dbt-postgres",
+    "great-expectations",
+    "confluent-kafka",
+    "psycopg",
+    "orjson",
+    "pandas",
 )
 
 
@@ -146,10 +153,12 @@ def machine(settings: Settings) -> dict:
     mem_kib = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal")), 0)
     with connect(settings.admin_dsn, autocommit=True, purpose="bench") as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
-        pg_conf = dict(conn.execute(
-            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
-            (["shared_buffers", "work_mem", "synchronous_commit", "max_wal_size", "wal_compression"],),
-        ).fetchall())
+        pg_conf = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+                (["shared_buffers", "work_mem", "synchronous_commit", "max_wal_size", "wal_compression"],),
+            ).fetchall()
+        )
     versions = {}
     for name in VERSIONED:
         try:
@@ -181,8 +190,13 @@ def percentiles(values: list[float], points=(50, 95, 99)) -> dict[str, float | N
 
 
 STAGING_TABLES = (
-    "staging.transactions", "staging.duplicate_transactions", "staging.rejected_transactions",
-    "staging.kafka_offsets", "staging.ingest_batches", "staging.offset_audit", "staging.raw_events",
+    "staging.transactions",
+    "staging.duplicate_transactions",
+    "staging.rejected_transactions",
+    "staging.kafka_offsets",
+    "staging.ingest_batches",
+    "staging.offset_audit",
+    "staging.raw_events",
 )
 
 

@@ -76,27 +76,36 @@ def _wait_for_sensors(settings: Settings, timeout: float = 240) -> None:
     with connect(settings.dagster_dsn, autocommit=True, purpose="bench") as conn:
         while time.monotonic() < deadline:
             if conn.execute("SELECT to_regclass('job_ticks')").fetchone()[0] is not None:
-                names = {n for (n,) in conn.execute(
-                    "SELECT DISTINCT (tick_body::jsonb)->>'job_name' FROM job_ticks"
-                ).fetchall() if n}
+                names = {
+                    n
+                    for (n,) in conn.execute(
+                        "SELECT DISTINCT (tick_body::jsonb)->>'job_name' FROM job_ticks"
+                    ).fetchall()
+                    if n
+                }
                 if {"kafka_ingestion", "marts_refresh"} <= names:
                     return
             time.sleep(2)
     raise BenchError(f"the Dagster sensors did not tick within {timeout:.0f}s (see .txmon/logs/daemon.log)")
 
 
-def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, seconds: float, warmup: float,
-        port: int) -> dict:
+def run(
+    settings: Settings, env: dict[str, str], *, mode: str, tps: float, seconds: float, warmup: float, port: int
+) -> dict:
     reset(settings, dagster=True)
     env = {**env, "TXMON_INGEST_MODE": mode}
     procs = _start_live(settings, env, port)
     sampler = _Sampler(settings)
     try:
         if mode == "worker":
-            procs.append(subprocess.Popen(txmon_argv("ingest"), env=env, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        gen = subprocess.Popen(txmon_argv("generate", "--tps", str(tps), "--duration", str(warmup + seconds)),
-                               env=env, stdout=subprocess.DEVNULL)
+            procs.append(
+                subprocess.Popen(txmon_argv("ingest"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        gen = subprocess.Popen(
+            txmon_argv("generate", "--tps", str(tps), "--duration", str(warmup + seconds)),
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
         procs.append(gen)
         started = datetime.now(UTC)
         window = (started + timedelta(seconds=warmup), started + timedelta(seconds=warmup + seconds))
@@ -119,8 +128,10 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
         n, (p50, p95, p99), worst = conn.execute(LANDING, window).fetchone()
         produced = conn.execute(OVER_THRESHOLD_IN_WINDOW, window).fetchall()
     if not n or not produced:
-        raise BenchError(f"freshness {mode} measured nothing: {n} events landed and {len(produced)} over-threshold "
-                         "transactions built in the window (see .txmon/logs/daemon.log)")
+        raise BenchError(
+            f"freshness {mode} measured nothing: {n} events landed and {len(produced)} over-threshold "
+            "transactions built in the window (see .txmon/logs/daemon.log)"
+        )
     delays = [(sampler.first_seen[tx] - at).total_seconds() for tx, at in produced if tx in sampler.first_seen]
     in_window = [lag for t, lag in sampler.lag if window[0].timestamp() <= t < window[1].timestamp()]
     return {
@@ -128,8 +139,13 @@ def run(settings: Settings, env: dict[str, str], *, mode: str, tps: float, secon
         "tps": tps,
         "window_seconds": seconds,
         "warmup_seconds": warmup,
-        "landing_seconds": {"p50": float(p50 or 0), "p95": float(p95 or 0), "p99": float(p99 or 0),
-                            "max": float(worst or 0), "n": n},
+        "landing_seconds": {
+            "p50": float(p50 or 0),
+            "p95": float(p95 or 0),
+            "p99": float(p99 or 0),
+            "max": float(worst or 0),
+            "n": n,
+        },
         "suspicious_seconds": {**percentiles(delays), "not_seen": len(produced) - len(delays)},
         "lag_max": max(in_window, default=None),
         "lag_samples": [[round(t - window[0].timestamp(), 1), lag] for t, lag in sampler.lag],
@@ -159,9 +175,22 @@ def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: 
     with open(source, "w") as out:
         for i, day in enumerate(days):
             part = RESULTS_DIR / f".late-{i}.jsonl"
-            gen = run_measured(txmon_argv("generate", "--tps", "1000", "--duration", str(events_per_day / 1000),
-                                          "--seed", str(40 + i), "--start", f"{day}T10:00:00Z",
-                                          "--output", str(part)), env)
+            gen = run_measured(
+                txmon_argv(
+                    "generate",
+                    "--tps",
+                    "1000",
+                    "--duration",
+                    str(events_per_day / 1000),
+                    "--seed",
+                    str(40 + i),
+                    "--start",
+                    f"{day}T10:00:00Z",
+                    "--output",
+                    str(part),
+                ),
+                env,
+            )
             if gen.returncode != 0:
                 raise BenchError(f"txmon generate failed: {gen.stderr.strip()[-400:]}")
             out.write(part.read_text())
@@ -176,23 +205,33 @@ def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: 
         deadline = time.monotonic() + timeout
         with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
             while True:
-                landed = {(d, r): at for d, r, at in conn.execute(
-                    """SELECT (event_time AT TIME ZONE 'UTC')::date, region, max(ingested_at) FROM staging.transactions
+                landed = {
+                    (d, r): at
+                    for d, r, at in conn.execute(
+                        """SELECT (event_time AT TIME ZONE 'UTC')::date, region, max(ingested_at)
+                       FROM staging.transactions
                        WHERE event_time >= %s AND event_time < %s GROUP BY 1, 2""",
-                    (days[-1], days[0] + timedelta(days=1)),
-                )}
+                        (days[-1], days[0] + timedelta(days=1)),
+                    )
+                }
                 published = {}
                 if conn.execute("SELECT to_regclass('reporting.published_partitions') IS NOT NULL").fetchone()[0]:
-                    published = {(d, r): at for d, r, at in conn.execute(
-                        """SELECT partition_date, region, min(published_at) FROM reporting.published_partitions
-                           WHERE published_at > %s GROUP BY 1, 2 HAVING count(*) = 2""", (produced_at,),
-                    )}
+                    published = {
+                        (d, r): at
+                        for d, r, at in conn.execute(
+                            """SELECT partition_date, region, min(published_at) FROM reporting.published_partitions
+                           WHERE published_at > %s GROUP BY 1, 2 HAVING count(*) = 2""",
+                            (produced_at,),
+                        )
+                    }
                 done = {k for k in keys if k in published and k in landed and published[k] >= landed[k]}
                 if done == keys:
                     break
                 if time.monotonic() > deadline:
-                    raise BenchError(f"late data: {len(keys - done)} of {len(keys)} region-days not published "
-                                     f"within {timeout:.0f}s: {sorted(keys - done)}")
+                    raise BenchError(
+                        f"late data: {len(keys - done)} of {len(keys)} region-days not published "
+                        f"within {timeout:.0f}s: {sorted(keys - done)}"
+                    )
                 time.sleep(1)
             events = conn.execute(
                 "SELECT count(*) FROM staging.transactions WHERE event_time >= %s AND event_time < %s",
@@ -204,7 +243,8 @@ def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: 
         source.unlink(missing_ok=True)
     delays = [(published[k] - landed[k]).total_seconds() for k in sorted(keys)]
     return {
-        "region_days": len(keys), "events": events,
+        "region_days": len(keys),
+        "events": events,
         "seconds_landed_to_published": percentiles(delays),
         "seconds_produced_to_all_published": round((max(published.values()) - produced_at).total_seconds(), 1),
     }

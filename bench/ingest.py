@@ -66,26 +66,39 @@ def identical_table(conn, schema: str) -> str:
 
 def copy_limit(settings: Settings) -> dict:
     """COPY the landed rows, serialised beforehand, into an identical empty table: rows/s."""
-    with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn, \
-            tempfile.TemporaryDirectory(dir=settings.state_dir) as tmp:
+    with (
+        connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn,
+        tempfile.TemporaryDirectory(dir=settings.state_dir) as tmp,
+    ):
         target = identical_table(conn, "bench_limit")
         dump = Path(tmp) / "rows.copy"
-        with open(dump, "wb") as fh, conn.cursor() as cur, \
-                cur.copy(f"COPY (SELECT {COLS} FROM staging.transactions) TO STDOUT") as copy:  # noqa: S608
+        with (
+            open(dump, "wb") as fh,
+            conn.cursor() as cur,
+            cur.copy(f"COPY (SELECT {COLS} FROM staging.transactions) TO STDOUT") as copy,  # noqa: S608
+        ):
             for chunk in copy:
                 fh.write(chunk)
         rows = conn.execute("SELECT count(*) FROM staging.transactions").fetchone()[0]
         conn.execute("CHECKPOINT")
         started = time.monotonic()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy(f"COPY {target} ({COLS}) FROM STDIN") as copy, open(dump, "rb") as fh:
+        with (
+            conn.transaction(),
+            conn.cursor() as cur,
+            cur.copy(f"COPY {target} ({COLS}) FROM STDIN") as copy,
+            open(dump, "rb") as fh,
+        ):
             while chunk := fh.read(1 << 20):
                 copy.write(chunk)
         seconds = time.monotonic() - started
         size = dump.stat().st_size
         conn.execute("DROP SCHEMA bench_limit CASCADE")
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1),
-            "serialised_mib": round(size / 2**20, 1)}
+    return {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows / seconds, 1),
+        "serialised_mib": round(size / 2**20, 1),
+    }
 
 
 def naive(settings: Settings, sample: int) -> dict:
@@ -113,17 +126,35 @@ def naive(settings: Settings, sample: int) -> dict:
             except InvalidEvent:
                 continue  # a real one would quarantine it; the sample leaves it out
             with conn.transaction():
-                conn.execute(insert, (
-                    e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount, e.currency,
-                    e.region, e.fraud_flag, produced_at(msg),
-                    settings.topic, msg.partition(), msg.offset(), msg.value().decode(),
-                ))
+                conn.execute(
+                    insert,
+                    (
+                        e.transaction_id,
+                        e.status,
+                        e.event_time,
+                        e.account_id,
+                        e.counterparty_id,
+                        e.amount,
+                        e.currency,
+                        e.region,
+                        e.fraud_flag,
+                        produced_at(msg),
+                        settings.topic,
+                        msg.partition(),
+                        msg.offset(),
+                        msg.value().decode(),
+                    ),
+                )
             inserted += 1
         seconds = time.monotonic() - (started or time.monotonic())
         conn.execute("DROP SCHEMA bench_naive CASCADE")
     consumer.close()
-    return {"messages": seen, "inserted": inserted, "seconds": round(seconds, 3),
-            "events_per_second": round(seen / seconds, 1) if seconds else None}
+    return {
+        "messages": seen,
+        "inserted": inserted,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(seen / seconds, 1) if seconds else None,
+    }
 
 
 def run(settings: Settings, env: dict[str, str], *, events: int, naive_sample: int) -> dict:
@@ -138,10 +169,15 @@ def run(settings: Settings, env: dict[str, str], *, events: int, naive_sample: i
     return {
         "preload": loaded,
         "txmon": {
-            "events": summary["consumed"], "landed": summary["landed"], "duplicates": summary["duplicates"],
-            "quarantined": summary["quarantined"], "batches": summary["batches"],
-            "seconds": summary["seconds_first_poll_to_last_commit"], "events_per_second": rate,
-            "process_seconds": round(measured.seconds, 1), "peak_rss_mib": round(measured.max_rss_mib, 1),
+            "events": summary["consumed"],
+            "landed": summary["landed"],
+            "duplicates": summary["duplicates"],
+            "quarantined": summary["quarantined"],
+            "batches": summary["batches"],
+            "seconds": summary["seconds_first_poll_to_last_commit"],
+            "events_per_second": rate,
+            "process_seconds": round(measured.seconds, 1),
+            "peak_rss_mib": round(measured.max_rss_mib, 1),
         },
         "copy_limit": limit,
         "naive": baseline,

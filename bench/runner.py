@@ -96,13 +96,21 @@ def run_bench(args) -> dict:
     sections = {
         "ingest": lambda: ingest.run(settings, env, events=args.events, naive_sample=args.naive_sample),
         "freshness": lambda: {
-            mode: freshness.run(settings, env, mode=mode, tps=args.tps, seconds=args.freshness_seconds,
-                                warmup=args.warmup_seconds, port=args.port)
+            mode: freshness.run(
+                settings,
+                env,
+                mode=mode,
+                tps=args.tps,
+                seconds=args.freshness_seconds,
+                warmup=args.warmup_seconds,
+                port=args.port,
+            )
             for mode in ("sensor", "worker")
         },
         "late": lambda: freshness.late(settings, env, events_per_day=args.late_events, port=args.port),
-        "settlement": lambda: settlement.run(settings, env, events=args.settlement_events,
-                                             backfill_events=args.backfill_events),
+        "settlement": lambda: settlement.run(
+            settings, env, events=args.settlement_events, backfill_events=args.backfill_events
+        ),
         "scaling": lambda: scaling.run(events=args.scaling_events),
     }
     for name in SECTIONS:

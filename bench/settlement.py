@@ -67,10 +67,19 @@ def load_day(settings: Settings, day: date, region: str, events: int, partition:
     currencies = [c for c in REGION_CURRENCIES.get(region, ()) if c in settings.currencies] or ["USD"]
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="bench") as conn:
         conn.execute("SELECT staging.ensure_transactions_partition(%s)", (day,))
-        cur = conn.execute(GENERATE, {
-            "key": f"{day}{region}", "region": region, "currencies": sorted(set(currencies)), "day": day, "n": n,
-            "topic": settings.topic, "partition": partition, "first_offset": 0,
-        })
+        cur = conn.execute(
+            GENERATE,
+            {
+                "key": f"{day}{region}",
+                "region": region,
+                "currencies": sorted(set(currencies)),
+                "day": day,
+                "n": n,
+                "topic": settings.topic,
+                "partition": partition,
+                "first_offset": 0,
+            },
+        )
         written = cur.rowcount
         # Their identities, as the landing writes them (the staging_events_unique check reads them).
         conn.execute(
@@ -92,8 +101,15 @@ def _timed(argv: list[str], env: dict[str, str]) -> float:
     return round(measured.seconds, 1)
 
 
-def run(settings: Settings, env: dict[str, str], *, events: int, backfill_events: int, backfill_days: int = 7,
-        region: str | None = None) -> dict:
+def run(
+    settings: Settings,
+    env: dict[str, str],
+    *,
+    events: int,
+    backfill_events: int,
+    backfill_days: int = 7,
+    region: str | None = None,
+) -> dict:
     reset(settings, dagster=True)
     region = region or settings.regions[0]
     today = datetime.now(UTC).date()
@@ -105,8 +121,9 @@ def run(settings: Settings, env: dict[str, str], *, events: int, backfill_events
 
     vars_ = vars_arg(dbt_vars(settings, big_day, region))
     started = time.monotonic()
-    proc = run_dbt(settings, ["run", "--quiet", "--select", "int_transactions_latest fct_daily_settlements",
-                              *vars_], capture=True)
+    proc = run_dbt(
+        settings, ["run", "--quiet", "--select", "int_transactions_latest fct_daily_settlements", *vars_], capture=True
+    )
     mart_seconds = round(time.monotonic() - started, 1)
     if proc.returncode != 0:
         raise BenchError(f"dbt run failed: {(proc.stdout + proc.stderr).strip()[-600:]}")
@@ -114,7 +131,8 @@ def run(settings: Settings, env: dict[str, str], *, events: int, backfill_events
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         settled = conn.execute(
             "SELECT sum(transaction_count), sum(settled_volume) FROM reporting.daily_settlements "
-            "WHERE settlement_date = %s AND region = %s", (big_day, region),
+            "WHERE settlement_date = %s AND region = %s",
+            (big_day, region),
         ).fetchone()
 
     first = big_day + timedelta(days=1)
@@ -122,22 +140,29 @@ def run(settings: Settings, env: dict[str, str], *, events: int, backfill_events
     started = time.monotonic()
     backfill_rows = sum(
         load_day(settings, day, r, backfill_events, partition=1 + i)
-        for day in days for i, r in enumerate(settings.regions)
+        for day in days
+        for i, r in enumerate(settings.regions)
     )
     backfill_load_seconds = round(time.monotonic() - started, 1)
-    backfill_seconds = _timed(
-        txmon_argv("backfill", "--from", days[0].isoformat(), "--to", days[-1].isoformat()), env
-    )
+    backfill_seconds = _timed(txmon_argv("backfill", "--from", days[0].isoformat(), "--to", days[-1].isoformat()), env)
     return {
         "region_day": {
-            "date": big_day.isoformat(), "region": region, "events": written, "generate_seconds": load_seconds,
-            "mart_seconds": mart_seconds, "materialize_with_checks_seconds": with_checks,
-            "transactions_settled_count": int(settled[0] or 0), "published": settled[0] is not None,
+            "date": big_day.isoformat(),
+            "region": region,
+            "events": written,
+            "generate_seconds": load_seconds,
+            "mart_seconds": mart_seconds,
+            "materialize_with_checks_seconds": with_checks,
+            "transactions_settled_count": int(settled[0] or 0),
+            "published": settled[0] is not None,
         },
         "backfill": {
-            "days": backfill_days, "regions": len(settings.regions),
+            "days": backfill_days,
+            "regions": len(settings.regions),
             "partitions": backfill_days * len(settings.regions),
-            "events_per_partition": backfill_events, "events": backfill_rows, "generate_seconds": backfill_load_seconds,
+            "events_per_partition": backfill_events,
+            "events": backfill_rows,
+            "generate_seconds": backfill_load_seconds,
             "seconds": backfill_seconds,
         },
     }

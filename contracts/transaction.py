@@ -199,7 +199,7 @@ class EventValidator:
             return f"{field} {quoted(exc.value)} is not one of {exc.rule_definition}"
         if field == "amount":
             _amount(exc.value)  # raises with a precise reason where there is one
-            return f"amount {quoted(exc.value)} must be a plain decimal like \"125.50\" (no exponent or sign)"
+            return f'amount {quoted(exc.value)} must be a plain decimal like "125.50" (no exponent or sign)'
         if field == "event_time" and isinstance(exc.value, str):
             _event_time(exc.value)  # raises with a precise reason for impossible dates
             return f"event_time {quoted(exc.value)} is not an RFC 3339 date-time with an offset"

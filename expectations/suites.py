@@ -27,8 +27,9 @@ def _sqlalchemy_url(dsn: str) -> str:
     return dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
-def validate(settings: Settings, suite: str, day: date, region: str, relation: str | None = None,
-             since: datetime | None = None) -> CheckOutcome:
+def validate(
+    settings: Settings, suite: str, day: date, region: str, relation: str | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """Run `suite` on the (day, region) batch of its table (or of `relation`, a table of the same shape),
     narrowed to the rows landed or rebuilt since `since` when given."""
     import great_expectations as gx
@@ -39,8 +40,11 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
     if region not in settings.regions:
         raise ValueError(f"region {region!r} is not one of {list(settings.regions)}")
     module = SUITES[suite]
-    dsn = (settings.dsn_for_region(region, Role.TRANSFORM) if module is staging_transactions
-           else settings.home_dsn(Role.TRANSFORM))
+    dsn = (
+        settings.dsn_for_region(region, Role.TRANSFORM)
+        if module is staging_transactions
+        else settings.home_dsn(Role.TRANSFORM)
+    )
     with _lock:
         os.environ[URL_VARIABLE] = _sqlalchemy_url(dsn)
         context = gx.get_context(mode="file", project_root_dir=GX_ROOT)
@@ -64,13 +68,15 @@ def validate(settings: Settings, suite: str, day: date, region: str, relation: s
             continue
         config = r.expectation_config
         detail = r.result or {}
-        failed.append({
-            "expectation": config.type,
-            "kwargs": {k: str(v) for k, v in config.kwargs.items() if k != "batch_id"},
-            "unexpected_count": detail.get("unexpected_count"),
-            "element_count": detail.get("element_count"),
-            **sampled(settings, "sample_failing_values", detail.get("partial_unexpected_list") or []),
-        })
+        failed.append(
+            {
+                "expectation": config.type,
+                "kwargs": {k: str(v) for k, v in config.kwargs.items() if k != "batch_id"},
+                "unexpected_count": detail.get("unexpected_count"),
+                "element_count": detail.get("element_count"),
+                **sampled(settings, "sample_failing_values", detail.get("partial_unexpected_list") or []),
+            }
+        )
     stats = result.statistics
     return CheckOutcome(
         name=f"gx_{suite}",

@@ -48,15 +48,26 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL failures that are no message's fault and pass: retried from the stored positions.
 PG_TRANSIENT = (
-    psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.IdleInTransactionSessionTimeout,
     psycopg.errors.ReadOnlySqlTransaction,  # reconnected to a standby or a demoted primary during a fail-over
 )
 # Kafka error codes that mean "the broker is not reachable right now" (librdkafka retries by itself).
 KAFKA_TRANSIENT = {
-    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._RESOLVE,
-    KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError._WAIT_COORD, KafkaError.NETWORK_EXCEPTION,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError._WAIT_COORD,
+    KafkaError.NETWORK_EXCEPTION,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.BROKER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
 }
 # The ingestion consumer's prefetch is bounded in bytes too (librdkafka's local queue).
 QUEUE_KBYTES = 32_768
@@ -99,14 +110,17 @@ class Outage:
                 f"{self.what} unreachable for {now - self.started:.0f}s, beyond the outage budget of "
                 f"{self.budget:.0f}s (TXMON_OUTAGE_BUDGET_SECONDS); last error: {detail}"
             )
-        delay = min(self.max_delay, self.first_delay * 2 ** self.attempts)
+        delay = min(self.max_delay, self.first_delay * 2**self.attempts)
         self.attempts += 1
         return random.uniform(delay / 2, delay)
 
     def recovered(self) -> None:
         if self.started is not None:
-            log.warning("%s reachable again after %.1fs; resuming from the stored positions", self.what,
-                        time.monotonic() - self.started)
+            log.warning(
+                "%s reachable again after %.1fs; resuming from the stored positions",
+                self.what,
+                time.monotonic() - self.started,
+            )
             self.started, self.attempts = None, 0
             self.outages += 1
 
@@ -199,8 +213,11 @@ class Ingestor:
         self._quarantine_producer = None
         self.consumer = kafka_clients.consumer(
             settings,
-            **{"auto.offset.reset": "error", "queued.max.messages.kbytes": QUEUE_KBYTES,
-               "error_cb": self._client_error},
+            **{
+                "auto.offset.reset": "error",
+                "queued.max.messages.kbytes": QUEUE_KBYTES,
+                "error_cb": self._client_error,
+            },
         )
         self.admin = kafka_clients.admin(settings)
         self._rebalanced = False  # set by the group callbacks: the batch being polled is stale
@@ -247,9 +264,16 @@ class Ingestor:
             for dsn, regions in databases.items():
                 ingest = self.settings.as_role(dsn, Role.INGEST)
                 require_migrated(ingest)
-                sinks.append(WarehouseSink(ingest, self.topic, regions, home=(dsn == self.settings.warehouse_dsn),
-                                           worker=self.worker,
-                                           raw_events=self.settings.raw_event_retention_days > 0))
+                sinks.append(
+                    WarehouseSink(
+                        ingest,
+                        self.topic,
+                        regions,
+                        home=(dsn == self.settings.warehouse_dsn),
+                        worker=self.worker,
+                        raw_events=self.settings.raw_event_retention_days > 0,
+                    )
+                )
             today = datetime.now(UTC).date()
             for sink in sinks:
                 sink.ensure_days(today + timedelta(days=d) for d in range(-1, 4))  # ahead, out of the landing path
@@ -307,6 +331,7 @@ class Ingestor:
 
     def _start(self) -> None:
         if self.group:
+
             def on_assign(consumer, tps):
                 self.assigned = sorted(tp.partition for tp in tps)
                 self._rebalanced = True
@@ -456,9 +481,7 @@ class Ingestor:
             return False
         positions = self._positions(self.assigned)
         for p in self.assigned:
-            low, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10, cached=False
-            )
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)
             if (positions[p] if positions[p] is not None else low) < high:
                 return False
         return True

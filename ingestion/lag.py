@@ -23,9 +23,11 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     lag: dict[int, int] = {}
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.INGEST), autocommit=True, purpose="lag") as conn:
-            stored = dict(conn.execute(
-                'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s', (settings.topic,)
-            ).fetchall())
+            stored = dict(
+                conn.execute(
+                    'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s', (settings.topic,)
+                ).fetchall()
+            )
         for p, (low, high) in ends.items():
             lag[p] = max(lag.get(p, 0), high - max(stored.get(p, low), low))
     return lag

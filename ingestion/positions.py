@@ -46,7 +46,10 @@ def watermarks(consumer: Consumer, topic: str, partitions: Iterable[int], timeou
 
 
 def inspect(
-    consumer: Consumer, admin: AdminClient, topic: str, stored: Mapping[int, int | None],
+    consumer: Consumer,
+    admin: AdminClient,
+    topic: str,
+    stored: Mapping[int, int | None],
     stored_sources: Iterable[tuple[str | None, str | None]],
 ) -> tuple[Source, list[str]]:
     """The topic's identity now, and what is wrong with resuming from ``stored`` on it."""
@@ -65,19 +68,27 @@ def problems(
     found: list[str] = []
     for cluster_id, topic_id in sorted(set(stored_sources), key=str):
         if cluster_id is not None and source.cluster_id is not None and cluster_id != source.cluster_id:
-            found.append(f"the positions of {topic} were taken on Kafka cluster {cluster_id}, "
-                         f"but the broker is cluster {source.cluster_id}")
+            found.append(
+                f"the positions of {topic} were taken on Kafka cluster {cluster_id}, "
+                f"but the broker is cluster {source.cluster_id}"
+            )
         if topic_id is not None and source.topic_id is not None and topic_id != source.topic_id:
-            found.append(f"the positions of {topic} were taken on topic id {topic_id}, but the topic now has id "
-                         f"{source.topic_id} (it was deleted and created again)")
+            found.append(
+                f"the positions of {topic} were taken on topic id {topic_id}, but the topic now has id "
+                f"{source.topic_id} (it was deleted and created again)"
+            )
     for p, position in sorted(stored.items()):
         if position is None or p not in marks:
             continue
         low, high = marks[p]
         if position > high:
-            found.append(f"partition {p}: the stored position {position} lies past the topic's end {high} "
-                         "(the topic was recreated or truncated, or this is another cluster)")
+            found.append(
+                f"partition {p}: the stored position {position} lies past the topic's end {high} "
+                "(the topic was recreated or truncated, or this is another cluster)"
+            )
         elif position < low:
-            found.append(f"partition {p}: offsets {position}..{low - 1} were removed from the topic (retention) "
-                         "before they were consumed")
+            found.append(
+                f"partition {p}: offsets {position}..{low - 1} were removed from the topic (retention) "
+                "before they were consumed"
+            )
     return found

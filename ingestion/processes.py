@@ -66,8 +66,10 @@ def split(partitions: list[int], n: int) -> list[list[int]]:
 
 def merge(summaries: list[dict]) -> dict:
     """One report for the children: counts summed, time from the first poll to the last commit of any."""
-    out = {k: sum(s[k] for s in summaries) for k in
-           ("consumed", "landed", "duplicates", "quarantined", "batches", "offset_conflicts", "outages")}
+    out = {
+        k: sum(s[k] for s in summaries)
+        for k in ("consumed", "landed", "duplicates", "quarantined", "batches", "offset_conflicts", "outages")
+    }
     starts = [s["first_poll_at"] for s in summaries if s.get("first_poll_at") is not None]
     ends = [s["last_commit_at"] for s in summaries if s.get("last_commit_at") is not None]
     seconds = max(ends) - min(starts) if starts and ends else 0.0
@@ -109,8 +111,12 @@ def _die_with_parent() -> None:
 def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
     """Run one `txmon ingest --processes 1 ARGS` child per entry until they exit; ``stop`` ends them gracefully."""
     children = [
-        subprocess.Popen([sys.executable, "-m", "txmon.cli", "ingest", "--processes", "1", *args],
-                         stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        subprocess.Popen(
+            [sys.executable, "-m", "txmon.cli", "ingest", "--processes", "1", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,
+        )
         for args in child_args
     ]
     outputs: list[str] = [""] * len(children)
@@ -183,7 +189,10 @@ def keep_landing(settings: Settings) -> Lander:
     with open(log_dir / "lander.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "txmon.cli", "ingest", "--lease", str(lease)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     pid_file.write_text(str(proc.pid))
     return Lander(proc.pid, started=True)
@@ -210,4 +219,3 @@ def watch_lease(lease: Path, stop: threading.Event) -> threading.Thread:
     thread = threading.Thread(target=watch, name="txmon-lease", daemon=True)
     thread.start()
     return thread
-

@@ -51,15 +51,39 @@ from txmon.db import connect
 from txmon.errors import first_line
 
 LANDING_COLUMNS = (
-    "transaction_id", "status", "event_time", "account_id", "counterparty_id", "amount", "currency",
-    "region", "fraud_flag", "produced_at", "topic", "partition", "offset", "raw_event",
+    "transaction_id",
+    "status",
+    "event_time",
+    "account_id",
+    "counterparty_id",
+    "amount",
+    "currency",
+    "region",
+    "fraud_flag",
+    "produced_at",
+    "topic",
+    "partition",
+    "offset",
+    "raw_event",
 )
 # The landing columns as a SQL list (quoted: "partition" and "offset" are keywords).
 COLUMN_LIST = ", ".join(f'"{c}"' for c in LANDING_COLUMNS)
 # Binary COPY: PostgreSQL receives numbers and timestamps ready-made instead of parsing their text.
 LANDING_TYPES = (
-    "text", "text", "timestamptz", "text", "text", "numeric", "text", "text", "bool", "timestamptz", "text", "int4",
-    "int8", "jsonb",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "numeric",
+    "text",
+    "text",
+    "bool",
+    "timestamptz",
+    "text",
+    "int4",
+    "int8",
+    "jsonb",
 )
 IDENTITY_COLUMNS = '"transaction_id", "status", "event_time", "topic", "partition", "offset"'
 IDENTITY_TYPES = ("text", "text", "timestamptz", "text", "int4", "int8")
@@ -76,7 +100,13 @@ SESSION_TIMEOUTS = {"lock_timeout": "10s", "statement_timeout": "120s", "idle_in
 # What one message's content can make PostgreSQL (or the client encoding it) refuse. Anything else
 # (a lost connection, a timeout) is no message's fault: the batch is retried instead.
 CONTENT_ERRORS = (
-    psycopg.DataError, CheckViolation, NotNullViolation, ProgramLimitExceeded, ValueError, OverflowError, TypeError,
+    psycopg.DataError,
+    CheckViolation,
+    NotNullViolation,
+    ProgramLimitExceeded,
+    ValueError,
+    OverflowError,
+    TypeError,
 )
 
 
@@ -154,8 +184,9 @@ def storable_reason(reason: str) -> str:
 class WarehouseSink:
     """Lands the events of ``regions`` (and, in the home database, the quarantine) in one database."""
 
-    def __init__(self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str,
-                 raw_events: bool = True):
+    def __init__(
+        self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str, raw_events: bool = True
+    ):
         self.dsn = dsn
         self.topic = topic
         self.regions = frozenset(regions)
@@ -201,9 +232,11 @@ class WarehouseSink:
 
     def load_sources(self) -> set[tuple[str | None, str | None]]:
         """The (Kafka cluster id, topic id) pairs the stored positions were taken from."""
-        return set(self.reader.execute(
-            "SELECT DISTINCT cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s", (self.topic,)
-        ).fetchall())
+        return set(
+            self.reader.execute(
+                "SELECT DISTINCT cluster_id, topic_id FROM staging.kafka_offsets WHERE topic = %s", (self.topic,)
+            ).fetchall()
+        )
 
     def ensure_days(self, days: Iterable[date]) -> None:
         """Create the day partitions of staging.transactions that do not exist yet (own transaction)."""
@@ -347,20 +380,25 @@ class WarehouseSink:
         if self.raw_events:
             self._copy_raw_events([m for m in landed if m.event.raw_event is not None])
         if duplicates:
-            with self.conn.cursor() as cur, cur.copy(
-                'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
-                "event_time) FROM STDIN"
-            ) as copy:
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(
+                    'COPY staging.duplicate_transactions (topic, "partition", "offset", transaction_id, status, '
+                    "event_time) FROM STDIN"
+                ) as copy,
+            ):
                 for m in duplicates:
-                    copy.write_row((self.topic, m.partition, m.offset, m.event.transaction_id, m.event.status,
-                                    m.event.event_time))
+                    copy.write_row(
+                        (self.topic, m.partition, m.offset, m.event.transaction_id, m.event.status, m.event.event_time)
+                    )
         return landed, duplicates, seen
 
     def _copy_identities(self, messages: Sequence[Message]) -> None:
         topic = self.topic
-        with self.conn.cursor() as cur, cur.copy(
-            f"COPY staging.event_identities ({IDENTITY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY staging.event_identities ({IDENTITY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
             copy.set_types(IDENTITY_TYPES)
             write_row = copy.write_row
             for m in messages:
@@ -372,9 +410,10 @@ class WarehouseSink:
         if not messages:
             return
         topic = self.topic
-        with self.conn.cursor() as cur, cur.copy(
-            f"COPY staging.raw_events ({RAW_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(f"COPY staging.raw_events ({RAW_EVENT_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy,
+        ):
             copy.set_types(RAW_EVENT_TYPES)
             for m in messages:
                 copy.write_row((topic, m.partition, m.offset, m.value))
@@ -388,10 +427,24 @@ class WarehouseSink:
             write_row = copy.write_row
             for m in messages:
                 e = m.event
-                write_row((
-                    e.transaction_id, e.status, e.event_time, e.account_id, e.counterparty_id, e.amount, e.currency,
-                    e.region, e.fraud_flag, m.produced_at, topic, m.partition, m.offset, e.raw_event or m.value,
-                ))
+                write_row(
+                    (
+                        e.transaction_id,
+                        e.status,
+                        e.event_time,
+                        e.account_id,
+                        e.counterparty_id,
+                        e.amount,
+                        e.currency,
+                        e.region,
+                        e.fraud_flag,
+                        m.produced_at,
+                        topic,
+                        m.partition,
+                        m.offset,
+                        e.raw_event or m.value,
+                    )
+                )
 
     def _land_via_scratch(self, messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:
         """The careful way: scratch table, new identities only, then their events; (landed, already stored)."""
@@ -417,14 +470,20 @@ class WarehouseSink:
 
     def _quarantine(self, rejected: Sequence[tuple[Message, str]]) -> None:
         cols = ", ".join(f'"{c}"' for c in REJECTED_COLUMNS)
-        with self.conn.cursor() as cur, cur.copy(
-            f"COPY staging.rejected_transactions ({cols}) FROM STDIN"
-        ) as copy:
+        with self.conn.cursor() as cur, cur.copy(f"COPY staging.rejected_transactions ({cols}) FROM STDIN") as copy:
             for m, reason in rejected:
-                copy.write_row((
-                    self.topic, m.partition, m.offset, m.key, m.value, _raw_text(m.value), storable_reason(reason),
-                    m.produced_at,
-                ))
+                copy.write_row(
+                    (
+                        self.topic,
+                        m.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        _raw_text(m.value),
+                        storable_reason(reason),
+                        m.produced_at,
+                    )
+                )
 
     def _advance(self, result: BatchResult, source: tuple[str | None, str | None]) -> None:
         cluster_id, topic_id = source
@@ -445,7 +504,10 @@ class WarehouseSink:
                 VALUES (%s, %s, %s, %s, %s, %s)
                 """,
                 (
-                    self.worker, result.landed, result.duplicates, result.quarantined,
+                    self.worker,
+                    result.landed,
+                    result.duplicates,
+                    result.quarantined,
                     Jsonb({str(p): list(v) for p, v in sorted(result.offsets.items())}),
                     Jsonb({f"{d.isoformat()}|{r}": n for (d, r), n in sorted(result.slices.items())}),
                 ),

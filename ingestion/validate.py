@@ -36,7 +36,11 @@ def kafka_timestamp(kind: int, ms: int) -> datetime | None:
 
 
 def to_message(
-    validator: EventValidator, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    validator: EventValidator,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
     produced_at: datetime | None,
 ) -> Message:
     message = Message(partition, offset, key, value, produced_at)

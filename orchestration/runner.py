@@ -93,8 +93,9 @@ def _outcomes(result, keys: list[str]) -> list[PartitionOutcome]:
 
     evaluations = result.get_asset_check_evaluations()
     if not evaluations:  # events logged by an op (refresh_partitions) rather than yielded by an asset
-        evaluations = [e.event_specific_data for e in result.all_events
-                       if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+        evaluations = [
+            e.event_specific_data for e in result.all_events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
     error = None
     if not result.success:
         failures = [ev.message for ev in result.all_events if ev.is_step_failure]
@@ -106,8 +107,15 @@ def _outcomes(result, keys: list[str]) -> list[PartitionOutcome]:
             for e in evaluations
             if not e.passed and (e.partition is None or str(e.partition) == key)
         )
-        outcomes.append(PartitionOutcome(key, result.success and not failed, result.run_id, failed,
-                                         error if not result.success and (failed or len(keys) == 1) else None))
+        outcomes.append(
+            PartitionOutcome(
+                key,
+                result.success and not failed,
+                result.run_id,
+                failed,
+                error if not result.success and (failed or len(keys) == 1) else None,
+            )
+        )
     if not result.success and all(o.success for o in outcomes):  # an error that named no partition
         outcomes = [PartitionOutcome(o.key, False, o.run_id, [], error) for o in outcomes]
     return outcomes
@@ -127,12 +135,18 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full:
     try:
         if len(keys) == 1:
             result = defs.resolve_job_def("region_day").execute_in_process(
-                partition_key=keys[0], instance=instance, raise_on_error=False, run_config=QUIET,
+                partition_key=keys[0],
+                instance=instance,
+                raise_on_error=False,
+                run_config=QUIET,
                 tags={FULL_SLICE_TAG: str(full).lower(), **who},
             )
         else:
             result = defs.resolve_job_def(JOB).execute_in_process(
-                instance=instance, raise_on_error=False, run_config={**QUIET, **run_config(keys, full)}, tags=who,
+                instance=instance,
+                raise_on_error=False,
+                run_config={**QUIET, **run_config(keys, full)},
+                tags=who,
             )
         return _outcomes(result, keys)
     finally:

@@ -23,11 +23,16 @@ class Platform:
     settings: Settings
     env: dict[str, str]
 
-    def txmon(self, *args: str, check: bool = True, timeout: float = 600,
-              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def txmon(
+        self, *args: str, check: bool = True, timeout: float = 600, env_extra: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "txmon.cli", *args],
-            env={**self.env, **(env_extra or {})}, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+            env={**self.env, **(env_extra or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"txmon {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")

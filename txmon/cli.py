@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="synthetic payments, to the topic or to a file")
     gen.add_argument("--tps", type=_positive_float, required=True, help="events per second")
-    gen.add_argument("--duration", type=_non_negative_float, required=True,
-                     help="seconds of events (0: until interrupted)")
+    gen.add_argument(
+        "--duration", type=_non_negative_float, required=True, help="seconds of events (0: until interrupted)"
+    )
     gen.add_argument("--seed", type=int, help="makes the stream reproducible")
     gen.add_argument("--bad-rate", type=_rate, default=0.0, help="share of malformed events (0..1)")
     gen.add_argument("--start", type=_timestamp, help="event_time of the first event (default: now)")
@@ -145,16 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--group", action="store_true", help="share partitions with other workers in a group")
     ingest.add_argument("--max-seconds", type=_positive_float, help="stop after this long")
     ingest.add_argument("--lease", type=Path, help="stop once this file is older than 30 s (the sensor's lander)")
-    ingest.add_argument("--processes", type=_count,
-                        help="processes sharing the partitions (default TXMON_INGEST_PROCESSES; 0: one per CPU core)")
+    ingest.add_argument(
+        "--processes",
+        type=_count,
+        help="processes sharing the partitions (default TXMON_INGEST_PROCESSES; 0: one per CPU core)",
+    )
 
     mat = sub.add_parser("materialize", help="materialize one region-day partition of every mart, checks included")
     mat.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
     mat.add_argument("--region", required=True)
 
     pub = sub.add_parser(
-        "publish", help="refresh one region-day partition from its watermark (only what landed since its last build), "
-        "re-check it and publish it to reporting if it passes"
+        "publish",
+        help="refresh one region-day partition from its watermark (only what landed since its last build), "
+        "re-check it and publish it to reporting if it passes",
     )
     pub.add_argument("--date", type=_day, required=True, help="YYYY-MM-DD (UTC day)")
     pub.add_argument("--region", required=True)
@@ -173,34 +178,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--tps", type=_positive_float, default=2000.0)
     run.add_argument("--duration", type=_non_negative_float, default=0.0, help="seconds (0: until Ctrl-C)")
-    run.add_argument("--worker", action="store_true",
-                     help="land with a standalone worker; the Dagster sensor then only reports")
+    run.add_argument(
+        "--worker", action="store_true", help="land with a standalone worker; the Dagster sensor then only reports"
+    )
     run.add_argument("--port", type=int, default=3000, help="Dagster UI port")
 
     sub.add_parser("status", help="rows landed, quarantined and consumer lag")
 
     sub.add_parser(
-        "prune", help="delete what is past its retention (raw events, quarantine, duplicates, batch log, Dagster "
-        "runs and check evaluations), as the daily prune_dagster_history job does"
+        "prune",
+        help="delete what is past its retention (raw events, quarantine, duplicates, batch log, Dagster "
+        "runs and check evaluations), as the daily prune_dagster_history job does",
     )
 
     bench = sub.add_parser(
         "bench", help="benchmarks on the local services (own database and topics): table + JSON in bench/results"
     )
-    bench.add_argument("--sections", type=_sections, default=("ingest", "freshness", "late", "settlement", "scaling"),
-                       help="comma-separated: ingest,freshness,late,settlement,scaling (default: all)")
+    bench.add_argument(
+        "--sections",
+        type=_sections,
+        default=("ingest", "freshness", "late", "settlement", "scaling"),
+        help="comma-separated: ingest,freshness,late,settlement,scaling (default: all)",
+    )
     bench.add_argument("--events", type=_whole, default=2_000_000, help="ingest: events preloaded on the topic")
     bench.add_argument("--naive-sample", type=_whole, default=20_000, help="ingest: messages for the naive consumer")
     bench.add_argument("--tps", type=_positive_float, default=10_000.0, help="freshness: generator rate")
     bench.add_argument("--freshness-seconds", type=_positive_float, default=120.0, help="freshness: measured window")
-    bench.add_argument("--warmup-seconds", type=_non_negative_float, default=30.0,
-                       help="freshness: generated before the window")
+    bench.add_argument(
+        "--warmup-seconds", type=_non_negative_float, default=30.0, help="freshness: generated before the window"
+    )
     bench.add_argument("--port", type=int, default=3011, help="freshness: the Dagster UI's port meanwhile")
-    bench.add_argument("--late-events", type=_whole, default=60_000,
-                       help="late: events per closed day (over its 3 regions)")
+    bench.add_argument(
+        "--late-events", type=_whole, default=60_000, help="late: events per closed day (over its 3 regions)"
+    )
     bench.add_argument("--settlement-events", type=_whole, default=10_000_000, help="settlement: one region-day")
-    bench.add_argument("--backfill-events", type=_whole, default=250_000,
-                       help="settlement: events per region-day of the 7-day backfill")
+    bench.add_argument(
+        "--backfill-events",
+        type=_whole,
+        default=250_000,
+        help="settlement: events per region-day of the 7-day backfill",
+    )
     bench.add_argument("--scaling-events", type=_whole, default=500_000, help="scaling: events per configuration")
     bench.add_argument("--output", type=Path, help="JSON file (default: bench/results/bench-<time>.json)")
 
@@ -300,8 +317,10 @@ def cmd_ingest(args, settings) -> int:
     if args.processes is not None:
         settings = replace(settings, ingest_processes=args.processes)
     if settings.ingest_processes != 1:
-        common = [*(["--until-idle"] if args.until_idle else []),
-                  *(["--max-seconds", str(args.max_seconds)] if args.max_seconds else [])]
+        common = [
+            *(["--until-idle"] if args.until_idle else []),
+            *(["--max-seconds", str(args.max_seconds)] if args.max_seconds else []),
+        ]
         available = processes.topic_partitions(settings, stop)
         if args.group:
             child_args = [["--group", *common]] * processes.process_count(settings, len(available))
@@ -309,8 +328,9 @@ def cmd_ingest(args, settings) -> int:
             wanted = sorted(set(args.partitions)) if args.partitions else available
             missing = sorted(set(wanted) - set(available))
             if missing:
-                raise UsageError(f"txmon ingest: topic {settings.topic} has no partition(s) {missing} "
-                                 f"(it has {len(available)})")
+                raise UsageError(
+                    f"txmon ingest: topic {settings.topic} has no partition(s) {missing} (it has {len(available)})"
+                )
             shares = processes.split(wanted, processes.process_count(settings, len(wanted)))
             child_args = [["--partitions", ",".join(map(str, share)), *common] for share in shares]
         if len(child_args) > 1:
@@ -328,8 +348,9 @@ def cmd_ingest(args, settings) -> int:
             progress.update(at=time.monotonic(), landed=0)
 
     try:
-        report = ingestor.run(until_idle=args.until_idle, max_seconds=args.max_seconds,
-                              on_batch=None if args.until_idle else on_batch)
+        report = ingestor.run(
+            until_idle=args.until_idle, max_seconds=args.max_seconds, on_batch=None if args.until_idle else on_batch
+        )
     finally:
         ingestor.close()
     print(json.dumps(report.summary()))
@@ -350,8 +371,10 @@ def _status_line(settings) -> str:
         ).fetchone()
     lag = sum(consumer_lag(settings).values())
     when = latest.strftime("%H:%M:%S") if latest else "-"
-    return (f"staging.transactions {landed:>10,}   quarantined {quarantined:>7,}   duplicates {dupes:>6,}   "
-            f"consumer lag {lag:>7,}   last landed {when} UTC")
+    return (
+        f"staging.transactions {landed:>10,}   quarantined {quarantined:>7,}   duplicates {dupes:>6,}   "
+        f"consumer lag {lag:>7,}   last landed {when} UTC"
+    )
 
 
 def cmd_status(args, settings) -> int:
@@ -421,10 +444,16 @@ def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
     log_dir.mkdir(parents=True, exist_ok=True)
     module = ["-m", "orchestration.definitions"]
     return [
-        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
-                         stdout=open(log_dir / "webserver.log", "ab"), stderr=subprocess.STDOUT),
-        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", *module],
-                         stdout=open(log_dir / "daemon.log", "ab"), stderr=subprocess.STDOUT),
+        subprocess.Popen(
+            [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
+            stdout=open(log_dir / "webserver.log", "ab"),
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [str(bin_dir / "dagster-daemon"), "run", *module],
+            stdout=open(log_dir / "daemon.log", "ab"),
+            stderr=subprocess.STDOUT,
+        ),
     ]
 
 
@@ -437,8 +466,10 @@ def _supervise(children: list[subprocess.Popen], duration: float, status) -> int
         while not stop.wait(5):
             exited = [c for c in children if c.poll() is not None]
             if exited:
-                print(f"txmon: {' '.join(map(str, exited[0].args[:2]))} exited with {exited[0].returncode}; stopping",
-                      file=sys.stderr)
+                print(
+                    f"txmon: {' '.join(map(str, exited[0].args[:2]))} exited with {exited[0].returncode}; stopping",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILURE
             if status:
                 print(status(), flush=True)
@@ -487,8 +518,9 @@ def cmd_run(args, settings) -> int:
     exe = [sys.executable, "-m", "txmon.cli"]
     if args.worker:
         children.append(subprocess.Popen([*exe, "ingest"], stderr=subprocess.DEVNULL))
-    children.append(subprocess.Popen([*exe, "generate", "--tps", str(args.tps), "--duration", "0"],
-                                     stdout=subprocess.DEVNULL))
+    children.append(
+        subprocess.Popen([*exe, "generate", "--tps", str(args.tps), "--duration", "0"], stdout=subprocess.DEVNULL)
+    )
     lander = "a standalone worker" if args.worker else "the Dagster sensor kafka_ingestion"
     print(f"synthetic payments at {args.tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     print(f"Dagster UI: http://127.0.0.1:{args.port}  (sensor, automation and schedules on; Ctrl-C stops)")
@@ -507,8 +539,10 @@ def cmd_bench(args, settings) -> int:
     args.argv = sys.argv[2:]
     results = run_bench(args)
     print(table(results))
-    print(f"\n{results['machine']['cpu_cores']} cores, {results['machine']['memory_gib']} GiB; "
-          f"{results['seconds']:.0f}s; figures in {results['output']}")
+    print(
+        f"\n{results['machine']['cpu_cores']} cores, {results['machine']['memory_gib']} GiB; "
+        f"{results['seconds']:.0f}s; figures in {results['output']}"
+    )
     return EXIT_FAILURE if results.get("failed") else 0
 
 
@@ -517,8 +551,11 @@ def cmd_dbt(args, settings) -> int:
 
     if not args.dbt_args:
         raise UsageError("txmon dbt: name a dbt command, e.g. `txmon dbt build`")
-    extra = [] if "--vars" in args.dbt_args or args.dbt_args[0] in ("debug", "deps", "clean") else \
-        vars_arg(dbt_vars(settings))
+    extra = (
+        []
+        if "--vars" in args.dbt_args or args.dbt_args[0] in ("debug", "deps", "clean")
+        else vars_arg(dbt_vars(settings))
+    )
     return run_dbt(settings, [*args.dbt_args, *extra]).returncode
 
 

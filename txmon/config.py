@@ -39,11 +39,11 @@ class Role(StrEnum):
     """
 
     ADMIN = "admin"
-    INGEST = "txmon_ingest"        # lands Kafka events: COPY into staging, its positions and batch log
+    INGEST = "txmon_ingest"  # lands Kafka events: COPY into staging, its positions and batch log
     TRANSFORM = "txmon_transform"  # dbt and the checks: reads staging, writes intermediate and marts
-    PUBLISH = "txmon_publish"      # copies checked mart partitions to reporting, appends the publication log
-    DAGSTER = "txmon_dagster"      # Dagster's own storage (the dagster database)
-    BI_READER = "bi_reader"        # BI tools and regulators: reads reporting, nothing else
+    PUBLISH = "txmon_publish"  # copies checked mart partitions to reporting, appends the publication log
+    DAGSTER = "txmon_dagster"  # Dagster's own storage (the dagster database)
+    BI_READER = "bi_reader"  # BI tools and regulators: reads reporting, nothing else
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -408,9 +408,7 @@ class Settings:
             except (json.JSONDecodeError, AttributeError, InvalidOperation):
                 mapping = None
             if mapping is None or any(not t.is_finite() or t <= 0 for t in mapping.values()):
-                raise ConfigError(
-                    'TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION must be a JSON object like {"EU": "15000"}'
-                )
+                raise ConfigError('TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION must be a JSON object like {"EU": "15000"}')
             kwargs["suspicious_threshold_usd_by_region"] = mapping
         if (value := get("PARTITIONS_START_DATE")) is not None:
             try:
@@ -429,8 +427,10 @@ class Settings:
             kwargs["region_dsns"] = mapping
 
         settings = cls(**kwargs)
-        for name, mapping in (("REGION_DSNS", settings.region_dsns),
-                              ("SUSPICIOUS_THRESHOLD_USD_BY_REGION", settings.suspicious_threshold_usd_by_region)):
+        for name, mapping in (
+            ("REGION_DSNS", settings.region_dsns),
+            ("SUSPICIOUS_THRESHOLD_USD_BY_REGION", settings.suspicious_threshold_usd_by_region),
+        ):
             unknown = set(mapping) - set(settings.regions)
             if unknown:
                 raise ConfigError(f"TXMON_{name} names regions that are not configured: {sorted(unknown)}")

@@ -58,11 +58,17 @@ def partitioned_tables(manifest: dict) -> list[Table]:
         meta = txmon_meta(node)
         if "date_column" not in meta:
             raise ValueError(f"model {node['name']} has no meta.txmon.date_column in its yml")
-        tables.append(Table(
-            model=node["name"], schema=node["schema"], name=node.get("alias") or node["name"],
-            date_column=meta["date_column"], published=bool(meta.get("published")),
-            open_day=bool(meta.get("open_day")), checks=tuple(meta.get("checks") or ()),
-        ))
+        tables.append(
+            Table(
+                model=node["name"],
+                schema=node["schema"],
+                name=node.get("alias") or node["name"],
+                date_column=meta["date_column"],
+                published=bool(meta.get("published")),
+                open_day=bool(meta.get("open_day")),
+                checks=tuple(meta.get("checks") or ()),
+            )
+        )
     return tables
 
 
@@ -70,7 +76,8 @@ def source_checks(manifest: dict) -> dict[tuple[str, str], tuple[str, ...]]:
     """(schema, table) -> the checks a source's `meta.txmon` declares (staging.transactions' suite...)."""
     return {
         (src["schema"], src["name"]): tuple(txmon_meta(src).get("checks") or ())
-        for src in manifest["sources"].values() if txmon_meta(src).get("checks")
+        for src in manifest["sources"].values()
+        if txmon_meta(src).get("checks")
     }
 
 
@@ -106,8 +113,11 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         "TXMON_DBT_PASSWORD": "",  # libpq reads the transformation role's password from the passfile
         "PGPASSFILE": str(settings.passfile),
         # TLS and other connection settings of the URL reach dbt through libpq's environment.
-        **{f"PG{key.upper()}": str(parts[key]) for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
-           if key in parts},
+        **{
+            f"PG{key.upper()}": str(parts[key])
+            for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
+            if key in parts
+        },
         "TXMON_DBT_DBNAME": str(parts.get("dbname", "")),
         "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -121,8 +131,11 @@ def apply_dbt_env(settings: Settings) -> None:
 def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
     """dbt on the project with txmon's connection (the one way txmon calls the dbt CLI itself)."""
     return subprocess.run(
-        [str(DBT_EXECUTABLE), *args], cwd=DBT_PROJECT_DIR, env={**os.environ, **dbt_env(settings)},
-        capture_output=capture, text=True,
+        [str(DBT_EXECUTABLE), *args],
+        cwd=DBT_PROJECT_DIR,
+        env={**os.environ, **dbt_env(settings)},
+        capture_output=capture,
+        text=True,
     )
 
 
@@ -133,7 +146,10 @@ NEW_DATA_MODELS = ("int_transactions_latest", "suspicious_activity")
 
 
 def dbt_vars(
-    settings: Settings, day: date | None = None, region: str | None = None, mode: str = "full",
+    settings: Settings,
+    day: date | None = None,
+    region: str | None = None,
+    mode: str = "full",
     checked_since: datetime | None = None,
 ) -> dict:
     """The --vars of one run: the settings, and the region x day slice (how to rebuild it, and since
@@ -192,9 +208,19 @@ class InProcessDbt:
     def _args(self, args: list[str]) -> list[str]:
         return [
             # Results are reported by the caller (txmon.refresh): nothing on the console, errors in the log file.
-            *args, "--log-level", "none", "--log-level-file", "error",
-            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(self.TARGET), "--log-path", str(self.TARGET / "logs"),
+            *args,
+            "--log-level",
+            "none",
+            "--log-level-file",
+            "error",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(self.TARGET),
+            "--log-path",
+            str(self.TARGET / "logs"),
         ]
 
     def _parse(self, settings: Settings) -> None:

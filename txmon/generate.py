@@ -36,8 +36,13 @@ REGION_CURRENCIES = {
 }
 ZERO_DECIMAL_CURRENCIES = {"JPY"}
 BAD_KINDS = (
-    "not_json", "missing_field", "negative_amount", "unknown_currency", "unknown_region",
-    "bad_timestamp", "too_many_decimals",
+    "not_json",
+    "missing_field",
+    "negative_amount",
+    "unknown_currency",
+    "unknown_region",
+    "bad_timestamp",
+    "too_many_decimals",
 )
 
 

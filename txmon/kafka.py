@@ -20,11 +20,13 @@ def _base(settings: Settings, **extra) -> dict:
     config = {"bootstrap.servers": settings.kafka_bootstrap, "logger": _quiet}
     config["security.protocol"] = settings.kafka_security_protocol
     if settings.kafka_security_protocol.startswith("SASL_"):
-        config.update({
-            "sasl.mechanisms": settings.kafka_sasl_mechanism,
-            "sasl.username": settings.kafka_username,
-            "sasl.password": credentials.kafka_password(settings),
-        })
+        config.update(
+            {
+                "sasl.mechanisms": settings.kafka_sasl_mechanism,
+                "sasl.username": settings.kafka_username,
+                "sasl.password": credentials.kafka_password(settings),
+            }
+        )
     return {**config, **extra}
 
 

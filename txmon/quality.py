@@ -82,17 +82,20 @@ SINCE = """AND transaction_id IN (
         WHERE event_time >= (%(day)s::date - %(window)s::int)::timestamp AT TIME ZONE 'UTC'
           AND event_time < (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC'
           AND ingested_at >= %(since)s AND ingested_at < %(as_of)s)"""
-SETTLEMENTS_FROM_STAGING = LATEST_IN_SLICE.format(since="") + """
+SETTLEMENTS_FROM_STAGING = (
+    LATEST_IN_SLICE.format(since="")
+    + """
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0)
 FROM latest, bounds
 WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
 GROUP BY latest.currency
 """
+)
 # The suspicious-activity rules recounted from staging: latest state over the threshold in USD
 # (the FX rate of the day, from the seed), or any event of the transaction flagged by the fraud
 # screen (in the slice, or up to the lifecycle window before it).
-SUSPICIOUS_FROM_STAGING = LATEST_IN_SLICE + """
+SUSPICIOUS_RULES = """
 , flagged AS MATERIALIZED (
     SELECT e.transaction_id
     FROM events AS e, bounds
@@ -106,7 +109,8 @@ LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, u
 WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
   AND (round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
        OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
-"""  # noqa: S608 (constant SQL joined, no input)
+"""
+SUSPICIOUS_FROM_STAGING = LATEST_IN_SLICE + SUSPICIOUS_RULES
 # Each event of the slice is the one its identity (transaction_id, status) points at.
 IDENTITIES_OF_SLICE = """
 SELECT count(*),
@@ -132,17 +136,15 @@ SELECT (SELECT count(*) FROM staging.transactions
 """
 
 
-def settlements_reconcile(settings: Settings, day: date, region: str, as_of: datetime | None = None,
-                          since: datetime | None = None) -> CheckOutcome:
+def settlements_reconcile(
+    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
     as_of, the build's run clock), to the cent."""
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
-        expected = {
-            currency: (n, s, v)
-            for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)
-        }
+        expected = {currency: (n, s, v) for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)}
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         actual = {
             currency: (n, s, v)
@@ -180,8 +182,9 @@ def _row(row: tuple | None) -> dict | None:
     return None if row is None else {"count": row[0], "settled": row[1], "volume": str(Decimal(row[2]))}
 
 
-def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: datetime | None = None,
-                          since: datetime | None = None) -> CheckOutcome:
+def suspicious_in_staging(
+    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """Every row of marts.suspicious_activity for the slice (rebuilt since `since`) is an event landed in staging."""
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         rows = conn.execute(
@@ -206,13 +209,17 @@ def suspicious_in_staging(settings: Settings, day: date, region: str, as_of: dat
         name="suspicious_in_staging",
         passed=not missing,
         summary=f"{len(rows)} suspicious transactions, {len(missing)} not in staging",
-        metadata={"suspicious_transactions": len(rows), "not_in_staging": len(missing),
-                  **sampled(settings, "sample_not_in_staging", missing)},
+        metadata={
+            "suspicious_transactions": len(rows),
+            "not_in_staging": len(missing),
+            **sampled(settings, "sample_not_in_staging", missing),
+        },
     )
 
 
-def suspicious_complete(settings: Settings, day: date, region: str, as_of: datetime | None = None,
-                        since: datetime | None = None) -> CheckOutcome:
+def suspicious_complete(
+    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """Every staging transaction of the slice that the rules make suspicious is in marts.suspicious_activity."""
     rates = {}
     for currency in settings.currencies:
@@ -221,9 +228,13 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
         except KeyError:
             continue  # no rate: the mart cannot convert it either; only the fraud flag can make it suspicious
     params = {
-        "day": day, "region": region, "window": settings.lifecycle_window_days,
+        "day": day,
+        "region": region,
+        "window": settings.lifecycle_window_days,
         "threshold": settings.suspicious_threshold_usd_by_region.get(region, settings.suspicious_threshold_usd),
-        "currencies": list(rates), "rates": list(rates.values()), "as_of": _bound(as_of),
+        "currencies": list(rates),
+        "rates": list(rates.values()),
+        "as_of": _bound(as_of),
         "since": _bound(since, "-infinity"),
     }
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
@@ -231,34 +242,51 @@ def suspicious_complete(settings: Settings, day: date, region: str, as_of: datet
         query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
         expected = {tx for (tx,) in conn.execute(query, params)}
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        in_mart = {tx for (tx,) in conn.execute(
-            "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = %s", (day, region)
-        )}
+        in_mart = {
+            tx
+            for (tx,) in conn.execute(
+                "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = %s",
+                (day, region),
+            )
+        }
     missing = sorted(expected - in_mart)
     return CheckOutcome(
         name="suspicious_complete",
         passed=not missing,
         summary=f"{len(expected)} suspicious by the rules in staging, {len(missing)} missing from the mart",
-        metadata={"suspicious_in_staging": len(expected), "missing_from_mart": len(missing),
-                  **sampled(settings, "sample_missing_from_mart", missing)},
+        metadata={
+            "suspicious_in_staging": len(expected),
+            "missing_from_mart": len(missing),
+            **sampled(settings, "sample_missing_from_mart", missing),
+        },
     )
 
 
-def staging_events_unique(settings: Settings, day: date, region: str, as_of: datetime | None = None,
-                          since: datetime | None = None) -> CheckOutcome:
+def staging_events_unique(
+    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
     is the one event its identity row in staging.event_identities points at."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         events, without, second, sample = conn.execute(
-            IDENTITIES_OF_SLICE, {"day": day, "region": region, "since": _bound(since, "-infinity"),
-                                  "sample": settings.metadata_sample_size}
+            IDENTITIES_OF_SLICE,
+            {
+                "day": day,
+                "region": region,
+                "since": _bound(since, "-infinity"),
+                "sample": settings.metadata_sample_size,
+            },
         ).fetchone()
     return CheckOutcome(
         name="staging_events_unique",
         passed=without == 0 and second == 0,
         summary=f"{events} events, {without} without an identity, {second} second copies of an identity",
-        metadata={"events": events, "without_identity": without, "second_copies": second,
-                  **sampled(settings, "sample_transaction_ids", sample or [])},
+        metadata={
+            "events": events,
+            "without_identity": without,
+            "second_copies": second,
+            **sampled(settings, "sample_transaction_ids", sample or []),
+        },
     )
 
 
@@ -368,8 +396,9 @@ RECONCILIATIONS = {
 }
 
 
-def run_check(settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None,
-              since: datetime | None = None) -> CheckOutcome:
+def run_check(
+    settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> CheckOutcome:
     """One named check on one region x day partition, of a build whose run clock was `as_of`; with
     `since` (the staging_as_of of the partition's last publication), only what landed or was rebuilt
     after it (the rest passed every check then). The settlements, an aggregate, are checked whole."""

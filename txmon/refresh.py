@@ -90,15 +90,18 @@ class SliceRefresh:
     def line(self) -> str:
         if self.error:
             return f"{self.key} {self.mode}: error: {self.error}"
-        built = ", ".join(f"{m.table.name} {m.rows if m.rows is not None else '?'} rows {m.seconds:.1f}s"
-                          for m in self.models)
+        built = ", ".join(
+            f"{m.table.name} {m.rows if m.rows is not None else '?'} rows {m.seconds:.1f}s" for m in self.models
+        )
         own = sorted((c for c in self.checks if c.dbt_test is None), key=lambda c: -c.seconds)
         tests = sum(c.seconds for c in self.checks if c.dbt_test)
         slowest = ", ".join(f"{c.outcome.name} {c.seconds:.1f}s" for c in own[:3])
         state = f"published {', '.join(p.table for p in self.published)}" if self.published else self.not_published
         scope = f"since {self.checked_since:%H:%M:%S}" if self.checked_since else "whole slice"
-        return (f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks {scope} "
-                f"(dbt tests {tests:.1f}s; {slowest}); {state}")
+        return (
+            f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks {scope} "
+            f"(dbt tests {tests:.1f}s; {slowest}); {state}"
+        )
 
 
 def tables_to_build(manifest: dict, day: date, *, today: date | None = None, whole: bool = False) -> list[Table]:
@@ -170,11 +173,15 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
             message = f"dbt test {props['name']}: {status}"
             if node_result.failures:
                 message += f" ({node_result.failures} failing rows)"
-            result.checks.append(CheckRun(
-                attached.get("schema", "?"), name,
-                CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
-                dbt_test=unique_id, seconds=round(node_result.execution_time, 3),
-            ))
+            result.checks.append(
+                CheckRun(
+                    attached.get("schema", "?"),
+                    name,
+                    CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
+                    dbt_test=unique_id,
+                    seconds=round(node_result.execution_time, 3),
+                )
+            )
     errors = [m.table.model for m in result.models if m.status != "success"]
     missing = set(by_model) - {m.table.model for m in result.models}
     if errors or missing:
@@ -206,8 +213,9 @@ def _check(settings: Settings, manifest: dict, tables: list[Table], result: Slic
         result.watermarks = slice_watermarks(conn, day, region)
     result.as_of = built_as_of(result.watermarks, tables)
     targets = [(t.schema, t.name, name) for t in tables for name in t.checks]
-    targets += [(schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items())
-                for check in checks]
+    targets += [
+        (schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items()) for check in checks
+    ]
     for schema, name, check in targets:
         started = time.monotonic()
         outcome = run_check(settings, check, day, region, result.as_of, result.checked_since)
@@ -220,8 +228,15 @@ def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_
         return
     try:
         result.published = publish(
-            settings, published, result.day, result.region, run_id, [c.outcome for c in result.checks],
-            checked=result.watermarks, as_of=result.as_of, launched_by=launched_by,
+            settings,
+            published,
+            result.day,
+            result.region,
+            run_id,
+            [c.outcome for c in result.checks],
+            checked=result.watermarks,
+            as_of=result.as_of,
+            launched_by=launched_by,
         )
     except NotPublished as exc:
         result.not_published = f"not published: {exc}"

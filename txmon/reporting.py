@@ -119,8 +119,16 @@ def slice_lock(settings: Settings, day: date, region: str) -> Iterator[None]:
 
 
 def publish(
-    settings: Settings, sources: list[Table], day: date, region: str, run_id: str, checks: list[CheckOutcome],
-    *, checked: Watermarks, as_of: datetime | None = None, launched_by: str = "unknown",
+    settings: Settings,
+    sources: list[Table],
+    day: date,
+    region: str,
+    run_id: str,
+    checks: list[CheckOutcome],
+    *,
+    checked: Watermarks,
+    as_of: datetime | None = None,
+    launched_by: str = "unknown",
 ) -> list[Publication]:
     """Replace the (day, region) partition of each reporting table with its mart's, if every check
     passed on exactly the build being copied; all of the slice's tables, or none.
@@ -145,16 +153,26 @@ def publish(
         # meet (each holds the slice lock); if they did, the second would fail to serialise, not mix.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         if slice_watermarks(conn, day, region) != checked:
-            raise NotPublished(f"{where}: the slice was rebuilt after its checks ran; "
-                               "its next refresh checks and publishes it")
+            raise NotPublished(
+                f"{where}: the slice was rebuilt after its checks ran; its next refresh checks and publishes it"
+            )
         for source in sources:
             rows = _copy(conn, source, day, region)
             conn.execute(
                 """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count,
                        checks, staging_as_of, built_as_of, launched_by)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                (source.name, day, region, run_id, rows, summary, as_of,
-                 checked.get(source.name, (None,))[0], launched_by),
+                (
+                    source.name,
+                    day,
+                    region,
+                    run_id,
+                    rows,
+                    summary,
+                    as_of,
+                    checked.get(source.name, (None,))[0],
+                    launched_by,
+                ),
             )
             published.append(Publication(source.name, day, region, rows))
     return published
@@ -165,8 +183,9 @@ def _copy(conn, source: Table, day: date, region: str) -> int:
     date_column = sql.Identifier(source.date_column)
     columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
     target = sql.SQL("reporting.{}").format(sql.Identifier(source.name))
-    conn.execute(sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column),
-                 (day, region))
+    conn.execute(
+        sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column), (day, region)
+    )
     return conn.execute(
         sql.SQL("INSERT INTO {t} ({c}) SELECT {c} FROM {s}.{m} WHERE {d} = %s AND region = %s").format(
             t=target, c=columns, s=sql.Identifier(source.schema), m=sql.Identifier(source.name), d=date_column

@@ -47,8 +47,10 @@ STAGING = {
                 WHERE r.topic = %(topic)s AND r.received_at < %({cutoff})s AND r."offset" <= a.verified_through
                 LIMIT %(n)s""",  # noqa: S608 (constant table names)
         )
-        for table, cutoff in (("staging.rejected_transactions", "quarantine"),
-                              ("staging.duplicate_transactions", "duplicates"))
+        for table, cutoff in (
+            ("staging.rejected_transactions", "quarantine"),
+            ("staging.duplicate_transactions", "duplicates"),
+        )
     },
     "staging.ingest_batches": (
         "batch_id",
@@ -62,16 +64,24 @@ STAGING = {
 # Dagster's storage (its own schema; times are UTC without a zone).
 CHECK_EVENT_TYPES = ["ASSET_CHECK_EVALUATION", "ASSET_CHECK_EVALUATION_PLANNED"]
 DAGSTER = [
-    ("dagster.asset_check_executions", """
+    (
+        "dagster.asset_check_executions",
+        """
         DELETE FROM asset_check_executions WHERE id IN (
             SELECT id FROM asset_check_executions
-            WHERE coalesce(evaluation_event_timestamp, create_timestamp) < %(cutoff)s LIMIT %(n)s)"""),
-    ("dagster.event_logs", """
+            WHERE coalesce(evaluation_event_timestamp, create_timestamp) < %(cutoff)s LIMIT %(n)s)""",
+    ),
+    (
+        "dagster.event_logs",
+        """
         DELETE FROM event_logs WHERE id IN (
             SELECT id FROM event_logs
-            WHERE dagster_event_type = ANY(%(check_types)s) AND timestamp < %(cutoff)s LIMIT %(n)s)"""),
+            WHERE dagster_event_type = ANY(%(check_types)s) AND timestamp < %(cutoff)s LIMIT %(n)s)""",
+    ),
     # Materializations the ingestion sensor reported belong to no run: all but the latest per partition.
-    ("dagster.event_logs", """
+    (
+        "dagster.event_logs",
+        """
         WITH stale AS MATERIALIZED (
             SELECT e.id FROM event_logs AS e
             WHERE e.run_id = '' AND e.dagster_event_type = 'ASSET_MATERIALIZATION' AND e.timestamp < %(cutoff)s
@@ -82,12 +92,14 @@ DAGSTER = [
         ), tags AS (
             DELETE FROM asset_event_tags WHERE event_id IN (SELECT id FROM stale)
         )
-        DELETE FROM event_logs WHERE id IN (SELECT id FROM stale)"""),
+        DELETE FROM event_logs WHERE id IN (SELECT id FROM stale)""",
+    ),
 ]
 
 
 def cutoffs(settings: Settings, now: datetime) -> dict[str, datetime]:
     """What is older than these instants goes (by the name each statement uses)."""
+
     def before(days: int) -> datetime:
         return now - timedelta(days=days)
 
@@ -120,9 +132,11 @@ def _in_batches(conn: psycopg.Connection, statement: str, params: dict) -> int:
 def verified_offsets(settings: Settings) -> dict[int, int]:
     """partition -> the last offset of the topic the offset audit verified (in the warehouse)."""
     with connect(settings.home_dsn(Role.INGEST), autocommit=True, purpose="prune") as conn:
-        return dict(conn.execute(
-            'SELECT "partition", verified_through FROM staging.offset_audit WHERE topic = %s', (settings.topic,)
-        ).fetchall())
+        return dict(
+            conn.execute(
+                'SELECT "partition", verified_through FROM staging.offset_audit WHERE topic = %s', (settings.topic,)
+            ).fetchall()
+        )
 
 
 def prune(settings: Settings, now: datetime | None = None) -> dict[str, int]:
@@ -130,8 +144,13 @@ def prune(settings: Settings, now: datetime | None = None) -> dict[str, int]:
     now = now or datetime.now(UTC)
     limits = cutoffs(settings, now)
     verified = verified_offsets(settings)
-    params = {**limits, "n": BATCH_ROWS, "topic": settings.topic,
-              "partitions": list(verified), "verified": list(verified.values())}
+    params = {
+        **limits,
+        "n": BATCH_ROWS,
+        "topic": settings.topic,
+        "partitions": list(verified),
+        "verified": list(verified.values()),
+    }
     deleted: Counter = Counter()
     for dsn in settings.databases():
         with _session(settings.as_role(dsn, Role.INGEST)) as conn:  # ingestion prunes its own bookkeeping

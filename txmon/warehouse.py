@@ -108,7 +108,8 @@ def set_role_passwords(settings: Settings, dsn: str) -> None:
             secret = credentials.password(settings, role)
             statement = (
                 sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
-                    sql.Identifier(role.value), sql.Literal(scram_verifier(conn, role.value, secret)))
+                    sql.Identifier(role.value), sql.Literal(scram_verifier(conn, role.value, secret))
+                )
                 if secret
                 else sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(role.value))
             )
@@ -119,8 +120,10 @@ def close_maintenance_databases(dsn: str) -> None:
     """PUBLIC may not connect to the server's maintenance and template databases either (a role by
     duty could create temporary tables there). Skipped where the admin may not (a managed server)."""
     with connect(dsn, autocommit=True, purpose="migrate") as conn:
-        present = [name for (name,) in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1')")]
+        present = [
+            name
+            for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname IN ('postgres', 'template1')")
+        ]
         for name in present:
             try:
                 conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))

@@ -34,8 +34,21 @@ def landed_count(platform) -> int:
 
 def test_sigkill_mid_backlog_loses_and_duplicates_nothing(platform, tmp_path):
     source = tmp_path / "backlog.jsonl"
-    platform.txmon("generate", "--tps", "10000", "--duration", str(EVENTS / 10_000), "--seed", "11",
-                   "--bad-rate", "0.01", "--start", "2026-11-24T23:59:00Z", "--output", str(source))
+    platform.txmon(
+        "generate",
+        "--tps",
+        "10000",
+        "--duration",
+        str(EVENTS / 10_000),
+        "--seed",
+        "11",
+        "--bad-rate",
+        "0.01",
+        "--start",
+        "2026-11-24T23:59:00Z",
+        "--output",
+        str(source),
+    )
     platform.txmon("produce", str(source))
     expected_keys, expected_bad = expected_from(source, platform.settings)
 

@@ -43,16 +43,31 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
 
     def build(mode):
         variables = json.dumps({"partition_date": today, "partition_region": "US", "slice_mode": mode})
-        proc = platform.txmon("dbt", "build", "--exclude-resource-type", "unit_test", "--select", "tag:partitioned",
-                              "--vars", variables, check=False)
+        proc = platform.txmon(
+            "dbt",
+            "build",
+            "--exclude-resource-type",
+            "unit_test",
+            "--select",
+            "tag:partitioned",
+            "--vars",
+            variables,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:]
 
     def state():
         return (
-            sorted(platform.query(
-                "SELECT transaction_id, status FROM intermediate.int_transactions_latest WHERE region = 'US'")),
-            sorted(platform.query(
-                "SELECT transaction_id, status, reasons FROM marts.suspicious_activity WHERE region = 'US'")),
+            sorted(
+                platform.query(
+                    "SELECT transaction_id, status FROM intermediate.int_transactions_latest WHERE region = 'US'"
+                )
+            ),
+            sorted(
+                platform.query(
+                    "SELECT transaction_id, status, reasons FROM marts.suspicious_activity WHERE region = 'US'"
+                )
+            ),
         )
 
     platform.txmon("dbt", "build", "--select", "stg_transactions fx_rates")
@@ -64,8 +79,11 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
     incremental = state()
     assert incremental == (
         [("n-1", "failed"), ("n-2", "settled"), ("n-3", "settled"), ("n-4", "settled")],
-        [("n-1", "failed", ["amount_over_threshold"]), ("n-3", "settled", ["fraud_flag"]),
-         ("n-4", "settled", ["amount_over_threshold"])],
+        [
+            ("n-1", "failed", ["amount_over_threshold"]),
+            ("n-3", "settled", ["fraud_flag"]),
+            ("n-4", "settled", ["amount_over_threshold"]),
+        ],
     )
     build("full")
     assert state() == incremental

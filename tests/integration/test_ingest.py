@@ -143,9 +143,12 @@ def test_amounts_land_exactly(platform, tmp_path):
     assert report["landed"] == 6, report
     stored = dict(platform.query("SELECT transaction_id, amount::text FROM staging.transactions"))
     assert stored == {
-        "s-tiny": "0.0001", "n-tiny": "0.0001",
-        "s-max": "999999999999.9999", "n-max": "999999999999.9999",
-        "s-threshold": "10000.0000", "n-threshold": "10000.0000",
+        "s-tiny": "0.0001",
+        "n-tiny": "0.0001",
+        "s-max": "999999999999.9999",
+        "n-max": "999999999999.9999",
+        "s-threshold": "10000.0000",
+        "n-threshold": "10000.0000",
     }
     raw = dict(platform.query("SELECT transaction_id, raw_event->>'amount' FROM staging.transactions"))
     assert raw["n-max"] == "999999999999.9999"  # jsonb keeps the number's digits
@@ -200,17 +203,29 @@ def test_identity_is_transaction_id_and_status_whatever_the_time_or_amount(platf
     """A second event with the same (transaction_id, status) is stored once and recorded as a duplicate,
     in the same batch or a later run, even with another time (another day) or a lower amount."""
     first = tmp_path / "first.jsonl"
-    first.write_text("\n".join([
-        line(event("id-1", "pending", amount="20000.00", event_time="2026-11-24T10:00:00Z")),
-        line(event("id-1", "pending", amount="5.00", event_time="2026-11-24T10:00:01Z")),  # same batch
-    ]))
+    first.write_text(
+        "\n".join(
+            [
+                line(event("id-1", "pending", amount="20000.00", event_time="2026-11-24T10:00:00Z")),
+                line(event("id-1", "pending", amount="5.00", event_time="2026-11-24T10:00:01Z")),  # same batch
+            ]
+        )
+    )
     platform.txmon("produce", str(first))
     assert json.loads(platform.txmon("ingest", "--until-idle").stdout)["duplicates"] == 1
     second = tmp_path / "second.jsonl"
-    second.write_text("\n".join([
-        line(event("id-1", "pending", amount="1.00", event_time="2026-11-25T09:00:00Z")),  # another day, later run
-        line(event("id-1", "settled", amount="20000.00", event_time="2026-11-25T09:00:00Z")),  # a lifecycle update
-    ]))
+    second.write_text(
+        "\n".join(
+            [
+                line(
+                    event("id-1", "pending", amount="1.00", event_time="2026-11-25T09:00:00Z")
+                ),  # another day, later run
+                line(
+                    event("id-1", "settled", amount="20000.00", event_time="2026-11-25T09:00:00Z")
+                ),  # a lifecycle update
+            ]
+        )
+    )
     platform.txmon("produce", str(second))
     report = json.loads(platform.txmon("ingest", "--until-idle").stdout)
     assert (report["landed"], report["duplicates"]) == (1, 1), report

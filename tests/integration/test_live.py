@@ -51,19 +51,25 @@ def expected(events: list[dict]) -> tuple[dict, dict]:
 
 
 def published(platform, days) -> tuple[dict, dict]:
-    if platform.query("SELECT to_regclass('reporting.suspicious_activity') IS NULL OR "
-                      "to_regclass('reporting.daily_settlements') IS NULL")[0][0]:
+    if platform.query(
+        "SELECT to_regclass('reporting.suspicious_activity') IS NULL OR "
+        "to_regclass('reporting.daily_settlements') IS NULL"
+    )[0][0]:
         return {}, {}  # nothing published yet
     settlements = {
-        (d, r, c): (n, s, v) for d, r, c, n, s, v in platform.query(
+        (d, r, c): (n, s, v)
+        for d, r, c, n, s, v in platform.query(
             "SELECT settlement_date, region, currency, transaction_count, settled_count, settled_volume"
-            " FROM reporting.daily_settlements WHERE settlement_date = ANY(%s)", (days,)
+            " FROM reporting.daily_settlements WHERE settlement_date = ANY(%s)",
+            (days,),
         )
     }
     suspicious = {
-        tx: (d, r, list(reasons)) for tx, d, r, reasons in platform.query(
+        tx: (d, r, list(reasons))
+        for tx, d, r, reasons in platform.query(
             "SELECT transaction_id, event_date, region, reasons FROM reporting.suspicious_activity"
-            " WHERE event_date = ANY(%s)", (days,)
+            " WHERE event_date = ANY(%s)",
+            (days,),
         )
     }
     return settlements, suspicious
@@ -84,10 +90,14 @@ def wait_published(platform, events, days, what: str) -> float:
 def wait_for_ticks(platform, since: datetime, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if platform.query_dagster("SELECT to_regclass('job_ticks') IS NOT NULL")[0][0] and platform.query_dagster(
-            "SELECT count(*) FROM job_ticks WHERE (tick_body::jsonb)->>'job_name' = 'marts_refresh'"
-            " AND timestamp > %s", (since.replace(tzinfo=None),),
-        )[0][0]:
+        if (
+            platform.query_dagster("SELECT to_regclass('job_ticks') IS NOT NULL")[0][0]
+            and platform.query_dagster(
+                "SELECT count(*) FROM job_ticks WHERE (tick_body::jsonb)->>'job_name' = 'marts_refresh'"
+                " AND timestamp > %s",
+                (since.replace(tzinfo=None),),
+            )[0][0]
+        ):
             return
         time.sleep(2)
     raise AssertionError("the marts_refresh sensor did not tick (see .txmon/logs/daemon.log)")
@@ -126,17 +136,36 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
             base = f"live-{day:%m%d}-{region}"
             t = at[day] + timedelta(minutes=i)
             first += [
-                event(f"{base}-a", "pending", amount="12.34", currency=currency[region], region=region,
-                      event_time=t.isoformat()),
-                event(f"{base}-a", "settled", amount="12.34", currency=currency[region], region=region,
-                      event_time=(t + timedelta(seconds=5)).isoformat()),
-                event(f"{base}-b", amount="0.0101", currency=currency[region], region=region,
-                      event_time=t.isoformat()),
-                event(f"{base}-c", "failed", amount="99.99", currency=currency[region], region=region,
-                      fraud_flag=True, event_time=t.isoformat()),
+                event(
+                    f"{base}-a",
+                    "pending",
+                    amount="12.34",
+                    currency=currency[region],
+                    region=region,
+                    event_time=t.isoformat(),
+                ),
+                event(
+                    f"{base}-a",
+                    "settled",
+                    amount="12.34",
+                    currency=currency[region],
+                    region=region,
+                    event_time=(t + timedelta(seconds=5)).isoformat(),
+                ),
+                event(f"{base}-b", amount="0.0101", currency=currency[region], region=region, event_time=t.isoformat()),
+                event(
+                    f"{base}-c",
+                    "failed",
+                    amount="99.99",
+                    currency=currency[region],
+                    region=region,
+                    fraud_flag=True,
+                    event_time=t.isoformat(),
+                ),
                 event(f"{base}-d", amount="10000.01", currency="USD", region=region, event_time=t.isoformat()),
-                event(f"{base}-e", "pending", amount="10000.00", currency="USD", region=region,
-                      event_time=t.isoformat()),
+                event(
+                    f"{base}-e", "pending", amount="10000.00", currency="USD", region=region, event_time=t.isoformat()
+                ),
             ]
     # Later: new transactions, and lifecycle updates one day later that take a transaction out of the
     # day where it was pending (the settlements of both days change).
@@ -144,17 +173,40 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
     for region in ("EU", "US", "APAC"):
         d0, d1 = days[1], days[2]
         second += [
-            event(f"live-{d0:%m%d}-{region}-e", "settled", amount="10000.00", currency="USD", region=region,
-                  event_time=(at[d1] + timedelta(hours=1)).isoformat()),
-            event(f"live-{d0:%m%d}-{region}-f", amount="3.03", currency=currency[region], region=region,
-                  event_time=(at[d0] + timedelta(hours=2)).isoformat()),
-            event(f"live-{days[0]:%m%d}-{region}-a", "reversed", amount="12.34", currency=currency[region],
-                  region=region, fraud_flag=True, event_time=(at[days[0]] + timedelta(hours=3)).isoformat()),
+            event(
+                f"live-{d0:%m%d}-{region}-e",
+                "settled",
+                amount="10000.00",
+                currency="USD",
+                region=region,
+                event_time=(at[d1] + timedelta(hours=1)).isoformat(),
+            ),
+            event(
+                f"live-{d0:%m%d}-{region}-f",
+                amount="3.03",
+                currency=currency[region],
+                region=region,
+                event_time=(at[d0] + timedelta(hours=2)).isoformat(),
+            ),
+            event(
+                f"live-{days[0]:%m%d}-{region}-a",
+                "reversed",
+                amount="12.34",
+                currency=currency[region],
+                region=region,
+                fraud_flag=True,
+                event_time=(at[days[0]] + timedelta(hours=3)).isoformat(),
+            ),
         ]
 
     port = free_port()
-    dagster = platform.popen("dagster", "--port", str(port), stdout=open(tmp_path / "dagster.log", "wb"),
-                             stderr=open(tmp_path / "dagster.err", "wb"))
+    dagster = platform.popen(
+        "dagster",
+        "--port",
+        str(port),
+        stdout=open(tmp_path / "dagster.log", "wb"),
+        stderr=open(tmp_path / "dagster.err", "wb"),
+    )
     try:
         wait_for_ticks(platform, started)
         source = tmp_path / "first.jsonl"
@@ -181,13 +233,14 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
     keys = [f"{d}|{r}" for d in days for r in ("EU", "US", "APAC")]
     checks = platform.query_dagster(
         "SELECT partition, check_name, execution_status FROM asset_check_executions"
-        " WHERE partition = ANY(%s) AND create_timestamp > %s", (keys, started.replace(tzinfo=None)),
+        " WHERE partition = ANY(%s) AND create_timestamp > %s",
+        (keys, started.replace(tzinfo=None)),
     )
     assert {p for p, _, _ in checks} == set(keys)
     failed = [(p, c) for p, c, s in checks if s != "SUCCEEDED"]
     assert not failed, failed
     recorded = platform.query(
-        "SELECT DISTINCT partition_date || '|' || region FROM reporting.published_partitions"
-        " WHERE run_id = ANY(%s)", ([r for r, _ in runs],),
+        "SELECT DISTINCT partition_date || '|' || region FROM reporting.published_partitions WHERE run_id = ANY(%s)",
+        ([r for r, _ in runs],),
     )
     assert {k for (k,) in recorded} == set(keys)

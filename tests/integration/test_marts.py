@@ -26,8 +26,15 @@ EVENTS = [
     event("eu-1", "settled", amount="100.00", currency="EUR", region="EU", event_time=t(D1, "11:00:00")),
     event("eu-2", "pending", amount="250.5", currency="GBP", region="EU", event_time=t(D1, "23:59:30")),
     event("eu-2", "settled", amount="250.5", currency="GBP", region="EU", event_time=t(D2, "00:00:30")),
-    event("eu-3", "settled", amount="50.00", currency="EUR", region="EU", fraud_flag=True,
-          event_time="2026-11-21T09:00:00+01:00"),
+    event(
+        "eu-3",
+        "settled",
+        amount="50.00",
+        currency="EUR",
+        region="EU",
+        fraud_flag=True,
+        event_time="2026-11-21T09:00:00+01:00",
+    ),
     event("eu-4", "failed", amount="9999.99", currency="CHF", region="EU", event_time=t(D2, "00:00:00")),
     # US: the threshold boundary, the smallest amount, a status that fails.
     event("us-1", "settled", amount="10000.00", currency="USD", region="US", event_time=t(D1, "08:00:00")),
@@ -153,5 +160,7 @@ def test_threshold_is_configurable_without_code_changes(landed):
     _, suspicious = marts(platform)
     us = {tx: v[4] for tx, v in suspicious.items() if v[0] == "US"}
     assert us == {
-        "us-1": ["amount_over_threshold"], "us-2": ["amount_over_threshold"], "us-5": ["amount_over_threshold"]
+        "us-1": ["amount_over_threshold"],
+        "us-2": ["amount_over_threshold"],
+        "us-5": ["amount_over_threshold"],
     }

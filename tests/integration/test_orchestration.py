@@ -28,9 +28,18 @@ def test_definitions_validate(platform):
     dagster_home(platform.settings)
     env = {**platform.env, **dagster_env(platform.settings)}
     proc = subprocess.run(
-        [str(os.path.join(os.path.dirname(sys.executable), "dagster")), "definitions", "validate",
-         "-m", "orchestration.definitions"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            str(os.path.join(os.path.dirname(sys.executable), "dagster")),
+            "definitions",
+            "validate",
+            "-m",
+            "orchestration.definitions",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -41,12 +50,19 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
             monkeypatch.setenv(name, value)
     monkeypatch.setenv("TXMON_INGEST_MODE", "sensor")
     source = tmp_path / "events.jsonl"
-    source.write_text("\n".join(line(e) for e in [
-        event("s-1", region="EU", event_time="2026-11-20T10:00:00Z"),
-        event("s-2", region="EU", event_time="2026-11-20T11:00:00Z"),
-        event("s-3", region="US", currency="USD", event_time="2026-11-21T10:00:00Z"),
-        event("s-4", region="US", currency="USD", event_time="2099-01-01T10:00:00Z"),  # a future day: quarantined
-    ]))
+    source.write_text(
+        "\n".join(
+            line(e)
+            for e in [
+                event("s-1", region="EU", event_time="2026-11-20T10:00:00Z"),
+                event("s-2", region="EU", event_time="2026-11-20T11:00:00Z"),
+                event("s-3", region="US", currency="USD", event_time="2026-11-21T10:00:00Z"),
+                event(
+                    "s-4", region="US", currency="USD", event_time="2099-01-01T10:00:00Z"
+                ),  # a future day: quarantined
+            ]
+        )
+    )
     platform.txmon("produce", str(source))
 
     from ingestion import batches, processes
@@ -72,7 +88,8 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
         result = tick()
         assert isinstance(result, SensorResult)
         reported = {
-            (str(e.partition), e.metadata["rows_landed"].value) for e in result.asset_events
+            (str(e.partition), e.metadata["rows_landed"].value)
+            for e in result.asset_events
             if e.asset_key == AssetKey(["staging", "transactions"])
         }
         assert reported == {("2026-11-20|EU", 2), ("2026-11-21|US", 1)}
@@ -128,31 +145,39 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
         assert isinstance(result, SensorResult) and len(result.run_requests) == 1, result
         request = result.run_requests[0]
         outcome = job.execute_in_process(
-            run_config=request.run_config, instance=instance, raise_on_error=False,
+            run_config=request.run_config,
+            instance=instance,
+            raise_on_error=False,
             tags={**request.tags, "dagster/run_key": request.run_key},
         )
         assert outcome.success
         return request.run_config["ops"]["refresh"]["config"]["partitions"], outcome
 
     def suspicious(day):
-        return dict(platform.query(
-            "SELECT transaction_id, reasons FROM reporting.suspicious_activity WHERE event_date = %s", (day,)
-        ))
+        return dict(
+            platform.query(
+                "SELECT transaction_id, reasons FROM reporting.suspicious_activity WHERE event_date = %s", (day,)
+            )
+        )
 
     def settled(day, region="EU"):
         return platform.query(
             "SELECT transaction_count, settled_count, settled_volume FROM reporting.daily_settlements"
-            " WHERE settlement_date = %s AND region = %s", (day, region),
+            " WHERE settlement_date = %s AND region = %s",
+            (day, region),
         )
 
-    land("first.jsonl", [
-        event("od-1", amount="10000.01", currency="USD", region="US", event_time=stamp),
-        event("od-2", amount="10000.00", currency="USD", region="US", event_time=stamp),
-        event("od-3", amount="5.00", region="EU", fraud_flag=True, event_time=stamp),
-        event("od-4", "pending", amount="5.00", region="EU", event_time=stamp),
-        event("late-1", "pending", amount="7.25", region="EU", event_time=noon),
-        event("late-2", amount="20000", region="EU", event_time=noon),
-    ])
+    land(
+        "first.jsonl",
+        [
+            event("od-1", amount="10000.01", currency="USD", region="US", event_time=stamp),
+            event("od-2", amount="10000.00", currency="USD", region="US", event_time=stamp),
+            event("od-3", amount="5.00", region="EU", fraud_flag=True, event_time=stamp),
+            event("od-4", "pending", amount="5.00", region="EU", event_time=stamp),
+            event("late-1", "pending", amount="7.25", region="EU", event_time=noon),
+            event("late-2", amount="20000", region="EU", event_time=noon),
+        ],
+    )
     first = tick(None)
     partitions, outcome = run(first)
     assert partitions == sorted([f"{today}|EU", f"{today}|US", f"{yesterday}|EU"])
@@ -163,8 +188,9 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     evaluations = [e.event_specific_data for e in outcome.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert evaluations and all(e.passed for e in evaluations)
     assert {str(e.partition) for e in evaluations} == set(partitions)
-    assert {t for (t,) in platform.query(
-        "SELECT DISTINCT run_id FROM reporting.published_partitions")} == {outcome.run_id}
+    assert {t for (t,) in platform.query("SELECT DISTINCT run_id FROM reporting.published_partitions")} == {
+        outcome.run_id
+    }
 
     # Nothing new: no run.
     quiet = tick(first.cursor)
@@ -172,20 +198,29 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
 
     # Today a new status flags od-4 and settles late-1: today is refreshed from its watermark, and
     # yesterday (where late-1 was pending) is marked and refreshed by the next run.
-    land("second.jsonl", [
-        event("od-4", "settled", amount="5.00", region="EU", fraud_flag=True, event_time=later),
-        event("late-1", "settled", amount="7.25", region="EU", event_time=stamp),
-    ])
+    land(
+        "second.jsonl",
+        [
+            event("od-4", "settled", amount="5.00", region="EU", fraud_flag=True, event_time=later),
+            event("late-1", "settled", amount="7.25", region="EU", event_time=stamp),
+        ],
+    )
     second = tick(quiet.cursor)
     partitions, outcome = run(second)
     assert partitions == [f"{today}|EU"]
-    modes = {e.event_specific_data.materialization.metadata["slice_mode"].value
-             for e in outcome.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
-             and "slice_mode" in e.event_specific_data.materialization.metadata}
+    modes = {
+        e.event_specific_data.materialization.metadata["slice_mode"].value
+        for e in outcome.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and "slice_mode" in e.event_specific_data.materialization.metadata
+    }
     assert modes == {"new_data"}
     # After a publication, an incremental refresh checks what landed or was rebuilt since it.
-    scopes = {e.event_specific_data.metadata["checked_since"].value for e in outcome.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    scopes = {
+        e.event_specific_data.metadata["checked_since"].value
+        for e in outcome.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
     assert scopes and "whole slice" not in scopes, scopes
     assert suspicious(today) == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"]}
     third = tick(second.cursor)

@@ -38,8 +38,19 @@ class Produced(set):
 def backlog(platform, tmp_path, name: str, events: int, seed: int) -> Produced:
     """Produce ``events`` synthetic payments (no malformed ones, a few producer redeliveries)."""
     source = tmp_path / f"{name}.jsonl"
-    platform.txmon("generate", "--tps", "1000", "--duration", str(events / 1000), "--seed", str(seed),
-                   "--start", START, "--output", str(source))
+    platform.txmon(
+        "generate",
+        "--tps",
+        "1000",
+        "--duration",
+        str(events / 1000),
+        "--seed",
+        str(seed),
+        "--start",
+        START,
+        "--output",
+        str(source),
+    )
     platform.txmon("produce", str(source))
     lines = source.read_text().splitlines()
     produced = Produced((e["transaction_id"], e["status"]) for e in map(json.loads, lines))
@@ -55,7 +66,8 @@ def wait_for(condition, timeout: float, what: str, log_path=None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}; " + (
-            log_path.read_text()[-3000:] if log_path else "")
+            log_path.read_text()[-3000:] if log_path else ""
+        )
         time.sleep(0.2)
 
 
@@ -143,9 +155,13 @@ def test_connections_terminated_mid_batch(small_batches, tmp_path):
 
     def kill() -> None:
         while not done.wait(0.4):
-            killed.extend(platform.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND application_name LIKE 'txmon:ingest:%%' AND state = 'active'", (db,)))
+            killed.extend(
+                platform.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name LIKE 'txmon:ingest:%%' AND state = 'active'",
+                    (db,),
+                )
+            )
 
     killer = threading.Thread(target=kill)
     killer.start()
@@ -168,8 +184,9 @@ def test_connection_lost_at_commit(small_batches, tmp_path, deliver):
     proxy = PostgresProxy(platform.settings.pg_host, platform.settings.pg_port)
     try:
         proxy.cut_at_commit(deliver=deliver)
-        proc = platform.txmon("ingest", "--until-idle", "--processes", "1",
-                              env_extra={"TXMON_PG_PORT": str(proxy.port)}, timeout=300)
+        proc = platform.txmon(
+            "ingest", "--until-idle", "--processes", "1", env_extra={"TXMON_PG_PORT": str(proxy.port)}, timeout=300
+        )
     finally:
         proxy.close()
     assert proxy.cuts == 1
@@ -184,8 +201,15 @@ def test_an_outage_beyond_the_budget_ends_the_worker_with_a_clear_message(platfo
     proxy.refuse()
     try:
         started = time.monotonic()
-        proc = platform.txmon("ingest", "--until-idle", "--processes", "1", check=False, timeout=120,
-                              env_extra={"TXMON_PG_PORT": str(proxy.port), "TXMON_OUTAGE_BUDGET_SECONDS": "4"})
+        proc = platform.txmon(
+            "ingest",
+            "--until-idle",
+            "--processes",
+            "1",
+            check=False,
+            timeout=120,
+            env_extra={"TXMON_PG_PORT": str(proxy.port), "TXMON_OUTAGE_BUDGET_SECONDS": "4"},
+        )
     finally:
         proxy.close()
     assert proc.returncode == 1
@@ -255,8 +279,14 @@ def test_memory_stays_bounded_with_megabyte_messages(platform, tmp_path):
     # The peak of the ingest process alone: Linux keeps a process's peak RSS across exec, so it is forked from
     # a small fresh interpreter, not from this test process (whose size it would otherwise inherit).
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(peak_path), "ingest", "--until-idle", "--processes",
-                        "1"], env=platform.env, stdout=out, stderr=err, check=False, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", MEASURE_PEAK, str(peak_path), "ingest", "--until-idle", "--processes", "1"],
+            env=platform.env,
+            stdout=out,
+            stderr=err,
+            check=False,
+            timeout=300,
+        )
     status, peak_kib = map(int, peak_path.read_text().split())
     assert status == 0, err_path.read_text()[-2000:]
     report = json.loads(out_path.read_text().strip().splitlines()[-1])

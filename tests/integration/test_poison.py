@@ -40,8 +40,13 @@ class SinkHarness:
         self.platform = platform
         # "extra" is kept in raw_event (its numbers exactly as sent); any other extra field is left out of it.
         self.validator = validator_for(replace(platform.settings, extra_fields=("extra",)))
-        self.sink = WarehouseSink(platform.settings.warehouse_dsn, platform.settings.topic,
-                                  platform.settings.regions, home=True, worker="property")
+        self.sink = WarehouseSink(
+            platform.settings.warehouse_dsn,
+            platform.settings.topic,
+            platform.settings.regions,
+            home=True,
+            worker="property",
+        )
         self.sink.load_positions([0])
         self.offsets = itertools.count()
 
@@ -55,17 +60,35 @@ class SinkHarness:
         """Each offset in exactly one table; landed text as sent; quarantined bytes verbatim."""
         lo, hi = messages[0].offset, messages[-1].offset
         query = self.platform.query
-        landed = {o: r for o, *r in query(
-            """SELECT "offset", transaction_id, account_id, counterparty_id, amount, currency, region, status,
+        landed = {
+            o: r
+            for o, *r in query(
+                """SELECT "offset", transaction_id, account_id, counterparty_id, amount, currency, region, status,
                       fraud_flag, event_time, raw_event::text FROM staging.transactions
-               WHERE "offset" BETWEEN %s AND %s""", (lo, hi))}
-        dupes = {o for (o,) in query(
-            'SELECT "offset" FROM staging.duplicate_transactions WHERE "offset" BETWEEN %s AND %s', (lo, hi))}
-        rejected = {o: (bytes(v) if v is not None else None, reason) for o, v, reason in query(
-            'SELECT "offset", raw_value, reason FROM staging.rejected_transactions WHERE "offset" BETWEEN %s AND %s',
-            (lo, hi))}
-        copies = {o: bytes(v) for o, v in query(
-            'SELECT "offset", raw_value FROM staging.raw_events WHERE "offset" BETWEEN %s AND %s', (lo, hi))}
+               WHERE "offset" BETWEEN %s AND %s""",
+                (lo, hi),
+            )
+        }
+        dupes = {
+            o
+            for (o,) in query(
+                'SELECT "offset" FROM staging.duplicate_transactions WHERE "offset" BETWEEN %s AND %s', (lo, hi)
+            )
+        }
+        rejected = {
+            o: (bytes(v) if v is not None else None, reason)
+            for o, v, reason in query(
+                'SELECT "offset", raw_value, reason FROM staging.rejected_transactions'
+                ' WHERE "offset" BETWEEN %s AND %s',
+                (lo, hi),
+            )
+        }
+        copies = {
+            o: bytes(v)
+            for o, v in query(
+                'SELECT "offset", raw_value FROM staging.raw_events WHERE "offset" BETWEEN %s AND %s', (lo, hi)
+            )
+        }
         for m in messages:
             places = [m.offset in landed, m.offset in dupes, m.offset in rejected]
             assert places.count(True) == 1, (m.offset, m.value, places)
@@ -75,8 +98,17 @@ class SinkHarness:
             elif m.offset in landed:
                 e: Transaction = m.event
                 row = landed[m.offset]
-                assert row[:9] == [e.transaction_id, e.account_id, e.counterparty_id, e.amount, e.currency, e.region,
-                                   e.status, e.fraud_flag, e.event_time]
+                assert row[:9] == [
+                    e.transaction_id,
+                    e.account_id,
+                    e.counterparty_id,
+                    e.amount,
+                    e.currency,
+                    e.region,
+                    e.status,
+                    e.fraud_flag,
+                    e.event_time,
+                ]
                 sent = exact(m.value)
                 kept = {k: v for k, v in sent.items() if k in CONTRACT_FIELDS or k == "extra"}
                 assert exact(row[9]) == kept
@@ -93,23 +125,71 @@ def harness(platform):
 
 
 def _json_values():
-    scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-               | st.text(max_size=20))
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8),
-                                                                                             inner, max_size=4),
-                        max_leaves=12)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=20)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
 
 
 NASTY_LITERALS = [
-    b"1e-2147483648", b"0e-1001", b"1e400", b"-0", b"9" * 400, b"1" + b"0" * 30, b"1E+308", b"1e-1000",
-    b"[" * 70 + b"]" * 70, b"[" * 1000 + b"]" * 1000, b'"\\u0000"', b'"\\ud800"', b'"\\udc00x"', b'"\xed\xa0\x80"',
-    b'"\xff"', b'"\x00"', b'"\\u200b"', b'"\xe2\x80\x8b"', b'""', b"null", b"true", b"{}", b'"' + b"x" * 70 + b'"',
-    b'"2026-11-24T10:00:00+23:59"', b'"9999-12-31T23:30:00-01:00"', b'"0001-01-01T00:30:00+01:00"',
-    b'"2099-01-01T00:00:00Z"', b'"2024-12-31T23:59:59Z"', b'"2026-11-24t10:00:00z"', b'"2026-02-29T10:00:00Z"',
-    b'"10000.0001"', b'"0.00001"', b'"999999999999.9999"', b"999999999999.9999", b"1e-5", b"1E2", b'"USD"',
+    b"1e-2147483648",
+    b"0e-1001",
+    b"1e400",
+    b"-0",
+    b"9" * 400,
+    b"1" + b"0" * 30,
+    b"1E+308",
+    b"1e-1000",
+    b"[" * 70 + b"]" * 70,
+    b"[" * 1000 + b"]" * 1000,
+    b'"\\u0000"',
+    b'"\\ud800"',
+    b'"\\udc00x"',
+    b'"\xed\xa0\x80"',
+    b'"\xff"',
+    b'"\x00"',
+    b'"\\u200b"',
+    b'"\xe2\x80\x8b"',
+    b'""',
+    b"null",
+    b"true",
+    b"{}",
+    b'"' + b"x" * 70 + b'"',
+    b'"2026-11-24T10:00:00+23:59"',
+    b'"9999-12-31T23:30:00-01:00"',
+    b'"0001-01-01T00:30:00+01:00"',
+    b'"2099-01-01T00:00:00Z"',
+    b'"2024-12-31T23:59:59Z"',
+    b'"2026-11-24t10:00:00z"',
+    b'"2026-02-29T10:00:00Z"',
+    b'"10000.0001"',
+    b'"0.00001"',
+    b'"999999999999.9999"',
+    b"999999999999.9999",
+    b"1e-5",
+    b"1E2",
+    b'"USD"',
 ]
-FIELDS = ["transaction_id", "account_id", "counterparty_id", "amount", "currency", "region", "status",
-          "fraud_flag", "event_time", "extra"]
+FIELDS = [
+    "transaction_id",
+    "account_id",
+    "counterparty_id",
+    "amount",
+    "currency",
+    "region",
+    "status",
+    "fraud_flag",
+    "event_time",
+    "extra",
+]
 
 
 @st.composite
@@ -118,10 +198,12 @@ def near_valid_events(draw) -> bytes:
     moment = NOW - timedelta(seconds=draw(st.integers(0, 86_400 * 300)))
     zone = timezone(timedelta(minutes=draw(st.sampled_from([0, -300, 840, -720, 1439, -1439]))))
     fields = event(
-        draw(st.text(min_size=1, max_size=64)), draw(st.sampled_from(["pending", "settled", "failed", "reversed"])),
+        draw(st.text(min_size=1, max_size=64)),
+        draw(st.sampled_from(["pending", "settled", "failed", "reversed"])),
         account_id=draw(st.text(min_size=1, max_size=64)),
         amount=str(draw(st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("999999999999.9999"), places=4))),
-        event_time=moment.astimezone(zone).isoformat(), fraud_flag=draw(st.booleans()),
+        event_time=moment.astimezone(zone).isoformat(),
+        fraud_flag=draw(st.booleans()),
     )
     ascii_only = draw(st.booleans())
     parts = {k: json.dumps(v, ensure_ascii=ascii_only).encode() for k, v in fields.items()}
@@ -186,7 +268,8 @@ def test_poison_pills_between_normal_traffic(platform, tmp_path):
     report = json.loads(platform.txmon("ingest", "--until-idle").stdout)
     assert (report["landed"], report["quarantined"]) == (30, len(pills)), report
     assert {r for (r,) in platform.query("SELECT transaction_id FROM staging.transactions")} == {
-        f"ok-{i}" for i in range(30)}
+        f"ok-{i}" for i in range(30)
+    }
     reasons = [r for (r,) in platform.query("SELECT reason FROM staging.rejected_transactions")]
     assert len(reasons) == len(pills) and all(reasons)
     assert_every_offset_accounted_for(platform)

@@ -26,19 +26,30 @@ def land(platform, tmp_path, name: str, events: list[dict]) -> None:
 
 
 def suspicious(n: int, prefix: str) -> list[dict]:
-    return [event(f"{prefix}-{i}", amount="20000.00", currency="USD", region=REGION,
-                  event_time=f"{DAY}T{10 + i % 10:02d}:00:00Z") for i in range(n)]
+    return [
+        event(
+            f"{prefix}-{i}",
+            amount="20000.00",
+            currency="USD",
+            region=REGION,
+            event_time=f"{DAY}T{10 + i % 10:02d}:00:00Z",
+        )
+        for i in range(n)
+    ]
 
 
 def published_rows(platform) -> int:
-    return platform.query("SELECT count(*) FROM reporting.suspicious_activity WHERE event_date = %s AND region = %s",
-                          (DAY, REGION))[0][0]
+    return platform.query(
+        "SELECT count(*) FROM reporting.suspicious_activity WHERE event_date = %s AND region = %s", (DAY, REGION)
+    )[0][0]
 
 
 def log_entries(platform) -> list[tuple]:
     return platform.query(
         """SELECT table_name, row_count, published_by, launched_by FROM reporting.publication_log
-           WHERE partition_date = %s AND region = %s ORDER BY publication_id""", (DAY, REGION))
+           WHERE partition_date = %s AND region = %s ORDER BY publication_id""",
+        (DAY, REGION),
+    )
 
 
 @pytest.fixture
@@ -48,9 +59,12 @@ def published(platform, tmp_path):
     platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
     assert published_rows(platform) == 3
     # Built by the transformation role, published by the publication role.
-    owners = dict(platform.query(
-        """SELECT schemaname || '.' || tablename, tableowner FROM pg_tables
-           WHERE schemaname IN ('intermediate', 'marts', 'reporting')"""))
+    owners = dict(
+        platform.query(
+            """SELECT schemaname || '.' || tablename, tableowner FROM pg_tables
+           WHERE schemaname IN ('intermediate', 'marts', 'reporting')"""
+        )
+    )
     assert owners["marts.suspicious_activity"] == owners["intermediate.int_transactions_latest"] == "txmon_transform"
     assert owners["reporting.suspicious_activity"] == owners["reporting.daily_settlements"] == "txmon_publish"
     assert owners["reporting.publication_log"] == platform.settings.pg_user
@@ -68,11 +82,13 @@ def test_a_rebuild_after_the_checks_is_not_published(published, tmp_path):
     # lock) after the checks saw the earlier build.
     land(platform, tmp_path, "second", suspicious(2, "second"))
     models = [t.model for t in partitioned_tables(manifest())]
-    proc = run_dbt(settings, ["run", "--select", *models, *vars_arg(dbt_vars(settings, DAY, REGION, "new_data"))],
-                   capture=True)
+    proc = run_dbt(
+        settings, ["run", "--select", *models, *vars_arg(dbt_vars(settings, DAY, REGION, "new_data"))], capture=True
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert platform.query("SELECT count(*) FROM marts.suspicious_activity WHERE event_date = %s AND region = %s",
-                          (DAY, REGION)) == [(5,)]
+    assert platform.query(
+        "SELECT count(*) FROM marts.suspicious_activity WHERE event_date = %s AND region = %s", (DAY, REGION)
+    ) == [(5,)]
     with pytest.raises(NotPublished, match="rebuilt after its checks"):
         publish(settings, [table], DAY, REGION, "test-run", PASSED, checked=checked, launched_by="test")
     assert published_rows(platform) == 3, "rows no check saw reached reporting"
@@ -83,8 +99,9 @@ def test_a_rebuild_after_the_checks_is_not_published(published, tmp_path):
     with connect(settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
         checked = slice_watermarks(conn, DAY, REGION)
     settlements = next(t for t in partitioned_tables(manifest()) if t.name == "daily_settlements")
-    proc = run_dbt(settings, ["run", "--select", settlements.model, *vars_arg(dbt_vars(settings, DAY, REGION))],
-                   capture=True)
+    proc = run_dbt(
+        settings, ["run", "--select", settlements.model, *vars_arg(dbt_vars(settings, DAY, REGION))], capture=True
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     with pytest.raises(NotPublished, match="rebuilt after its checks"):
         publish(settings, [table, settlements], DAY, REGION, "test-run", PASSED, checked=checked, launched_by="test")
@@ -117,7 +134,13 @@ def test_a_refresh_waits_for_the_slice_lock_and_then_publishes_what_it_checked(p
     assert after[: len(before)] == before, "the log is append-only"
     assert len(after) == len(before) + 2
     assert published_rows(platform) == 5
-    checks = json.loads(json.dumps(platform.query(
-        """SELECT checks FROM reporting.published_partitions WHERE table_name = 'suspicious_activity'
-           AND partition_date = %s AND region = %s""", (DAY, REGION))[0][0]))
+    checks = json.loads(
+        json.dumps(
+            platform.query(
+                """SELECT checks FROM reporting.published_partitions WHERE table_name = 'suspicious_activity'
+           AND partition_date = %s AND region = %s""",
+                (DAY, REGION),
+            )[0][0]
+        )
+    )
     assert checks and all(c["passed"] for c in checks.values())

@@ -57,11 +57,17 @@ def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(l
         (DAY,),
     )
     assert [(t, r) for t, r, _, _ in published] == [
-        ("daily_settlements", first_run), ("suspicious_activity", first_run)
+        ("daily_settlements", first_run),
+        ("suspicious_activity", first_run),
     ]
     checks = published[0][3]
-    for name in ("gx_staging_transactions", "gx_daily_settlements", "settlements_reconcile_with_staging",
-                 "gx_suspicious_activity", "suspicious_in_staging"):
+    for name in (
+        "gx_staging_transactions",
+        "gx_daily_settlements",
+        "settlements_reconcile_with_staging",
+        "gx_suspicious_activity",
+        "suspicious_in_staging",
+    ):
         assert checks[name]["passed"] is True, name
     assert any(name.startswith("unique_") for name in checks)  # the dbt tests too
     good = reporting(platform, "daily_settlements")
@@ -93,8 +99,9 @@ def test_clean_partition_publishes_and_a_broken_one_keeps_the_previous_version(l
     assert {"gx_staging_transactions", "accepted_values__currency"} <= {name for (name,) in failed}
     # In counts, not identifiers: nothing the run stored (its logs, check metadata and descriptions)
     # names the offending row or its account, nor any landed transaction (aggregates per currency are fine).
-    stored = " ".join(e for (e,) in platform.query_dagster(
-        "SELECT event FROM event_logs WHERE run_id = %s", (run_id(broken),)))
+    stored = " ".join(
+        e for (e,) in platform.query_dagster("SELECT event FROM event_logs WHERE run_id = %s", (run_id(broken),))
+    )
     assert "ASSET_CHECK_EVALUATION" in stored and "unexpected_count" in stored
     assert "bad-1" not in stored and "acc-bad" not in stored
     assert_names_no_one(platform, stored)
@@ -127,6 +134,7 @@ def test_a_staging_row_outside_the_contract_blocks_publication(landed):
 
 # ------------------------------------------------------------------ each suite fails on data that breaks it
 
+
 def checkable(platform, relation: str) -> str:
     """A scratch table the checks may read: they connect as the transformation role."""
     platform.execute(f"GRANT USAGE ON SCHEMA public TO txmon_transform; GRANT SELECT ON {relation} TO txmon_transform")
@@ -141,9 +149,19 @@ def scratch(platform, like: str) -> str:
 
 def staging_row(**overrides) -> dict:
     row = {
-        "transaction_id": "t-1", "status": "settled", "event_time": datetime(2026, 11, 20, 12, tzinfo=UTC),
-        "account_id": "acc-1", "amount": 10, "currency": "EUR", "region": "US", "fraud_flag": False,
-        "topic": "t", "partition": 0, "offset": 0, "raw_event": "{}", "ingested_at": datetime.now(UTC),
+        "transaction_id": "t-1",
+        "status": "settled",
+        "event_time": datetime(2026, 11, 20, 12, tzinfo=UTC),
+        "account_id": "acc-1",
+        "amount": 10,
+        "currency": "EUR",
+        "region": "US",
+        "fraud_flag": False,
+        "topic": "t",
+        "partition": 0,
+        "offset": 0,
+        "raw_event": "{}",
+        "ingested_at": datetime.now(UTC),
     }
     row.update(overrides)
     return row
@@ -180,11 +198,15 @@ def test_staging_suite_fails_on_each_family(platform):
     assert validate(platform.settings, "staging_transactions", DAY, "US", relation=table).passed
 
     future = datetime.now(UTC) + timedelta(hours=2)
-    insert(platform, table, [
-        staging_row(transaction_id="null-account", account_id=None),
-        staging_row(transaction_id="zero", amount=0),
-        staging_row(transaction_id="xxx", currency="XXX"),
-    ])
+    insert(
+        platform,
+        table,
+        [
+            staging_row(transaction_id="null-account", account_id=None),
+            staging_row(transaction_id="zero", amount=0),
+            staging_row(transaction_id="xxx", currency="XXX"),
+        ],
+    )
     outcome = validate(platform.settings, "staging_transactions", DAY, "US", relation=table)
     assert not outcome.passed
     failed = failed_expectations(outcome)
@@ -194,8 +216,9 @@ def test_staging_suite_fails_on_each_family(platform):
         "expect_column_values_to_be_in_set:currency",
     }
     assert all(values == [] for values in failed.values())  # counts only, by default
-    failed = failed_expectations(validate(sampling(platform.settings), "staging_transactions", DAY, "US",
-                                          relation=table))
+    failed = failed_expectations(
+        validate(sampling(platform.settings), "staging_transactions", DAY, "US", relation=table)
+    )
     assert failed["expect_column_values_to_be_in_set:currency"] == ["XXX"]
     assert failed["expect_column_values_to_be_between:amount"] == ["0.0000"]
 
@@ -213,9 +236,17 @@ def test_mart_suites_fail_on_each_family(platform):
                currency text, amount_usd numeric, event_time timestamptz, event_date date, reasons text[])"""
     )
     checkable(platform, "public.sus")
-    row = {"transaction_id": "s-1", "account_id": "a", "region": "US", "amount": 20000, "currency": "USD",
-           "amount_usd": 20000, "event_time": datetime(2026, 11, 20, 9, tzinfo=UTC), "event_date": DAY,
-           "reasons": ["amount_over_threshold"]}
+    row = {
+        "transaction_id": "s-1",
+        "account_id": "a",
+        "region": "US",
+        "amount": 20000,
+        "currency": "USD",
+        "amount_usd": 20000,
+        "event_time": datetime(2026, 11, 20, 9, tzinfo=UTC),
+        "event_date": DAY,
+        "reasons": ["amount_over_threshold"],
+    }
     insert(platform, "public.sus", [row])
     assert validate(platform.settings, "suspicious_activity", DAY, "US", relation="public.sus").passed
     insert(platform, "public.sus", [row, {**row, "transaction_id": "s-2", "amount_usd": -1, "currency": "ZZZ"}])
@@ -235,8 +266,14 @@ def test_mart_suites_fail_on_each_family(platform):
                settled_count bigint, settled_volume numeric)"""
     )
     checkable(platform, "public.settle")
-    good = {"settlement_date": DAY, "region": "US", "currency": "USD", "transaction_count": 3,
-            "settled_count": 2, "settled_volume": 10}
+    good = {
+        "settlement_date": DAY,
+        "region": "US",
+        "currency": "USD",
+        "transaction_count": 3,
+        "settled_count": 2,
+        "settled_volume": 10,
+    }
     insert(platform, "public.settle", [good])
     assert validate(platform.settings, "daily_settlements", DAY, "US", relation="public.settle").passed
     insert(platform, "public.settle", [good, {**good, "currency": "EUR", "settled_count": 4, "settled_volume": -5}])
@@ -274,8 +311,12 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     assert settlements_reconcile(settings, DAY, "US").passed
     assert suspicious_in_staging(settings, DAY, "US").passed
     complete = suspicious_complete(settings, DAY, "US")
-    suspicious = sorted(tx for (tx,) in platform.query(
-        "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = 'US'", (DAY,)))
+    suspicious = sorted(
+        tx
+        for (tx,) in platform.query(
+            "SELECT transaction_id FROM marts.suspicious_activity WHERE event_date = %s AND region = 'US'", (DAY,)
+        )
+    )
     assert complete.passed and complete.metadata["suspicious_in_staging"] == len(suspicious) > 0
     unique = staging_events_unique(settings, DAY, "US")
     assert unique.passed and unique.metadata["events"] > 0
@@ -314,7 +355,9 @@ def test_reconciliations_find_what_does_not_add_up(landed):
                                              topic, "partition", "offset", raw_event)
            SELECT transaction_id, status, event_time + interval '1 second', account_id, amount - 1, currency, region,
                   topic, "partition", "offset" + 1000000, raw_event
-           FROM staging.transactions WHERE transaction_id = %s LIMIT 1""", (suspicious[-1],))
+           FROM staging.transactions WHERE transaction_id = %s LIMIT 1""",
+        (suspicious[-1],),
+    )
     doubled = staging_events_unique(settings, DAY, "US")
     assert not doubled.passed and doubled.metadata["second_copies"] == 1
     assert_no_identifiers(platform, doubled)

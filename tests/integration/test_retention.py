@@ -33,13 +33,17 @@ def test_extra_fields_are_kept_only_where_allowed(platform, tmp_path):
     assert (report["landed"], report["duplicates"], report["quarantined"]) == (3, 1, 1)
 
     stored = {tx: raw for tx, raw in platform.query("SELECT transaction_id, raw_event FROM staging.transactions")}
-    assert stored == {"x-1": plain, "x-2": allowed, "x-3": {k: v for k, v in other.items() if k in plain or
-                                                             k == "channel"}}
+    assert stored == {
+        "x-1": plain,
+        "x-2": allowed,
+        "x-3": {k: v for k, v in other.items() if k in plain or k == "channel"},
+    }
     # The verbatim message of x-3 (whose device and note are not kept in staging) is the one audit copy,
     # at x-3's offset; the duplicate of x-3 and the quarantined message have none.
-    copies = platform.query("SELECT topic, \"partition\", \"offset\", raw_value FROM staging.raw_events")
+    copies = platform.query('SELECT topic, "partition", "offset", raw_value FROM staging.raw_events')
     landed_at = platform.query(
-        "SELECT topic, \"partition\", \"offset\" FROM staging.transactions WHERE transaction_id = 'x-3'")
+        'SELECT topic, "partition", "offset" FROM staging.transactions WHERE transaction_id = \'x-3\''
+    )
     assert [c[:3] for c in copies] == landed_at
     assert bytes(copies[0][3]) == line(other).encode()
     # A copy, not a fourth outcome: every offset is landed, a duplicate or quarantined, once.
@@ -50,7 +54,8 @@ def test_extra_fields_are_kept_only_where_allowed(platform, tmp_path):
     platform.env["TXMON_RAW_EVENT_RETENTION_DAYS"] = "0"
     land(platform, tmp_path, "second.jsonl", [line(event("x-4", secret="s"))])
     assert platform.query("SELECT raw_event FROM staging.transactions WHERE transaction_id = 'x-4'") == [
-        (event("x-4"),)]
+        (event("x-4"),)
+    ]
     assert platform.query("SELECT count(*) FROM staging.raw_events") == [(1,)]
     assert kafka_offsets_accounted(platform.settings).passed
 
@@ -93,7 +98,8 @@ def age(platform, days: int, since: datetime) -> None:
         for table, column in AGED.items():
             platform.execute(
                 f"UPDATE {table} SET {column} = {column} - make_interval(days => %s) WHERE {column} >= %s",  # noqa: S608
-                (days, since), dsn=dsn,
+                (days, since),
+                dsn=dsn,
             )
 
 
@@ -104,8 +110,10 @@ def clock(platform) -> datetime:
 def rows(platform) -> dict[str, int]:
     """Rows of each pruned table, over every database."""
     return {
-        table: sum(platform.query(f"SELECT count(*) FROM {table}", dsn=dsn)[0][0]  # noqa: S608
-                   for dsn in platform.settings.databases())
+        table: sum(
+            platform.query(f"SELECT count(*) FROM {table}", dsn=dsn)[0][0]  # noqa: S608
+            for dsn in platform.settings.databases()
+        )
         for table in AGED
     }
 
@@ -120,9 +128,16 @@ def test_retention_deletes_only_what_is_past_its_age_and_the_audit_still_adds_up
         a plain event; and two messages quarantined (in the warehouse)."""
         eu = event(f"{prefix}-eu", region="EU", note="private")
         us = event(f"{prefix}-us", region="US", currency="USD", note="private")
-        return [line(eu), line(eu), line(event(f"{prefix}-eu-plain", region="EU")),
-                line(us), line(us), line(event(f"{prefix}-us-plain", region="US", currency="USD")),
-                f"{{not json {prefix}", line(event(f"{prefix}-neg", amount="-1"))]
+        return [
+            line(eu),
+            line(eu),
+            line(event(f"{prefix}-eu-plain", region="EU")),
+            line(us),
+            line(us),
+            line(event(f"{prefix}-us-plain", region="US", currency="USD")),
+            f"{{not json {prefix}",
+            line(event(f"{prefix}-neg", amount="-1")),
+        ]
 
     per_wave = {"staging.raw_events": 2, "staging.rejected_transactions": 2, "staging.duplicate_transactions": 2}
     # old: landed and audited, then made 60 days old (past 30 days, within the quarantine's 90)
@@ -146,16 +161,24 @@ def test_retention_deletes_only_what_is_past_its_age_and_the_audit_still_adds_up
     # Raw copies past 30 days go (old, unaudited); duplicates past 30 days and the batch log only where
     # the audit verified them (old); quarantine: nothing audited is past 90 days yet.
     assert {t: deleted[t] for t in AGED} == {
-        "staging.raw_events": 4, "staging.duplicate_transactions": 2, "staging.rejected_transactions": 0,
+        "staging.raw_events": 4,
+        "staging.duplicate_transactions": 2,
+        "staging.rejected_transactions": 0,
         "staging.ingest_batches": before["staging.ingest_batches"] - rows(platform)["staging.ingest_batches"],
     }
     assert deleted["staging.ingest_batches"] > 0
     left = {tx for (tx,) in platform.query("SELECT transaction_id FROM staging.duplicate_transactions")} | {
-        tx for (tx,) in platform.query("SELECT transaction_id FROM staging.duplicate_transactions",
-                                       dsn=settings.region_dsns["EU"])}
+        tx
+        for (tx,) in platform.query(
+            "SELECT transaction_id FROM staging.duplicate_transactions", dsn=settings.region_dsns["EU"]
+        )
+    }
     assert left == {"recent-eu", "recent-us", "unaudited-eu", "unaudited-us"}
-    copies = [bytes(v) for dsn in settings.databases()
-              for (v,) in platform.query("SELECT raw_value FROM staging.raw_events", dsn=dsn)]
+    copies = [
+        bytes(v)
+        for dsn in settings.databases()
+        for (v,) in platform.query("SELECT raw_value FROM staging.raw_events", dsn=dsn)
+    ]
     assert sorted(json.loads(c)["transaction_id"] for c in copies) == ["recent-eu", "recent-us"]
 
     # The audit adds up afterwards: it verifies the unaudited wave, and nothing it counted before is asked again.
@@ -167,8 +190,9 @@ def test_retention_deletes_only_what_is_past_its_age_and_the_audit_still_adds_up
     assert again["staging.ingest_batches"] > 0 and again["staging.raw_events"] == 0
     assert kafka_offsets_accounted(settings).passed
     # Every landed event is still there: retention never touches staging.transactions.
-    landed = sum(platform.query("SELECT count(*) FROM staging.transactions", dsn=dsn)[0][0]
-                 for dsn in settings.databases())
+    landed = sum(
+        platform.query("SELECT count(*) FROM staging.transactions", dsn=dsn)[0][0] for dsn in settings.databases()
+    )
     assert landed == 3 * 4
 
     # Nothing else is past its age: a third pass deletes nothing. 31 days on, the recent wave's copies
@@ -176,7 +200,10 @@ def test_retention_deletes_only_what_is_past_its_age_and_the_audit_still_adds_up
     assert not any(retention.prune(settings, now).values())
     later = retention.prune(settings, now + timedelta(days=31))
     assert {t: later[t] for t in per_wave} == {
-        "staging.raw_events": 2, "staging.duplicate_transactions": 2, "staging.rejected_transactions": 2}
+        "staging.raw_events": 2,
+        "staging.duplicate_transactions": 2,
+        "staging.rejected_transactions": 2,
+    }
     quarantined = platform.query("SELECT raw_text FROM staging.rejected_transactions")
     assert {text for (text,) in quarantined} == {"{not json recent", line(event("recent-neg", amount="-1"))}
     assert kafka_offsets_accounted(settings).passed
@@ -185,8 +212,15 @@ def test_retention_deletes_only_what_is_past_its_age_and_the_audit_still_adds_up
 def test_txmon_prune_reports_each_table(platform):
     proc = platform.txmon("prune")
     lines = dict(line.split(None, 1) for line in proc.stdout.splitlines())
-    assert {"dagster.runs", "staging.raw_events", "staging.rejected_transactions", "staging.duplicate_transactions",
-            "staging.ingest_batches", "dagster.asset_check_executions", "dagster.event_logs"} <= set(lines)
+    assert {
+        "dagster.runs",
+        "staging.raw_events",
+        "staging.rejected_transactions",
+        "staging.duplicate_transactions",
+        "staging.ingest_batches",
+        "dagster.asset_check_executions",
+        "dagster.event_logs",
+    } <= set(lines)
 
 
 def test_dagster_check_evaluations_past_the_retention_are_pruned(platform, monkeypatch):
@@ -226,8 +260,9 @@ def test_dagster_check_evaluations_past_the_retention_are_pruned(platform, monke
     key = AssetCheckKey(AssetKey(name), "positive")
     with DagsterInstance.get() as instance:
         old, new = (materialize([thing, positive], instance=instance) for _ in range(2))
-        instance.report_runless_asset_event(AssetCheckEvaluation(asset_key=AssetKey(name), check_name="positive",
-                                                                 passed=False, metadata={"rows": 0}))
+        instance.report_runless_asset_event(
+            AssetCheckEvaluation(asset_key=AssetKey(name), check_name="positive", passed=False, metadata={"rows": 0})
+        )
         # The first run and the runless evaluation are made 40 days old (past the 30 days' retention).
         for statement in (
             "UPDATE runs SET create_timestamp = create_timestamp - interval '40 days' WHERE run_id = %(run)s",
@@ -239,8 +274,11 @@ def test_dagster_check_evaluations_past_the_retention_are_pruned(platform, monke
                    create_timestamp = create_timestamp - interval '40 days'
                WHERE asset_key = %(key)s AND run_id IN (%(run)s, '')""",
         ):
-            platform.execute(statement, {"run": old.run_id, "key": AssetKey(name).to_string(), "name": name},
-                             dsn=platform.settings.dagster_dsn)
+            platform.execute(
+                statement,
+                {"run": old.run_id, "key": AssetKey(name).to_string(), "name": name},
+                dsn=platform.settings.dagster_dsn,
+            )
 
         def history() -> list[str]:
             return [r.run_id for r in instance.event_log_storage.get_asset_check_execution_history(key, limit=10)]
@@ -252,5 +290,7 @@ def test_dagster_check_evaluations_past_the_retention_are_pruned(platform, monke
         assert instance.get_run_by_id(old.run_id) is None and instance.get_run_by_id(new.run_id) is not None
         evaluations = platform.query_dagster(  # the event log's own rows (asset_key is not set on them)
             "SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_CHECK_EVALUATION'"
-            " AND strpos(event, %s) > 0", (name,))
+            " AND strpos(event, %s) > 0",
+            (name,),
+        )
         assert evaluations == [(new.run_id,)]

@@ -18,8 +18,9 @@ DAY = "2026-11-24"
 
 
 def as_role(platform, role: Role, dsn: str | None = None) -> psycopg.Connection:
-    return connect(platform.settings.as_role(dsn or platform.settings.warehouse_dsn, role), autocommit=True,
-                   purpose="test")
+    return connect(
+        platform.settings.as_role(dsn or platform.settings.warehouse_dsn, role), autocommit=True, purpose="test"
+    )
 
 
 def refused(conn: psycopg.Connection, statement: str, error=errors.InsufficientPrivilege) -> None:
@@ -41,7 +42,8 @@ def test_roles_by_duty_are_not_privileged_and_public_gets_nothing(platform):
     for dsn in (platform.settings.warehouse_dsn, platform.settings.dagster_admin_dsn):
         public = platform.query(
             """SELECT privilege_type FROM pg_database, aclexplode(coalesce(datacl, acldefault('d', datdba)))
-               WHERE datname = current_database() AND grantee = 0""", dsn=dsn,
+               WHERE datname = current_database() AND grantee = 0""",
+            dsn=dsn,
         )
         assert public == [], f"PUBLIC keeps {public} on {dsn}"
     assert platform.query(
@@ -55,7 +57,9 @@ def test_ingest_lands_in_staging_and_nothing_else(platform):
         conn.execute(
             """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency,
                    region, topic, "partition", "offset", raw_event)
-               VALUES ('r-1', 'settled', %s, 'acc', 1, 'EUR', 'EU', 't', 0, 0, '{}')""", (f"{DAY}T10:00:00Z",))
+               VALUES ('r-1', 'settled', %s, 'acc', 1, 'EUR', 'EU', 't', 0, 0, '{}')""",
+            (f"{DAY}T10:00:00Z",),
+        )
         conn.execute("""INSERT INTO staging.kafka_offsets (topic, "partition", next_offset) VALUES ('t', 0, 1)""")
         conn.execute("""UPDATE staging.kafka_offsets SET next_offset = 2 WHERE topic = 't'""")
         conn.execute("CREATE TEMP TABLE landing (x int)")
@@ -103,8 +107,11 @@ def test_publish_reads_marts_writes_reporting_and_appends_to_the_log(platform):
         conn.execute("CREATE TABLE marts.role_probe AS SELECT 1 AS x")
     with as_role(platform, Role.PUBLISH) as conn:
         conn.execute("CREATE TABLE reporting.role_probe AS SELECT * FROM marts.role_probe")
-        conn.execute("""INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count,
-                            checks, launched_by) VALUES ('role_probe', %s, 'EU', 'r', 1, '{}', 'test')""", (DAY,))
+        conn.execute(
+            """INSERT INTO reporting.publication_log (table_name, partition_date, region, run_id, row_count,
+                            checks, launched_by) VALUES ('role_probe', %s, 'EU', 'r', 1, '{}', 'test')""",
+            (DAY,),
+        )
         assert conn.execute(
             "SELECT published_by FROM reporting.published_partitions WHERE table_name = 'role_probe'"
         ).fetchone() == ("txmon_publish",)
@@ -173,21 +180,32 @@ def test_wrong_password_is_refused(platform, tmp_path):
     passfile.write_text("*:*:*:txmon_ingest:not-the-password\n")
     passfile.chmod(0o600)
     dsn = platform.settings.as_role(platform.settings.warehouse_dsn, Role.INGEST).replace(
-        str(platform.settings.passfile), str(passfile))
+        str(platform.settings.passfile), str(passfile)
+    )
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(dsn, purpose="test")
 
 
 def test_the_local_cluster_wants_a_password_and_keeps_its_files_private(platform):
     settings = platform.settings
-    rules = {(kind, address, method) for kind, address, method in platform.query(
-        "SELECT type, address, auth_method FROM pg_hba_file_rules WHERE error IS NULL")}
+    rules = {
+        (kind, address, method)
+        for kind, address, method in platform.query(
+            "SELECT type, address, auth_method FROM pg_hba_file_rules WHERE error IS NULL"
+        )
+    }
     assert rules == {("local", None, "peer"), ("host", "127.0.0.1", "scram-sha-256"), ("host", "::1", "scram-sha-256")}
-    settings_now = dict(platform.query(
-        """SELECT name, setting FROM pg_settings WHERE name IN
-           ('log_parameter_max_length', 'log_parameter_max_length_on_error', 'unix_socket_permissions')"""))
-    assert settings_now == {"log_parameter_max_length": "0", "log_parameter_max_length_on_error": "0",
-                            "unix_socket_permissions": "0700"}
+    settings_now = dict(
+        platform.query(
+            """SELECT name, setting FROM pg_settings WHERE name IN
+           ('log_parameter_max_length', 'log_parameter_max_length_on_error', 'unix_socket_permissions')"""
+        )
+    )
+    assert settings_now == {
+        "log_parameter_max_length": "0",
+        "log_parameter_max_length_on_error": "0",
+        "unix_socket_permissions": "0700",
+    }
     pg = settings.state_dir / "postgres"
     assert stat.S_IMODE((pg / "data").stat().st_mode) == 0o700
     assert stat.S_IMODE((pg / "run").stat().st_mode) == 0o700

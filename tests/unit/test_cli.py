@@ -38,8 +38,12 @@ def test_bad_arguments_give_one_line(args):
 
 
 def test_bad_setting_is_one_line():
-    proc = subprocess.run([sys.executable, "-m", "txmon.cli", "info"], capture_output=True, text=True,
-                          env={"TXMON_PG_PORT": "nope", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "txmon.cli", "info"],
+        capture_output=True,
+        text=True,
+        env={"TXMON_PG_PORT": "nope", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "txmon: TXMON_PG_PORT='nope' is not a whole number"
 

@@ -24,10 +24,15 @@ def test_defaults_follow_the_contract():
 
 
 def test_environment_overrides():
-    s = Settings.from_env({
-        "TXMON_REGIONS": "EU, CH", "TXMON_SUSPICIOUS_THRESHOLD_USD": "5000.50", "TXMON_PG_PORT": "6543",
-        "TXMON_TOPIC": "other", "TXMON_KAFKA_BOOTSTRAP": "kafka:9092",
-    })
+    s = Settings.from_env(
+        {
+            "TXMON_REGIONS": "EU, CH",
+            "TXMON_SUSPICIOUS_THRESHOLD_USD": "5000.50",
+            "TXMON_PG_PORT": "6543",
+            "TXMON_TOPIC": "other",
+            "TXMON_KAFKA_BOOTSTRAP": "kafka:9092",
+        }
+    )
     assert s.regions == ("EU", "CH")
     assert s.suspicious_threshold_usd == Decimal("5000.50")
     assert ":6543/" in s.warehouse_dsn
@@ -73,17 +78,32 @@ def test_bad_settings_name_the_variable(env):
 def test_retention_and_privacy_settings():
     defaults = Settings.from_env({})
     assert defaults.extra_fields == ()
-    assert (defaults.raw_event_retention_days, defaults.quarantine_retention_days, defaults.duplicate_retention_days,
-            defaults.batch_log_retention_days, defaults.dagster_retention_days) == (30, 90, 30, 30, 30)
+    assert (
+        defaults.raw_event_retention_days,
+        defaults.quarantine_retention_days,
+        defaults.duplicate_retention_days,
+        defaults.batch_log_retention_days,
+        defaults.dagster_retention_days,
+    ) == (30, 90, 30, 30, 30)
     assert defaults.metadata_sample_size == 0
-    s = Settings.from_env({
-        "TXMON_EXTRA_FIELDS": " channel, device ,channel,", "TXMON_RAW_EVENT_RETENTION_DAYS": "0",
-        "TXMON_QUARANTINE_RETENTION_DAYS": "365", "TXMON_DUPLICATE_RETENTION_DAYS": "7",
-        "TXMON_BATCH_LOG_RETENTION_DAYS": "14", "TXMON_METADATA_SAMPLE_SIZE": "5",
-    })
+    s = Settings.from_env(
+        {
+            "TXMON_EXTRA_FIELDS": " channel, device ,channel,",
+            "TXMON_RAW_EVENT_RETENTION_DAYS": "0",
+            "TXMON_QUARANTINE_RETENTION_DAYS": "365",
+            "TXMON_DUPLICATE_RETENTION_DAYS": "7",
+            "TXMON_BATCH_LOG_RETENTION_DAYS": "14",
+            "TXMON_METADATA_SAMPLE_SIZE": "5",
+        }
+    )
     assert s.extra_fields == ("channel", "device")
-    assert (s.raw_event_retention_days, s.quarantine_retention_days, s.duplicate_retention_days,
-            s.batch_log_retention_days, s.metadata_sample_size) == (0, 365, 7, 14, 5)
+    assert (
+        s.raw_event_retention_days,
+        s.quarantine_retention_days,
+        s.duplicate_retention_days,
+        s.batch_log_retention_days,
+        s.metadata_sample_size,
+    ) == (0, 365, 7, 14, 5)
     assert s.info()["extra_fields"] == ("channel", "device")
 
 

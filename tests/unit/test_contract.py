@@ -37,8 +37,15 @@ def raw(**changes) -> bytes:
 def test_schema_is_valid_json_schema_and_matches_the_contract():
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft7Validator.check_schema(schema)
-    assert set(required_fields()) == {"transaction_id", "account_id", "amount", "currency", "region",
-                                      "status", "event_time"}
+    assert set(required_fields()) == {
+        "transaction_id",
+        "account_id",
+        "amount",
+        "currency",
+        "region",
+        "status",
+        "event_time",
+    }
     assert statuses() == ("pending", "settled", "failed", "reversed")
     assert tuple(schema["properties"]["region"]["enum"]) == DEFAULT_REGIONS
     assert tuple(schema["properties"]["currency"]["enum"]) == DEFAULT_CURRENCIES
@@ -69,8 +76,11 @@ def test_business_day_is_the_utc_date(validator):
 @pytest.mark.parametrize(
     "amount, expected",
     [
-        ("0.0001", "0.0001"), ("999999999999.9999", "999999999999.9999"), ("10000.00", "10000.00"),
-        (7, "7"), ("0012.5", "12.5"),
+        ("0.0001", "0.0001"),
+        ("999999999999.9999", "999999999999.9999"),
+        ("10000.00", "10000.00"),
+        (7, "7"),
+        ("0012.5", "12.5"),
     ],
 )
 def test_amounts_are_exact(validator, amount, expected):
@@ -147,8 +157,9 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC).timestamp()
 @pytest.fixture(scope="module")
 def bounded() -> EventValidator:
     """The validator as ingestion builds it: first partition day and clock skew, with a fixed clock."""
-    return EventValidator(DEFAULT_REGIONS, DEFAULT_CURRENCIES, first_day=date(2025, 1, 1),
-                          max_future_skew_seconds=300, clock=lambda: NOW)
+    return EventValidator(
+        DEFAULT_REGIONS, DEFAULT_CURRENCIES, first_day=date(2025, 1, 1), max_future_skew_seconds=300, clock=lambda: NOW
+    )
 
 
 @pytest.mark.parametrize(
@@ -199,8 +210,16 @@ def test_extra_fields_jsonb_cannot_store_are_refused(validator, extra, reason):
 
 @pytest.mark.parametrize(
     "extra",
-    [b"1e-1000", b"1E+308", b"-0", b"[" * 63 + b"]" * 63, b'"text with \\\\u0000 spelled out"', b'"\\u200b"',
-     b"0." + b"0" * 999 + b"1", b'"e' + b"9" * 2000 + b'"'],
+    [
+        b"1e-1000",
+        b"1E+308",
+        b"-0",
+        b"[" * 63 + b"]" * 63,
+        b'"text with \\\\u0000 spelled out"',
+        b'"\\u200b"',
+        b"0." + b"0" * 999 + b"1",
+        b'"e' + b"9" * 2000 + b'"',
+    ],
 )
 def test_extra_fields_jsonb_can_store_are_kept(validator, extra):
     validator.parse(raw(extra="@").replace(b'"@"', extra))
@@ -213,6 +232,7 @@ def test_reasons_quote_long_values_shortly(validator):
 
 
 # ------------------------------------------------------------------ extra fields: kept only where allowed
+
 
 def test_an_event_without_extra_fields_is_kept_as_sent(validator):
     assert validator.parse(raw()).raw_event is None
@@ -231,8 +251,12 @@ def test_extra_fields_not_allowed_are_left_out_of_the_raw_event(validator):
 def test_numbers_of_the_kept_raw_event_are_exact():
     """jsonb keeps a number's digits; the raw event without the other fields keeps them too."""
     allowing = EventValidator(DEFAULT_REGIONS, DEFAULT_CURRENCIES, extra_fields=("score", "nested"))
-    body = raw(amount="@", score="#", nested="%", dropped=1).replace(b'"@"', b"120.5000").replace(
-        b'"#"', b"0.10000000000000000001").replace(b'"%"', b'[1e-1000, 123456789012345678901234567890, -0, 2.50]')
+    body = (
+        raw(amount="@", score="#", nested="%", dropped=1)
+        .replace(b'"@"', b"120.5000")
+        .replace(b'"#"', b"0.10000000000000000001")
+        .replace(b'"%"', b"[1e-1000, 123456789012345678901234567890, -0, 2.50]")
+    )
     kept = allowing.parse(body).raw_event
     exact = json.loads(kept, parse_float=Decimal, parse_int=Decimal)
     assert exact["amount"] == Decimal("120.5000") and str(exact["amount"]) == "120.5000"

@@ -69,8 +69,12 @@ def test_a_state_dir_of_another_user_or_a_symlink_is_refused(tmp_path):
 
 def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
     settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path), "TXMON_PG_PASSWORD": "s3cret"})
-    for dsn in (settings.warehouse_dsn, settings.dagster_dsn, settings.home_dsn(Role.INGEST),
-                settings.dsn_for_region("EU", Role.PUBLISH)):
+    for dsn in (
+        settings.warehouse_dsn,
+        settings.dagster_dsn,
+        settings.home_dsn(Role.INGEST),
+        settings.dsn_for_region("EU", Role.PUBLISH),
+    ):
         params = conninfo_to_dict(dsn)
         assert "password" not in params and "s3cret" not in dsn
         assert params["passfile"] == str(settings.passfile)
@@ -78,11 +82,20 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
     assert conninfo_to_dict(settings.dagster_dsn)["user"] == "txmon_dagster"
     # A configured URL with a password (a managed database) keeps its host and database per role,
     # never its password, and is masked wherever it is shown.
-    managed = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path),
-                                 "TXMON_WAREHOUSE_DSN": "postgresql://admin:hunter2@db.example:6543/wh?sslmode=require"})
+    managed = Settings.from_env(
+        {
+            "TXMON_STATE_DIR": str(tmp_path),
+            "TXMON_WAREHOUSE_DSN": "postgresql://admin:hunter2@db.example:6543/wh?sslmode=require",
+        }
+    )
     ingest = conninfo_to_dict(managed.home_dsn(Role.INGEST))
     assert (ingest["host"], ingest["port"], ingest["dbname"], ingest["user"], ingest["sslmode"]) == (
-        "db.example", "6543", "wh", "txmon_ingest", "require")
+        "db.example",
+        "6543",
+        "wh",
+        "txmon_ingest",
+        "require",
+    )
     assert "password" not in ingest
     # Given without a password (compose: the password is a secret), the admin URL names the passfile.
     given = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path), "TXMON_WAREHOUSE_DSN": "postgresql://boss@db:5432/wh"})
@@ -97,8 +110,14 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
 def test_txmon_info_prints_no_secret(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TXMON_")}
     env.update(TXMON_STATE_DIR=str(tmp_path / "state"), TXMON_BI_READER_PASSWORD="bi-s3cret")
-    proc = subprocess.run([sys.executable, "-m", "txmon.cli", "info", "--json"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "txmon.cli", "info", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     secrets_dir = tmp_path / "state" / "secrets"
     secrets = [p.read_text().strip() for p in secrets_dir.iterdir()] + ["bi-s3cret"]

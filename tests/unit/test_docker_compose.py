@@ -18,8 +18,14 @@ SERVICES = COMPOSE["services"]
 TXMON_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == "txmon:local"}
 
 # The files txmon reads from TXMON_SECRETS_DIR (bi-reader is optional for txmon, given here).
-TXMON_SECRETS = {"postgres-admin", "postgres-ingest", "postgres-transform", "postgres-publish",
-                 "postgres-dagster", "kafka-password"}
+TXMON_SECRETS = {
+    "postgres-admin",
+    "postgres-ingest",
+    "postgres-transform",
+    "postgres-publish",
+    "postgres-dagster",
+    "kafka-password",
+}
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
@@ -52,8 +58,9 @@ def _one_shot() -> set[str]:
     for service in SERVICES.values():
         depends_on = service.get("depends_on") or {}
         if isinstance(depends_on, dict):  # the short syntax (a list) has no conditions
-            out |= {name for name, dep in depends_on.items()
-                    if dep.get("condition") == "service_completed_successfully"}
+            out |= {
+                name for name, dep in depends_on.items() if dep.get("condition") == "service_completed_successfully"
+            }
     return out
 
 
@@ -80,8 +87,16 @@ def _listeners(value: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------- the platform
 def test_the_platform_is_all_there():
-    assert {"postgres", "kafka", "kafka-init", "setup", "ingest", "generator", "dagster-webserver",
-            "dagster-daemon"} <= set(SERVICES)
+    assert {
+        "postgres",
+        "kafka",
+        "kafka-init",
+        "setup",
+        "ingest",
+        "generator",
+        "dagster-webserver",
+        "dagster-daemon",
+    } <= set(SERVICES)
 
 
 def test_txmon_commands_are_real_subcommands():
@@ -118,10 +133,20 @@ SERVICE_SECRETS = {
     "setup": TXMON_SECRETS | {"bi-reader"},  # migrates and sets every role's password
     "ingest": {"postgres-ingest", "kafka-password"},
     "generator": {"kafka-password"},
-    "dagster-webserver": {"postgres-dagster", "postgres-transform", "postgres-publish", "postgres-ingest",
-                          "kafka-password"},
-    "dagster-daemon": {"postgres-dagster", "postgres-transform", "postgres-publish", "postgres-ingest",
-                       "kafka-password"},
+    "dagster-webserver": {
+        "postgres-dagster",
+        "postgres-transform",
+        "postgres-publish",
+        "postgres-ingest",
+        "kafka-password",
+    },
+    "dagster-daemon": {
+        "postgres-dagster",
+        "postgres-transform",
+        "postgres-publish",
+        "postgres-ingest",
+        "kafka-password",
+    },
 }
 
 

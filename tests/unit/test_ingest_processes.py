@@ -19,11 +19,30 @@ def test_process_count_follows_the_setting_and_never_exceeds_the_partitions():
 
 
 def test_reports_are_summed_over_the_span_of_all_processes():
-    one = {"consumed": 100, "landed": 97, "duplicates": 2, "quarantined": 1, "batches": 3, "offset_conflicts": 0,
-           "outages": 1, "first_poll_at": 10.0, "last_commit_at": 12.0,
-           "slices": {"2026-11-26|EU": 50, "2026-11-26|US": 47}}
-    two = {"consumed": 300, "landed": 300, "duplicates": 0, "quarantined": 0, "batches": 2, "offset_conflicts": 1,
-           "outages": 2, "first_poll_at": 11.0, "last_commit_at": 14.0, "slices": {"2026-11-26|EU": 300}}
+    one = {
+        "consumed": 100,
+        "landed": 97,
+        "duplicates": 2,
+        "quarantined": 1,
+        "batches": 3,
+        "offset_conflicts": 0,
+        "outages": 1,
+        "first_poll_at": 10.0,
+        "last_commit_at": 12.0,
+        "slices": {"2026-11-26|EU": 50, "2026-11-26|US": 47},
+    }
+    two = {
+        "consumed": 300,
+        "landed": 300,
+        "duplicates": 0,
+        "quarantined": 0,
+        "batches": 2,
+        "offset_conflicts": 1,
+        "outages": 2,
+        "first_poll_at": 11.0,
+        "last_commit_at": 14.0,
+        "slices": {"2026-11-26|EU": 300},
+    }
     merged = merge([one, two])
     assert (merged["consumed"], merged["landed"], merged["duplicates"], merged["quarantined"]) == (400, 397, 2, 1)
     assert merged["seconds_first_poll_to_last_commit"] == 4.0  # 10.0 to 14.0, not the sum of 2 s and 3 s

@@ -29,8 +29,9 @@ def test_partitions_are_days_from_the_start_by_regions():
 
 
 def test_dbt_vars_for_a_slice():
-    settings = Settings.from_env({"TXMON_SUSPICIOUS_THRESHOLD_USD": "12500.50",
-                                  "TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION": '{"APAC": "8000"}'})
+    settings = Settings.from_env(
+        {"TXMON_SUSPICIOUS_THRESHOLD_USD": "12500.50", "TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION": '{"APAC": "8000"}'}
+    )
     v = dbt_vars(settings, date(2026, 11, 24), "APAC")
     assert v["partition_date"] == "2026-11-24" and v["partition_region"] == "APAC"
     assert v["suspicious_threshold_usd"] == "12500.50"
@@ -78,18 +79,26 @@ def _snapshot(defs) -> dict:
     for key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
         spec = graph.get_check_spec(key)
         checks[f"{key.asset_key.to_user_string()}:{key.name}"] = {
-            "blocking": spec.blocking, "partitioned": spec.partitions_def is not None,
+            "blocking": spec.blocking,
+            "partitioned": spec.partitions_def is not None,
             "described": bool(spec.description),
         }
     return {
         "assets": assets,
         "checks": checks,
         "jobs": sorted(j.name for j in defs.jobs if not j.name.startswith("__")),
-        "schedules": {s.name: {"cron": s.cron_schedule, "job": s.job_name, "default": s.default_status.value}
-                      for s in sorted(defs.schedules, key=lambda s: s.name)},
-        "sensors": {s.name: {"interval": s.minimum_interval_seconds, "default": s.default_status.value,
-                             "jobs": sorted(t.job_name for t in s.targets)}
-                    for s in sorted(defs.sensors, key=lambda s: s.name)},
+        "schedules": {
+            s.name: {"cron": s.cron_schedule, "job": s.job_name, "default": s.default_status.value}
+            for s in sorted(defs.schedules, key=lambda s: s.name)
+        },
+        "sensors": {
+            s.name: {
+                "interval": s.minimum_interval_seconds,
+                "default": s.default_status.value,
+                "jobs": sorted(t.job_name for t in s.targets),
+            }
+            for s in sorted(defs.sensors, key=lambda s: s.name)
+        },
     }
 
 
@@ -114,9 +123,11 @@ def test_code_location_imports_without_side_effects():
     import subprocess
     import sys
 
-    code = ("import sys, orchestration.definitions as d; "
-            "assert 'dbt.cli.main' not in sys.modules, 'dbt imported'; "
-            "assert not hasattr(d, 'SETTINGS')")
+    code = (
+        "import sys, orchestration.definitions as d; "
+        "assert 'dbt.cli.main' not in sys.modules, 'dbt imported'; "
+        "assert not hasattr(d, 'SETTINGS')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": ""})
     assert proc.returncode == 0, proc.stderr
 

@@ -127,9 +127,16 @@ class Kafka:
 
     def _java_cmd(self, lib: Path, main: str, *args: str, heap: str = "128m") -> list[str]:
         return [
-            _java(), f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            _java(),
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
-            "-cp", f"{lib}/*", main, *args,
+            "-cp",
+            f"{lib}/*",
+            main,
+            *args,
         ]
 
     def _configure(self) -> None:
@@ -150,9 +157,16 @@ class Kafka:
     def _format(self, lib: Path) -> None:
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = subprocess.run(
-            self._java_cmd(lib, "kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
-        ).stdout.strip().splitlines()[-1]
+        cluster_id = (
+            subprocess.run(
+                self._java_cmd(lib, "kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         proc = subprocess.run(
             self._java_cmd(
                 lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties), "--standalone"
@@ -204,8 +218,9 @@ class Kafka:
                 if time.monotonic() > deadline:
                     raise ServiceError(f"Kafka at {self.settings.kafka_bootstrap} is not answering: {exc}") from None
                 time.sleep(0.5)
-        missing = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items()
-                   if name not in existing]
+        missing = [
+            NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
+        ]
         for name, future in admin.create_topics(missing).items() if missing else []:
             try:
                 future.result(timeout=30)
@@ -233,6 +248,9 @@ class Kafka:
             topics = kafka_clients.admin(self.settings).list_topics(timeout=5).topics
         except KafkaException as exc:
             return ServiceStatus("kafka", False, f"not answering at {where}: {exc}")
-        ours = [f"{t} ({len(topics[t].partitions)} partitions)" for t in
-                (self.settings.topic, self.settings.quarantine_topic) if t in topics]
+        ours = [
+            f"{t} ({len(topics[t].partitions)} partitions)"
+            for t in (self.settings.topic, self.settings.quarantine_topic)
+            if t in topics
+        ]
         return ServiceStatus("kafka", True, f"Kafka (KRaft) at {where}; topics: {', '.join(ours) or 'none yet'}")

@@ -72,8 +72,7 @@ def _bin_dir() -> Path:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     if not candidates:
         raise ServiceError(
-            "PostgreSQL server binaries not found: install Debian's package `postgresql` "
-            "(scripts/bootstrap does this)"
+            "PostgreSQL server binaries not found: install Debian's package `postgresql` (scripts/bootstrap does this)"
         )
     return Path(candidates[-1]).parent
 
@@ -147,12 +146,16 @@ class Postgres:
     def sync_admin_password(self) -> None:
         """Set the admin role's password from the secrets, over the peer-authenticated socket."""
         secret = credentials.password(self.settings, Role.ADMIN)
-        socket = make_conninfo(host=str(self.run_dir), port=self.settings.pg_port, user=self.settings.pg_user,
-                               dbname="postgres")
+        socket = make_conninfo(
+            host=str(self.run_dir), port=self.settings.pg_port, user=self.settings.pg_user, dbname="postgres"
+        )
         with connect(socket, autocommit=True, purpose="services") as conn:
             verifier = scram_verifier(conn, self.settings.pg_user, secret)
-            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                sql.Identifier(self.settings.pg_user), sql.Literal(verifier)))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                    sql.Identifier(self.settings.pg_user), sql.Literal(verifier)
+                )
+            )
 
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -167,8 +170,10 @@ class Postgres:
         try:
             self._run(
                 str(bin_dir / "initdb"),
-                "-D", str(self.data),
-                "-U", self.settings.pg_user,
+                "-D",
+                str(self.data),
+                "-U",
+                self.settings.pg_user,
                 f"--pwfile={pwfile}",
                 "--auth-local=peer",
                 "--auth-host=scram-sha-256",
@@ -196,7 +201,15 @@ class Postgres:
                 self._run(str(_bin_dir() / "pg_ctl"), "reload", "-D", str(self.data))
         else:
             proc = self._run(
-                str(_bin_dir() / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                str(_bin_dir() / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
                 check=False,
             )
             if proc.returncode != 0:
@@ -219,8 +232,10 @@ class Postgres:
                     return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ServiceError(f"PostgreSQL is not answering at {self.settings.pg_host}:"
-                                       f"{self.settings.pg_port}: {str(exc).strip()}") from None
+                    raise ServiceError(
+                        f"PostgreSQL is not answering at {self.settings.pg_host}:"
+                        f"{self.settings.pg_port}: {str(exc).strip()}"
+                    ) from None
                 time.sleep(0.3)
 
     def create_databases(self) -> None:

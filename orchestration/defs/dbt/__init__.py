@@ -22,8 +22,11 @@ def build(settings: Settings, manifest: dict) -> Definitions:
                 description="Refreshes one region x day partition: rebuild -> every check -> publication.",
             ),
             # The unpartitioned dbt assets (FX seed, staging view): built once at set-up and when they change.
-            define_asset_job("reference", selection=AssetSelection.assets(reference),
-                             description="Builds the FX rates seed and the staging view, with their checks."),
+            define_asset_job(
+                "reference",
+                selection=AssetSelection.assets(reference),
+                description="Builds the FX rates seed and the staging view, with their checks.",
+            ),
             refresh_job_def(manifest, list(region_day.check_specs)),
         ],
         schedules=[yesterday_schedule_def()],

@@ -57,18 +57,29 @@ def launched_by(tags: dict[str, str]) -> str:
     """What started a run, for the publication log: a sensor, a schedule, a backfill, the CLI or the UI."""
     if tags.get(LAUNCHED_BY_TAG):
         return tags[LAUNCHED_BY_TAG]
-    for tag, what in (("dagster/sensor_name", "sensor"), ("dagster/schedule_name", "schedule"),
-                      ("dagster/backfill", "backfill")):
+    for tag, what in (
+        ("dagster/sensor_name", "sensor"),
+        ("dagster/schedule_name", "schedule"),
+        ("dagster/backfill", "backfill"),
+    ):
         if tags.get(tag):
             return f"{what} {tags[tag]}"
     return "Dagster UI or API"
+
+
 DBT_UNIQUE_ID = "dagster_dbt/unique_id"
 
 
 def dbt_build_args(settings: Settings) -> list[str]:
     """The dbt command of the reference models: build (models + data tests) with the settings as --vars."""
-    return ["build", "--exclude-resource-type", "unit_test", "--indirect-selection", "cautious",
-            *vars_arg(dbt_vars(settings))]
+    return [
+        "build",
+        "--exclude-resource-type",
+        "unit_test",
+        "--indirect-selection",
+        "cautious",
+        *vars_arg(dbt_vars(settings)),
+    ]
 
 
 class TxmonDbtTranslator(DagsterDbtTranslator):
@@ -93,14 +104,27 @@ def readable_check(spec: AssetCheckSpec, manifest: dict, partitions_def) -> Asse
     kind = (test.get("test_metadata") or {}).get("name") or test["name"]
     column = test.get("column_name")
     name = f"{kind}__{column}" if column else kind
-    kwargs = {k: v for k, v in ((test.get("test_metadata") or {}).get("kwargs") or {}).items()
-              if k not in ("model", "column_name")}
+    kwargs = {
+        k: v
+        for k, v in ((test.get("test_metadata") or {}).get("kwargs") or {}).items()
+        if k not in ("model", "column_name")
+    }
     detail = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
-    description = test.get("description") or f"dbt test {kind}" + (f" on {column}" if column else "") + (
-        f" ({detail})" if detail else "") + ", on the partition's slice."
+    description = (
+        test.get("description")
+        or f"dbt test {kind}"
+        + (f" on {column}" if column else "")
+        + (f" ({detail})" if detail else "")
+        + ", on the partition's slice."
+    )
     return AssetCheckSpec(
-        name=name, asset=spec.asset_key, description=description, additional_deps=spec.additional_deps,
-        metadata=spec.metadata, blocking=True, partitions_def=partitions_def,
+        name=name,
+        asset=spec.asset_key,
+        description=description,
+        additional_deps=spec.additional_deps,
+        metadata=spec.metadata,
+        blocking=True,
+        partitions_def=partitions_def,
     )
 
 
@@ -132,8 +156,13 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
     partitions_def = region_day_partitions(settings)
     tables = partitioned_tables(manifest)
     model_specs, test_specs = build_dbt_specs(
-        translator=TRANSLATOR, manifest=manifest, select=PARTITIONED, exclude="", selector="",
-        io_manager_key=None, project=None,
+        translator=TRANSLATOR,
+        manifest=manifest,
+        select=PARTITIONED,
+        exclude="",
+        selector="",
+        io_manager_key=None,
+        project=None,
     )
     by_key = {AssetKey([t.schema, t.name]): t for t in tables}
     model_specs = [
@@ -154,20 +183,33 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
                 "(dbt tests, GX suites, reconciliations), replaced atomically; what regulators and BI tools read."
             ),
         )
-        for t in tables if t.published
+        for t in tables
+        if t.published
     ]
     check_specs = [readable_check(spec, manifest, partitions_def) for spec in test_specs]
     check_specs += [
-        AssetCheckSpec(name, asset=AssetKey([t.schema, t.name]), description=DESCRIPTIONS[name], blocking=True,
-                       partitions_def=partitions_def)
-        for t in tables for name in t.checks
+        AssetCheckSpec(
+            name,
+            asset=AssetKey([t.schema, t.name]),
+            description=DESCRIPTIONS[name],
+            blocking=True,
+            partitions_def=partitions_def,
+        )
+        for t in tables
+        for name in t.checks
     ]
     check_specs += [
         # Not blocking in Dagster's sense (the reference staging view downstream of staging would then
         # wait for this step): txmon.refresh still publishes nothing when one of them fails.
-        AssetCheckSpec(name, asset=AssetKey(list(source)), description=DESCRIPTIONS[name], blocking=False,
-                       partitions_def=partitions_def)
-        for source, names in sorted(source_checks(manifest).items()) for name in names
+        AssetCheckSpec(
+            name,
+            asset=AssetKey(list(source)),
+            description=DESCRIPTIONS[name],
+            blocking=False,
+            partitions_def=partitions_def,
+        )
+        for source, names in sorted(source_checks(manifest).items())
+        for name in names
     ]
 
     @multi_asset(
@@ -184,8 +226,15 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
         settings = txmon.settings()
         day, region = parse_partition_key(context.partition_key)
         outcome = refresh_slice(
-            settings, DBT, manifest, day, region, run_id=context.run_id,
-            full=context.run.tags.get(FULL_SLICE_TAG) == "true", whole=True, launched_by=launched_by(context.run.tags),
+            settings,
+            DBT,
+            manifest,
+            day,
+            region,
+            run_id=context.run_id,
+            full=context.run.tags.get(FULL_SLICE_TAG) == "true",
+            whole=True,
+            launched_by=launched_by(context.run.tags),
         )
         context.log.info(outcome.line())
         if outcome.error:
@@ -206,8 +255,10 @@ def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
     (asset key, check name, passed, description, metadata) per check."""
     by_test = check_key_by_test(check_specs)
     materialized = [
-        (AssetKey([m.table.schema, m.table.name]),
-         {"rows_affected": m.rows, "execution_seconds": m.seconds, "slice_mode": outcome.mode})
+        (
+            AssetKey([m.table.schema, m.table.name]),
+            {"rows_affected": m.rows, "execution_seconds": m.seconds, "slice_mode": outcome.mode},
+        )
         for m in outcome.models
     ]
     materialized += [
@@ -218,11 +269,22 @@ def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
     for run in outcome.checks:
         spec = by_test.get(run.dbt_test) if run.dbt_test else None
         key, name = (spec.asset_key, spec.name) if spec else (AssetKey([run.schema, run.table]), run.outcome.name)
-        checks.append((key, name, run.outcome.passed, run.outcome.summary,
-                       {"summary": run.outcome.summary, "slice_mode": outcome.mode, "seconds": run.seconds,
-                        "staging_as_of": outcome.as_of.isoformat() if outcome.as_of else None,
-                        "checked_since": outcome.checked_since.isoformat() if outcome.checked_since else "whole slice",
-                        **run.outcome.metadata}))
+        checks.append(
+            (
+                key,
+                name,
+                run.outcome.passed,
+                run.outcome.summary,
+                {
+                    "summary": run.outcome.summary,
+                    "slice_mode": outcome.mode,
+                    "seconds": run.seconds,
+                    "staging_as_of": outcome.as_of.isoformat() if outcome.as_of else None,
+                    "checked_since": outcome.checked_since.isoformat() if outcome.checked_since else "whole slice",
+                    **run.outcome.metadata,
+                },
+            )
+        )
     return materialized, checks
 
 
@@ -231,5 +293,11 @@ def step_results(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
     for key, metadata in materialized:
         yield MaterializeResult(asset_key=key, metadata=metadata)
     for key, name, passed, description, metadata in checks:
-        yield AssetCheckResult(asset_key=key, check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                               description=description, metadata=metadata)
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name=name,
+            passed=passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=description,
+            metadata=metadata,
+        )

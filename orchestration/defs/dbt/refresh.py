@@ -54,7 +54,10 @@ PIPELINE_TAG = {"txmon/pipeline": "refresh"}
 MAX_ATTEMPTS = 3
 LAUNCH_TIMEOUT_SECONDS = 120  # a requested run not recorded by then is requested again
 IN_FLIGHT = [
-    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED,
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
 
@@ -71,24 +74,43 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         failed = []
         for key in config.partitions:
             day, region = parse_partition_key(key)
-            outcome = refresh_slice(settings, DBT, manifest, day, region, run_id=context.run_id, full=config.full,
-                                    launched_by=launched_by(context.run.tags))
+            outcome = refresh_slice(
+                settings,
+                DBT,
+                manifest,
+                day,
+                region,
+                run_id=context.run_id,
+                full=config.full,
+                launched_by=launched_by(context.run.tags),
+            )
             context.log.info(outcome.line())
             materialized, checks = refresh_records(outcome, check_specs)
             for asset_key, metadata in materialized:
                 context.log_event(AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata))
             for asset_key, name, passed, description, metadata in checks:
-                context.log_event(AssetCheckEvaluation(
-                    asset_key=asset_key, check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR,
-                    description=description, metadata=metadata, partition=key,
-                ))
+                context.log_event(
+                    AssetCheckEvaluation(
+                        asset_key=asset_key,
+                        check_name=name,
+                        passed=passed,
+                        severity=AssetCheckSeverity.ERROR,
+                        description=description,
+                        metadata=metadata,
+                        partition=key,
+                    )
+                )
             if not outcome.ok:
                 failed.append(f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}")
         if failed:
             raise Failure(f"{len(failed)} of {len(config.partitions)} partitions not published: {'; '.join(failed)}")
 
-    @job(name=JOB, executor_def=in_process_executor, tags=PIPELINE_TAG,
-         description="Refreshes the region x day partitions of its config, one after another, in one process.")
+    @job(
+        name=JOB,
+        executor_def=in_process_executor,
+        tags=PIPELINE_TAG,
+        description="Refreshes the region x day partitions of its config, one after another, in one process.",
+    )
     def refresh_partitions():
         refresh_op()
 
@@ -113,8 +135,12 @@ def in_partitions(settings: Settings, key: str, today: date) -> bool:
 
 def _cursor(raw: str | None) -> dict:
     cursor = json.loads(raw) if raw else {}
-    return {"batches": cursor.get("batches", {}), "pending": cursor.get("pending", []),
-            "attempts": cursor.get("attempts", {}), "last": cursor.get("last")}
+    return {
+        "batches": cursor.get("batches", {}),
+        "pending": cursor.get("pending", []),
+        "attempts": cursor.get("attempts", {}),
+        "last": cursor.get("last"),
+    }
 
 
 def refresh_sensor_def():
@@ -150,18 +176,27 @@ def refresh_sensor_def():
         todo = sorted(k for k in pending if attempts.get(k, 0) < MAX_ATTEMPTS)
         given_up = sorted(pending - set(todo))
         if given_up:
-            context.log.warning(f"not requested again after {MAX_ATTEMPTS} failed runs (until new data lands): "
-                                f"{', '.join(given_up)}")
+            context.log.warning(
+                f"not requested again after {MAX_ATTEMPTS} failed runs (until new data lands): {', '.join(given_up)}"
+            )
         state = {"batches": landed.cursor, "attempts": attempts}
         if in_flight or last or not todo:
-            reason = (f"refresh run {in_flight[0].run_id} in flight; {len(todo)} partitions wait" if in_flight
-                      else "the last refresh run is not recorded yet" if last else "no partition needs a refresh")
+            reason = (
+                f"refresh run {in_flight[0].run_id} in flight; {len(todo)} partitions wait"
+                if in_flight
+                else "the last refresh run is not recorded yet"
+                if last
+                else "no partition needs a refresh"
+            )
             return SensorResult(skip_reason=reason, cursor=json.dumps({**state, "pending": todo, "last": last}))
         run_key = f"refresh-{uuid.uuid4().hex[:12]}"
         for key in todo:
             attempts[key] = attempts.get(key, 0) + 1
-        request = RunRequest(run_key=run_key, run_config=run_config(todo),
-                             tags={**PIPELINE_TAG, "txmon/partitions": ",".join(todo)[:4000]})
+        request = RunRequest(
+            run_key=run_key,
+            run_config=run_config(todo),
+            tags={**PIPELINE_TAG, "txmon/partitions": ",".join(todo)[:4000]},
+        )
         state.update(attempts=attempts, pending=[], last={"run_key": run_key, "partitions": todo, "at": time.time()})
         return SensorResult(run_requests=[request], cursor=json.dumps(state, sort_keys=True))
 

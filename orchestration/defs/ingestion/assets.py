@@ -1,4 +1,3 @@
-
 from datetime import timedelta
 
 from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, asset

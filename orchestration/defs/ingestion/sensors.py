@@ -9,7 +9,6 @@ the data and the sensor only reports. Offsets are stored with the rows, so a fai
 loses nothing: the next one resumes where the data is.
 """
 
-
 import json
 from datetime import UTC, datetime
 

@@ -39,8 +39,10 @@ def prune_dagster_history(context: OpExecutionContext, txmon: TxmonResource) -> 
     context.log.info("deleted " + ", ".join(f"{table} {rows}" for table, rows in deleted.items()))
 
 
-@job(description="Deletes what is past its retention: Dagster's runs and check evaluations, the raw events, "
-     "quarantine, duplicates and batch log (TXMON_*_RETENTION_DAYS).")
+@job(
+    description="Deletes what is past its retention: Dagster's runs and check evaluations, the raw events, "
+    "quarantine, duplicates and batch log (TXMON_*_RETENTION_DAYS)."
+)
 def prune_dagster_history_job():
     prune_dagster_history()
 

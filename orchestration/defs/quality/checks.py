@@ -27,16 +27,23 @@ from txmon.quality import kafka_offsets_accounted
 def kafka_offsets_accounted_check(txmon: TxmonResource) -> AssetCheckResult:
     outcome = kafka_offsets_accounted(txmon.settings())
     return AssetCheckResult(
-        check_name=outcome.name, passed=outcome.passed, severity=AssetCheckSeverity.ERROR,
-        description=outcome.summary, metadata={"summary": outcome.summary, **outcome.metadata},
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=outcome.summary,
+        metadata={"summary": outcome.summary, **outcome.metadata},
     )
 
 
 offset_audit_job = define_asset_job(
-    "offset_audit", selection=AssetSelection.checks(kafka_offsets_accounted_check),
+    "offset_audit",
+    selection=AssetSelection.checks(kafka_offsets_accounted_check),
     description="Audits the Kafka offsets consumed since the last audit.",
 )
 offset_audit_schedule = ScheduleDefinition(
-    name="offset_audit", cron_schedule="*/15 * * * *", job=offset_audit_job,
-    default_status=DefaultScheduleStatus.RUNNING, execution_timezone="UTC",
+    name="offset_audit",
+    cron_schedule="*/15 * * * *",
+    job=offset_audit_job,
+    default_status=DefaultScheduleStatus.RUNNING,
+    execution_timezone="UTC",
 )
