@@ -21,10 +21,12 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from txmon import kafka as kafka_clients
-from txmon.config import REPO_ROOT, Settings
-from txmon.db import connect
-from txmon.services.kafka import MAVEN_PROJECT
+from orchestration.instance import dagster_env
+from txmon.core import kafka as kafka_clients
+from txmon.core.db import connect
+from txmon.core.settings import REPO_ROOT, Settings
+from txmon.devtools import services
+from txmon.devtools.services.kafka import MAVEN_PROJECT
 
 BENCH_ENV = {
     "TXMON_WAREHOUSE_DB": "txmon_bench",
@@ -63,8 +65,6 @@ def bench_settings(**overrides: str) -> Settings:
 
 def reset(settings: Settings, *, dagster: bool = False) -> None:
     """Fresh benchmark databases and topics (created, migrated) on the running local services."""
-    from txmon import services
-
     dbs = [settings.warehouse_db, *([settings.dagster_db] if dagster else [])]
     with connect(settings.admin_dsn, autocommit=True, purpose="bench") as conn:
         for name in dbs:
@@ -72,8 +72,6 @@ def reset(settings: Settings, *, dagster: bool = False) -> None:
                 raise BenchError(f"refusing to drop {name!r}: not a benchmark database")
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     if dagster:
-        from orchestration.instance import dagster_env
-
         shutil.rmtree(dagster_env(settings)["DAGSTER_HOME"], ignore_errors=True)  # tick logs of earlier runs
     delete_topics(settings, [settings.topic, settings.quarantine_topic])
     statuses = services.up(settings)

@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from bench.common import RESULTS_DIR, BenchError, percentiles, reset, run_measured, txmon_argv
 from ingestion.lag import consumer_lag
 from ingestion.processes import stop_landing
-from txmon.config import Settings
-from txmon.db import connect
-from txmon.services.common import terminate
+from txmon.core.db import connect
+from txmon.core.processes import terminate
+from txmon.core.settings import Settings
 
 LANDING = """
 SELECT count(*),

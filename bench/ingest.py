@@ -24,11 +24,11 @@ from ingestion.consumer import produced_at
 from ingestion.sink import COLUMN_LIST as COLS
 from ingestion.sink import LANDING_COLUMNS
 from ingestion.validate import validator_for
-from txmon import kafka as kafka_clients
-from txmon.config import Settings
-from txmon.db import connect
-from txmon.generate import PaymentGenerator
-from txmon.produce import send
+from txmon.core import kafka as kafka_clients
+from txmon.core.db import connect
+from txmon.core.settings import Settings
+from txmon.devtools.generate import PaymentGenerator
+from txmon.devtools.produce import send
 
 
 def preload(settings: Settings, events: int, *, seed: int = 20261126, bad_rate: float = 0.001) -> dict:

@@ -19,10 +19,10 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from bench.common import BenchError, reset, run_measured, txmon_argv
-from txmon.config import Settings
-from txmon.db import connect
-from txmon.dbt import dbt_vars, run_dbt, vars_arg
-from txmon.generate import REGION_CURRENCIES
+from txmon.core.db import connect
+from txmon.core.dbt import dbt_vars, run_dbt, vars_arg
+from txmon.core.settings import Settings
+from txmon.devtools.generate import REGION_CURRENCIES
 
 GENERATE = """
 WITH tx AS (

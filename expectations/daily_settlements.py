@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import great_expectations.expectations as gxe
 
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 RELATION = "marts.daily_settlements"
 GRAIN = ("settlement_date", "region", "currency")

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import great_expectations.expectations as gxe
 
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 RELATION = "staging.transactions"
 KEYS = ("transaction_id", "account_id", "status", "event_time", "amount", "currency", "region")

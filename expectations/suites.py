@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from datetime import date, datetime
 from pathlib import Path
 
+import great_expectations as gx
+from great_expectations.datasource.fluent.sql_datasource import QueryAsset
+
 from expectations import daily_settlements, staging_transactions, suspicious_activity
-from txmon.config import Role, Settings
-from txmon.quality import CheckOutcome, sampled
+from txmon.core.checks import CheckOutcome, sampled
+from txmon.core.settings import Role, Settings
 
 GX_ROOT = Path(__file__).parent
 SUITES = {
@@ -32,9 +34,6 @@ def validate(
 ) -> CheckOutcome:
     """Run `suite` on the (day, region) batch of its table (or of `relation`, a table of the same shape),
     narrowed to the rows landed or rebuilt since `since` when given."""
-    import great_expectations as gx
-    from great_expectations.datasource.fluent.sql_datasource import QueryAsset
-
     if suite not in SUITES:
         raise ValueError(f"no suite {suite!r}; suites: {', '.join(SUITES)}")
     if region not in settings.regions:
@@ -46,8 +45,10 @@ def validate(
         else settings.home_dsn(Role.TRANSFORM)
     )
     with _lock:
-        os.environ[URL_VARIABLE] = _sqlalchemy_url(dsn)
-        context = gx.get_context(mode="file", project_root_dir=GX_ROOT)
+        # The datasource's connection string is a config variable, given for this context only.
+        context = gx.get_context(
+            mode="file", project_root_dir=GX_ROOT, runtime_environment={URL_VARIABLE: _sqlalchemy_url(dsn)}
+        )
         datasource = context.data_sources.get("txmon")
         # A query asset held in memory for this batch only: the file context keeps no per-partition assets.
         query = module.batch_query(relation or module.RELATION, day, region, since)

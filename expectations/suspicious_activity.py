@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import great_expectations.expectations as gxe
 
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 RELATION = "marts.suspicious_activity"
 KEYS = ("transaction_id", "account_id", "region", "amount", "currency", "amount_usd", "event_time", "reasons")

@@ -38,11 +38,11 @@ from ingestion import positions as position_checks
 from ingestion.positions import PositionError, Source
 from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
 from ingestion.validate import kafka_timestamp, to_message, validator_for
-from txmon import kafka as kafka_clients
-from txmon.config import Role, Settings
-from txmon.db import refused
-from txmon.errors import first_line
-from txmon.warehouse import require_migrated
+from txmon.core import kafka as kafka_clients
+from txmon.core.db import refused
+from txmon.core.errors import first_line
+from txmon.core.settings import Role, Settings
+from txmon.core.warehouse import require_migrated
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from txmon import kafka as kafka_clients
-from txmon.config import Role, Settings
-from txmon.db import connect
+from txmon.core import kafka as kafka_clients
+from txmon.core.db import connect
+from txmon.core.settings import Role, Settings
 
 
 def consumer_lag(settings: Settings) -> dict[int, int]:

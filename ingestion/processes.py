@@ -22,9 +22,9 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 
 from ingestion.consumer import Outage, partitions_of
-from txmon import kafka as kafka_clients
-from txmon.config import Settings
-from txmon.services.common import terminate
+from txmon.core import kafka as kafka_clients
+from txmon.core.processes import terminate
+from txmon.core.settings import Settings
 
 PR_SET_PDEATHSIG = 1
 # glibc mallopt parameters

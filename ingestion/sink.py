@@ -47,8 +47,8 @@ from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from contracts.transaction import Transaction
-from txmon.db import connect
-from txmon.errors import first_line
+from txmon.core.db import connect
+from txmon.core.errors import first_line
 
 LANDING_COLUMNS = (
     "transaction_id",

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from contracts.transaction import EventValidator, InvalidEvent
 from ingestion.sink import Message
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 
 def validator_for(settings: Settings) -> EventValidator:

@@ -8,8 +8,8 @@ from dagster import Definitions, definitions, in_process_executor
 from orchestration.defs import dbt, ingestion, maintenance, quality
 from orchestration.instance import prepare
 from orchestration.resources import TxmonResource, dbt_resource
-from txmon.config import Settings
-from txmon.dbt import manifest
+from txmon.core.dbt import manifest
+from txmon.core.settings import Settings
 
 
 def build_definitions(settings: Settings) -> Definitions:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from txmon.config import REPO_ROOT, Settings
-from txmon.dbt import DBT_PROJECT_DIR, MANIFEST, apply_dbt_env, run_dbt
+from txmon.core.dbt import DBT_PROJECT_DIR, MANIFEST, apply_dbt_env, run_dbt
+from txmon.core.settings import REPO_ROOT, Settings
 
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
 

@@ -6,7 +6,7 @@ from datetime import date
 
 from dagster import DailyPartitionsDefinition, MultiPartitionKey, MultiPartitionsDefinition, StaticPartitionsDefinition
 
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 DATE, REGION = "date", "region"
 

@@ -8,10 +8,10 @@ import psycopg
 from dagster import ConfigurableResource, SkipReason
 from dagster_dbt import DbtCliResource
 
-from txmon.config import Settings
-from txmon.db import refused
-from txmon.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
-from txmon.errors import first_line
+from txmon.core.db import refused
+from txmon.core.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from txmon.core.errors import first_line
+from txmon.core.settings import Settings
 
 
 class TxmonResource(ConfigurableResource):

@@ -7,10 +7,16 @@ import getpass
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from orchestration.definitions import build_definitions
+from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
+from orchestration.defs.dbt.refresh import JOB, run_config
 from orchestration.instance import OrchestrationError, dagster_home, prepare
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.dbt import dbt_vars, run_dbt, vars_arg
+from orchestration.partitions import partition_key
+from txmon.core.db import connect
+from txmon.core.dbt import dbt_vars, run_dbt, vars_arg
+from txmon.core.settings import Role, Settings
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
 PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicious_activity", "marts.daily_settlements")
@@ -59,9 +65,6 @@ def _create_partitioned_tables(settings: Settings) -> None:
 
 def setup(settings: Settings):
     """Dagster home, dbt manifest, the reference assets (FX seed, staging view) and the mart tables."""
-    from dagster import AssetKey, DagsterInstance
-
-    from orchestration.definitions import build_definitions
 
     dagster_home(settings)
     prepare(settings)
@@ -89,7 +92,6 @@ def setup(settings: Settings):
 
 def _outcomes(result, keys: list[str]) -> list[PartitionOutcome]:
     """Per partition: the failed check evaluations and step failures of one run."""
-    from dagster import DagsterEventType
 
     evaluations = result.get_asset_check_evaluations()
     if not evaluations:  # events logged by an op (refresh_partitions) rather than yielded by an asset
@@ -125,9 +127,6 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full:
     """Refresh region x day partitions (rebuild -> checks -> publish) through Dagster, recorded in the
     instance the UI shows: one partition is a run of the region_day asset job; several are one run
     of the refresh_partitions job, one after another in one process."""
-    from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
-    from orchestration.defs.dbt.refresh import JOB, run_config
-    from orchestration.partitions import partition_key
 
     defs, instance = setup(settings)
     keys = [str(partition_key(day, region)) for day, region in partitions]

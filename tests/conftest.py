@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,14 +42,14 @@ class Platform:
         return subprocess.Popen([sys.executable, "-m", "txmon.cli", *args], env=self.env, cwd=REPO, **kwargs)
 
     def query(self, sql: str, params=(), dsn: str | None = None) -> list[tuple]:
-        from txmon.db import connect
+        from txmon.core.db import connect
 
         with connect(dsn or self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
             return conn.execute(sql, params).fetchall()
 
     def execute(self, sql: str, params=(), dsn: str | None = None) -> None:
         """A statement without a result (INSERT, UPDATE, DDL), committed."""
-        from txmon.db import connect
+        from txmon.core.db import connect
 
         with connect(dsn or self.settings.warehouse_dsn, autocommit=True, purpose="test") as conn:
             conn.execute(sql, params)
@@ -67,8 +67,8 @@ TEST_DAGSTER_DB = "dagster_tests"
 def base_settings() -> Settings:
     from psycopg import sql
 
-    from txmon import services
-    from txmon.db import connect
+    from txmon.core.db import connect
+    from txmon.devtools import services
 
     settings = Settings.from_env()
     services.up(settings)  # idempotent: a no-op when `make test` already started them
@@ -82,10 +82,10 @@ def base_settings() -> Settings:
 def platform(base_settings: Settings) -> Platform:
     from psycopg import sql
 
-    from txmon import kafka as kafka_clients
-    from txmon.db import connect
-    from txmon.services.kafka import Kafka
-    from txmon.warehouse import migrate
+    from txmon.core import kafka as kafka_clients
+    from txmon.core.db import connect
+    from txmon.core.warehouse import migrate
+    from txmon.devtools.services.kafka import Kafka
 
     name = f"test_{uuid.uuid4().hex[:12]}"
     settings = replace(

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from confluent_kafka import TopicPartition
 
-from txmon import kafka as kafka_clients
+from txmon.core import kafka as kafka_clients
 
 
 def event(tx: str, status: str = "settled", **fields) -> dict:

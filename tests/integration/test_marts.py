@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from tests.integration.test_ingest import event, line
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 D1, D2 = "2026-11-20", "2026-11-21"
 

@@ -18,8 +18,8 @@ import pytest
 
 from tests.integration.faults import PostgresProxy
 from tests.integration.test_ingest import assert_every_offset_accounted_for
-from txmon.services.kafka import Kafka
-from txmon.services.postgres import Postgres
+from txmon.devtools.services.kafka import Kafka
+from txmon.devtools.services.postgres import Postgres
 
 START = "2026-11-26T10:00:00Z"
 
@@ -220,9 +220,9 @@ def test_an_outage_beyond_the_budget_ends_the_worker_with_a_clear_message(platfo
 
 
 def test_a_recreated_topic_stops_the_worker_loudly_and_the_audit_reports_it(platform, tmp_path):
-    from txmon import kafka as kafka_clients
-    from txmon.quality import kafka_offsets_accounted
-    from txmon.services.kafka import Kafka as KafkaService
+    from txmon.core import kafka as kafka_clients
+    from txmon.devtools.services.kafka import Kafka as KafkaService
+    from txmon.quality.reconciliations import kafka_offsets_accounted
 
     backlog(platform, tmp_path, "before", 2_000, 9)
     platform.txmon("ingest", "--until-idle", "--processes", "1")

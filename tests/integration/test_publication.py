@@ -9,10 +9,10 @@ from datetime import date
 import pytest
 
 from tests.integration.test_ingest import event, line
-from txmon.db import connect
-from txmon.dbt import dbt_vars, manifest, partitioned_tables, run_dbt, vars_arg
-from txmon.quality import CheckOutcome
-from txmon.reporting import NotPublished, publish, slice_lock, slice_watermarks
+from txmon.core.db import connect
+from txmon.core.dbt import dbt_vars, manifest, partitioned_tables, run_dbt, vars_arg
+from txmon.quality.publication import NotPublished, publish, slice_lock, slice_watermarks
+from txmon.quality.reconciliations import CheckOutcome
 
 DAY, REGION = date(2026, 11, 20), "EU"
 PASSED = [CheckOutcome("all_checks", True, "passed")]

@@ -297,7 +297,7 @@ def assert_names_no_one(platform, shown: str) -> None:
 
 
 def test_reconciliations_find_what_does_not_add_up(landed):
-    from txmon.quality import (
+    from txmon.quality.reconciliations import (
         kafka_offsets_accounted,
         settlements_reconcile,
         staging_events_unique,

@@ -12,8 +12,8 @@ import pytest
 from psycopg import sql
 
 from tests.integration.test_ingest import assert_every_offset_accounted_for, event, line
-from txmon import retention
-from txmon.quality import kafka_offsets_accounted
+from txmon.core import retention
+from txmon.quality.reconciliations import kafka_offsets_accounted
 
 
 def land(platform, tmp_path, name: str, lines: list[str]) -> dict:
@@ -68,7 +68,7 @@ def regional(platform):
     assert dsn != platform.settings.warehouse_dsn
     with platform_admin(platform) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    from txmon.warehouse import migrate
+    from txmon.core.warehouse import migrate
 
     platform.settings = replace(platform.settings, region_dsns={"EU": dsn})
     platform.env["TXMON_REGION_DSNS"] = json.dumps({"EU": dsn})
@@ -79,7 +79,7 @@ def regional(platform):
 
 
 def platform_admin(platform):
-    from txmon.db import connect
+    from txmon.core.db import connect
 
     return connect(platform.settings.admin_dsn, autocommit=True, purpose="test")
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from txmon import credentials
-from txmon.config import Role
-from txmon.db import connect
-from txmon.warehouse import set_role_passwords
+from txmon.core import credentials
+from txmon.core.db import connect
+from txmon.core.settings import Role
+from txmon.core.warehouse import set_role_passwords
 
 DAY = "2026-11-24"
 

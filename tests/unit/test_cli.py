@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from txmon.produce import key_of
+from txmon.devtools.produce import key_of
 
 
 def run(*args):

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from txmon.config import ConfigError, Settings
+from txmon.core.settings import ConfigError, Settings
 
 
 def test_defaults_follow_the_contract():

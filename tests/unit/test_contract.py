@@ -11,7 +11,7 @@ import pytest
 
 from contracts import SCHEMA_PATH, load_schema, required_fields, statuses
 from contracts.transaction import EventValidator, InvalidEvent
-from txmon.config import DEFAULT_CURRENCIES, DEFAULT_REGIONS
+from txmon.core.settings import DEFAULT_CURRENCIES, DEFAULT_REGIONS
 
 VALID = {
     "transaction_id": "tx-1",

@@ -13,8 +13,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import REPO
-from txmon import credentials
-from txmon.config import ConfigError, Role, Settings, redact
+from txmon.core import credentials
+from txmon.core.settings import ConfigError, Role, Settings, redact
 
 
 def mode(path) -> int:

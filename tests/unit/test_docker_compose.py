@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from txmon.cli import build_parser
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -122,7 +122,7 @@ def test_settings_in_compose_are_ones_txmon_reads():
     # Derived by `txmon dagster-setup` from TXMON_DAGSTER_DSN and the secrets, not written here.
     assert "TXMON_DAGSTER_STORAGE_URL" not in env
     assert env["DAGSTER_HOME"] == f"{env['TXMON_STATE_DIR']}/dagster"
-    source = (REPO / "txmon" / "config.py").read_text()
+    source = (REPO / "txmon" / "core" / "settings.py").read_text()
     for key in txmon_vars:
         name = key.removeprefix("TXMON_")
         assert f'"{name}"' in source, f"{key} is not a setting"

@@ -6,9 +6,9 @@ from decimal import Decimal
 import orjson
 
 from contracts.transaction import EventValidator, InvalidEvent
-from txmon import fx
-from txmon.config import Settings
-from txmon.generate import PaymentGenerator
+from txmon.core import fx
+from txmon.core.settings import Settings
+from txmon.devtools.generate import PaymentGenerator
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
 

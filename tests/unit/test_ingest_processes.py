@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from ingestion.processes import merge, process_count, split
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 
 def test_partitions_are_split_round_robin_without_empty_shares():

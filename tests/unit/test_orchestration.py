@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestration.partitions import parse_partition_key, partition_key, region_day_partitions
-from txmon.config import Settings
-from txmon.dbt import dbt_vars
+from txmon.core.dbt import dbt_vars
+from txmon.core.settings import Settings
 
 
 def test_partition_keys_round_trip():
@@ -133,8 +133,8 @@ def test_code_location_imports_without_side_effects():
 
 
 def test_a_day_refreshes_its_open_day_tables_until_it_closes():
-    from txmon.dbt import manifest
-    from txmon.refresh import tables_to_build
+    from txmon.core.dbt import manifest
+    from txmon.quality.refresh import tables_to_build
 
     today, yesterday = date(2026, 11, 26), date(2026, 11, 25)
     open_day = [t.name for t in tables_to_build(manifest(), today, today=today)]
@@ -145,8 +145,8 @@ def test_a_day_refreshes_its_open_day_tables_until_it_closes():
 
 
 def test_every_declared_check_has_an_implementation_and_a_description():
-    from txmon.dbt import manifest, partitioned_tables, source_checks
-    from txmon.quality import DESCRIPTIONS, RECONCILIATIONS
+    from txmon.core.dbt import manifest, partitioned_tables, source_checks
+    from txmon.quality.reconciliations import DESCRIPTIONS, RECONCILIATIONS
 
     declared = {c for t in partitioned_tables(manifest()) for c in t.checks}
     declared |= {c for checks in source_checks(manifest()).values() for c in checks}

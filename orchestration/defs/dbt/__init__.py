@@ -5,7 +5,7 @@ from dagster import AssetSelection, Definitions, define_asset_job
 
 from orchestration.defs.dbt.assets import reference_assets, region_day_assets
 from orchestration.defs.dbt.refresh import refresh_job_def, refresh_sensor_def, yesterday_schedule_def
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 
 def build(settings: Settings, manifest: dict) -> Definitions:

@@ -4,11 +4,11 @@
 - region_day: one region x day partition of the partitioned models, their published copies in
   `reporting` and every check of the partition, as one multi-asset that is never split
   (can_subset=False). Whatever materializes it (the live refresh, the schedule, `txmon
-  materialize`, a backfill from the UI) refreshes the partition through txmon.refresh: rebuild ->
+  materialize`, a backfill from the UI) refreshes the partition through txmon.quality.refresh: rebuild ->
   checks -> publish, in one step of one run. No run can check a partition it did not just build.
 
 What each table needs of orchestration (published or not, its checks, its open-day refresh) is in
-its dbt yml's `meta.txmon`, read here and by txmon.refresh; nothing is listed per table in Python.
+its dbt yml's `meta.txmon`, read here and by txmon.quality.refresh; nothing is listed per table in Python.
 """
 
 import warnings
@@ -34,8 +34,7 @@ from dagster_dbt.asset_utils import build_dbt_specs
 
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
-from txmon.config import Settings
-from txmon.dbt import (
+from txmon.core.dbt import (
     PARTITIONED,
     InProcessDbt,
     Table,
@@ -44,8 +43,9 @@ from txmon.dbt import (
     source_checks,
     vars_arg,
 )
-from txmon.quality import DESCRIPTIONS
-from txmon.refresh import SliceRefresh, refresh_slice
+from txmon.core.settings import Settings
+from txmon.quality.reconciliations import DESCRIPTIONS
+from txmon.quality.refresh import SliceRefresh, refresh_slice
 
 # A run tagged with it rebuilds its slices fully instead of from their watermarks.
 FULL_SLICE_TAG = "txmon/full_slice"
@@ -200,7 +200,7 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
     ]
     check_specs += [
         # Not blocking in Dagster's sense (the reference staging view downstream of staging would then
-        # wait for this step): txmon.refresh still publishes nothing when one of them fails.
+        # wait for this step): txmon.quality.refresh still publishes nothing when one of them fails.
         AssetCheckSpec(
             name,
             asset=AssetKey(list(source)),

@@ -6,7 +6,7 @@ staging slices that received rows (from staging.ingest_batches) and the slices a
 slice's refresh marked (intermediate.slice_dirty: a later event superseded their latest state).
 When no refresh run is in flight it launches one run of `refresh_partitions` for all of them: the
 in-process executor, the code location and dbt's project loaded once, each partition through
-txmon.refresh (rebuild from its watermark -> every check -> publication). Partitions of a run that
+txmon.quality.refresh (rebuild from its watermark -> every check -> publication). Partitions of a run that
 failed are requested again, at most MAX_ATTEMPTS times until new data lands for them.
 
 The same job refreshes yesterday's partitions after midnight (daily_settlements schedule, the
@@ -45,9 +45,9 @@ from ingestion.batches import landed_since
 from orchestration.defs.dbt.assets import DBT, launched_by, refresh_records
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource, skip_while_unreachable
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.refresh import refresh_slice
+from txmon.core.db import connect
+from txmon.core.settings import Role, Settings
+from txmon.quality.refresh import refresh_slice
 
 JOB = "refresh_partitions"
 PIPELINE_TAG = {"txmon/pipeline": "refresh"}

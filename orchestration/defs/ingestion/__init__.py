@@ -4,7 +4,7 @@ from dagster import Definitions
 
 from orchestration.defs.ingestion.assets import staging_asset
 from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
-from txmon.config import Settings
+from txmon.core.settings import Settings
 
 
 def build(settings: Settings) -> Definitions:

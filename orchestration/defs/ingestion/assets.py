@@ -4,8 +4,8 @@ from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, Materializ
 
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
-from txmon.config import Role, Settings
-from txmon.db import connect
+from txmon.core.db import connect
+from txmon.core.settings import Role, Settings
 
 STAGING_TRANSACTIONS = AssetKey(["staging", "transactions"])
 

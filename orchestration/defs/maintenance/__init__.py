@@ -1,5 +1,5 @@
 """Retention, daily: Dagster's old runs, check evaluations and sensor-reported events, and the
-warehouse's raw events, quarantine, duplicates and batch log past their days (txmon/retention.py)."""
+warehouse's raw events, quarantine, duplicates and batch log past their days (txmon/core/retention.py)."""
 
 from dagster import Definitions
 

@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 from dagster import DagsterInstance, DefaultScheduleStatus, OpExecutionContext, RunsFilter, ScheduleDefinition, job, op
 
 from orchestration.resources import TxmonResource
-from txmon import retention
-from txmon.config import Settings
+from txmon.core import retention
+from txmon.core.settings import Settings
 
 RUN_BATCH = 500
 
@@ -23,14 +23,14 @@ def delete_old_runs(instance: DagsterInstance, cutoff: datetime, keep: str | Non
 
 
 def prune_all(settings: Settings, instance: DagsterInstance, now: datetime, keep: str | None = None) -> dict[str, int]:
-    """Everything past its retention: Dagster's old runs, then what txmon.retention prunes; rows per table."""
+    """Everything past its retention: Dagster's old runs, then what txmon.core.retention prunes; rows per table."""
     runs = delete_old_runs(instance, now - timedelta(days=settings.dagster_retention_days), keep)
     return {"dagster.runs": runs, **retention.prune(settings, now)}
 
 
 @op
 def prune_dagster_history(context: OpExecutionContext, txmon: TxmonResource) -> None:
-    """Delete what is past its retention (txmon/retention.py): Dagster's runs, check evaluations and
+    """Delete what is past its retention (txmon/core/retention.py): Dagster's runs, check evaluations and
     sensor-reported events; the raw events, quarantine, duplicates and batch log of every database.
 
     Ticks are pruned by Dagster itself (`retention` in dagster.yaml).

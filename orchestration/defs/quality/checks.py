@@ -1,5 +1,5 @@
 """The Kafka offset audit: every consumed offset is landed, a duplicate or quarantined, and the
-stored positions belong to the topic as it is now (txmon/quality.py)."""
+stored positions belong to the topic as it is now (txmon/quality/reconciliations.py)."""
 
 from dagster import (
     AssetCheckResult,
@@ -13,7 +13,7 @@ from dagster import (
 
 from orchestration.defs.ingestion.assets import STAGING_TRANSACTIONS
 from orchestration.resources import TxmonResource
-from txmon.quality import kafka_offsets_accounted
+from txmon.quality.reconciliations import kafka_offsets_accounted
 
 
 @asset_check(

@@ -17,7 +17,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from txmon.config import ConfigError, Role, Settings
+from txmon.core.settings import ConfigError, Role, Settings
 
 FILES = {
     Role.ADMIN: "postgres-admin",
@@ -105,7 +105,7 @@ def ensure(settings: Settings) -> None:
         value = password(settings, role)
         if value:
             lines.append(_pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
-    text = "# Written by txmon from its secrets (txmon/credentials.py); do not edit.\n" + "".join(lines)
+    text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
     passfile = settings.passfile
     try:
         current = passfile.read_text()

@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------- commands
 def cmd_services(args, settings) -> int:
-    from txmon import services
+    from txmon.devtools import services
 
     if args.action == "up":
         statuses = services.up(settings)
@@ -257,8 +257,8 @@ def cmd_info(args, settings) -> int:
 
 
 def cmd_migrate(args, settings) -> int:
-    from txmon.config import where
-    from txmon.warehouse import migrate
+    from txmon.core.settings import where
+    from txmon.core.warehouse import migrate
 
     for dsn, applied in migrate(settings).items():
         print(f"{where(dsn)}: {', '.join(applied) if applied else 'up to date'}")
@@ -266,7 +266,7 @@ def cmd_migrate(args, settings) -> int:
 
 
 def cmd_produce(args, settings) -> int:
-    from txmon.produce import read_lines, send
+    from txmon.devtools.produce import read_lines, send
 
     if not args.file.is_file():
         raise UsageError(f"txmon produce: {args.file} is not a readable file")
@@ -279,8 +279,8 @@ def cmd_produce(args, settings) -> int:
 
 
 def cmd_generate(args, settings) -> int:
-    from txmon.generate import PaymentGenerator
-    from txmon.produce import send
+    from txmon.devtools.generate import PaymentGenerator
+    from txmon.devtools.produce import send
 
     gen = PaymentGenerator(settings, tps=args.tps, seed=args.seed, bad_rate=args.bad_rate, start=args.start)
     count = int(args.tps * args.duration) if args.duration else None
@@ -359,8 +359,8 @@ def cmd_ingest(args, settings) -> int:
 
 def _status_line(settings) -> str:
     from ingestion.lag import consumer_lag
-    from txmon.config import Role
-    from txmon.db import connect
+    from txmon.core.db import connect
+    from txmon.core.settings import Role
 
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="status") as conn:
         # From the batch log, not count(*): the status line must stay cheap on a large table.
@@ -458,7 +458,7 @@ def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
 
 
 def _supervise(children: list[subprocess.Popen], duration: float, status) -> int:
-    from txmon.services.common import terminate
+    from txmon.core.processes import terminate
 
     stop = _stop_on_signals()
     deadline = time.monotonic() + duration if duration else None
@@ -492,7 +492,7 @@ def cmd_dagster_setup(args, settings) -> int:
 
 def cmd_dagster(args, settings) -> int:
     from ingestion.processes import stop_landing
-    from txmon.warehouse import migrate
+    from txmon.core.warehouse import migrate
 
     migrate(settings)  # the components by duty never migrate; the operator's start command does
     children = _dagster_processes(settings, args.port)
@@ -507,7 +507,7 @@ def cmd_run(args, settings) -> int:
     from dataclasses import replace
 
     from ingestion.processes import stop_landing
-    from txmon import services
+    from txmon.devtools import services
 
     for s in services.up(settings):
         print(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
@@ -532,7 +532,7 @@ def cmd_run(args, settings) -> int:
 
 def cmd_bench(args, settings) -> int:
     from bench.runner import run_bench, table
-    from txmon import services
+    from txmon.devtools import services
 
     if not all(s.up for s in services.status(settings)):
         raise UsageError("txmon bench: the services are not up; run `txmon services up` first")
@@ -547,7 +547,7 @@ def cmd_bench(args, settings) -> int:
 
 
 def cmd_dbt(args, settings) -> int:
-    from txmon.dbt import dbt_vars, run_dbt, vars_arg
+    from txmon.core.dbt import dbt_vars, run_dbt, vars_arg
 
     if not args.dbt_args:
         raise UsageError("txmon dbt: name a dbt command, e.g. `txmon dbt build`")
@@ -586,10 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
     from confluent_kafka import KafkaException
 
-    from txmon import credentials
-    from txmon.config import ConfigError, Settings
-    from txmon.errors import first_line
-    from txmon.services.common import ServiceError
+    from txmon.core import credentials
+    from txmon.core.errors import first_line
+    from txmon.core.settings import ConfigError, Settings
+    from txmon.devtools.services.common import ServiceError
 
     try:
         args = build_parser().parse_args(argv)

@@ -22,10 +22,10 @@ from datetime import date, datetime
 import psycopg
 from psycopg import sql
 
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.dbt import Table
-from txmon.quality import CheckOutcome
+from txmon.core.checks import CheckOutcome
+from txmon.core.db import connect
+from txmon.core.dbt import Table
+from txmon.core.settings import Role, Settings
 
 
 class NotPublished(RuntimeError):

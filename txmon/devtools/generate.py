@@ -26,8 +26,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import orjson
 
 from contracts import load_schema
-from txmon import fx
-from txmon.config import Settings
+from txmon.core import fx
+from txmon.core.settings import Settings
 
 REGION_CURRENCIES = {
     "EU": ("EUR", "EUR", "EUR", "GBP", "CHF"),

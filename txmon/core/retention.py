@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from txmon.config import Role, Settings
-from txmon.db import connect
+from txmon.core.db import connect
+from txmon.core.settings import Role, Settings
 
 BATCH_ROWS = 5000
 SESSION = {"lock_timeout": "5s", "statement_timeout": "120s"}

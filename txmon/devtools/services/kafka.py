@@ -19,15 +19,16 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
-from txmon import credentials
-from txmon import kafka as kafka_clients
-from txmon.config import REPO_ROOT, Settings
-from txmon.services.common import ServiceError, ServiceStatus, tail
+from txmon.core import credentials
+from txmon.core import kafka as kafka_clients
+from txmon.core.processes import tail
+from txmon.core.settings import REPO_ROOT, Settings
+from txmon.devtools.services.common import ServiceError, ServiceStatus
 
 MAVEN_PROJECT = REPO_ROOT / "services" / "kafka"
 
 SERVER_PROPERTIES = """\
-# Written by txmon; edit txmon/services/kafka.py instead.
+# Written by txmon; edit txmon/devtools/services/kafka.py instead.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}

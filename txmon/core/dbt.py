@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from txmon.config import REPO_ROOT, Role, Settings
-from txmon.db import connect
+from txmon.core.db import connect
+from txmon.core.settings import REPO_ROOT, Role, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")  # the virtualenv's own dbt
@@ -33,7 +34,7 @@ class Table:
     date_column: str
     published: bool
     open_day: bool  # refreshed while its day is still open (else once the day has closed)
-    checks: tuple[str, ...]  # txmon's own checks (txmon/quality.py), beyond the model's dbt tests
+    checks: tuple[str, ...]  # txmon's own checks (txmon/quality/reconciliations.py), beyond the model's dbt tests
 
     @property
     def relation(self) -> str:
@@ -207,7 +208,8 @@ class InProcessDbt:
 
     def _args(self, args: list[str]) -> list[str]:
         return [
-            # Results are reported by the caller (txmon.refresh): nothing on the console, errors in the log file.
+            # Results are reported by the caller (txmon.quality.refresh): nothing on the console,
+            # errors in the log file.
             *args,
             "--log-level",
             "none",
@@ -223,20 +225,22 @@ class InProcessDbt:
             str(self.TARGET / "logs"),
         ]
 
-    def _parse(self, settings: Settings) -> None:
-        from dbt.cli.main import dbtRunner
+    @staticmethod
+    def _runner():
+        """dbt's runner class, loaded on first use: importing the code location must not load dbt
+        (seconds of start-up for every process that only lists definitions)."""
+        return importlib.import_module("dbt.cli.main").dbtRunner
 
+    def _parse(self, settings: Settings) -> None:
         apply_dbt_env(settings)
         if self._manifest is None:
-            parsed = dbtRunner().invoke(self._args(["parse"]))
+            parsed = self._runner()().invoke(self._args(["parse"]))
             if not parsed.success:
                 raise RuntimeError(f"dbt parse failed: {parsed.exception}")
             self._manifest = parsed.result
 
     def invoke(self, settings: Settings, args: list[str]):
         """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
-        from dbt.cli.main import dbtRunner
-
         with self._lock:
             self._parse(settings)
-            return dbtRunner(manifest=self._manifest).invoke(self._args(args))
+            return self._runner()(manifest=self._manifest).invoke(self._args(args))

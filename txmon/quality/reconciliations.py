@@ -8,43 +8,23 @@
   consumed Kafka offset is landed, a duplicate or quarantined, and the stored positions belong to
   the topic as it is now.
 
-Orchestration runs them as Dagster asset checks; the write-audit-publish step (txmon/reporting.py)
+Orchestration runs them as Dagster asset checks; the write-audit-publish step (txmon/quality/publication.py)
 publishes a mart partition only when all of its blocking checks passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from expectations import validate
 from ingestion import positions as position_checks
-from txmon import fx
-from txmon import kafka as kafka_clients
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.dbt import ANALYTICAL_WORK_MEM
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """A check's result. ``summary`` and ``metadata`` go to Dagster's storage (and the summary to
-    reporting.published_partitions): counts, never transaction or account identifiers, except the
-    sample ``sampled`` adds when the deployment allows one."""
-
-    name: str
-    passed: bool
-    summary: str
-    metadata: dict = field(default_factory=dict)
-
-
-def sampled(settings: Settings, key: str, values: Sequence) -> dict:
-    """``{key: the first failing values}`` when TXMON_METADATA_SAMPLE_SIZE allows a sample, else nothing:
-    by default a check's metadata says how many values failed, not which (they are identifiers)."""
-    size = settings.metadata_sample_size
-    return {key: [str(v) for v in values[:size]]} if size and len(values) else {}
-
+from txmon.core import fx
+from txmon.core import kafka as kafka_clients
+from txmon.core.checks import CheckOutcome, sampled
+from txmon.core.db import connect
+from txmon.core.dbt import ANALYTICAL_WORK_MEM
+from txmon.core.settings import Role, Settings
 
 # Each transaction with an event in the slice (the day as a half-open range on event_time, so
 # PostgreSQL reads only that day's partitions), as landed before `as_of` (the run clock of the build
@@ -403,8 +383,6 @@ def run_check(
     `since` (the staging_as_of of the partition's last publication), only what landed or was rebuilt
     after it (the rest passed every check then). The settlements, an aggregate, are checked whole."""
     if name.startswith("gx_"):
-        from expectations import validate
-
         return validate(settings, name.removeprefix("gx_"), day, region, since=since)
     if name in RECONCILIATIONS:
         return RECONCILIATIONS[name](settings, day, region, as_of, since)

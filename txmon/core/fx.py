@@ -11,7 +11,7 @@ from datetime import date
 from decimal import Decimal
 from functools import cache
 
-from txmon.config import REPO_ROOT
+from txmon.core.settings import REPO_ROOT
 
 FX_SEED = REPO_ROOT / "dbt_project" / "seeds" / "fx_rates.csv"
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from txmon import credentials
-from txmon.config import Settings
-from txmon.services.common import ServiceError, ServiceStatus
-from txmon.services.kafka import Kafka
-from txmon.services.postgres import Postgres
+from txmon.core import credentials
+from txmon.core.settings import Settings
+from txmon.core.warehouse import migrate
+from txmon.devtools.services.common import ServiceError, ServiceStatus
+from txmon.devtools.services.kafka import Kafka
+from txmon.devtools.services.postgres import Postgres
 
 __all__ = ["ServiceError", "ServiceStatus", "down", "status", "up"]
 
 
 def up(settings: Settings) -> list[ServiceStatus]:
     """Start both services (a no-op for one already up), create topics and apply migrations."""
-    from txmon.warehouse import migrate
-
     credentials.ensure(settings)
     Postgres(settings).start()
     migrate(settings)

@@ -7,10 +7,10 @@ import logging
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from txmon import credentials
-from txmon.config import Settings
+from txmon.core import credentials
+from txmon.core.settings import Settings
 
-_quiet = logging.getLogger("txmon.kafka.client")
+_quiet = logging.getLogger("txmon.core.kafka.client")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 

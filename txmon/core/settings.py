@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DEFAULT_REGIONS = ("EU", "US", "APAC")
 DEFAULT_CURRENCIES = ("USD", "EUR", "GBP", "CHF", "JPY", "SGD", "HKD", "AUD", "CAD", "INR")
@@ -110,7 +110,7 @@ class Settings:
     # The admin role's password: TXMON_PG_PASSWORD, else <secrets dir>/postgres-admin (generated at
     # first set-up, like every role's). DSNs never carry it: libpq reads <state dir>/pgpass.
     pg_password: str | None = None
-    # One file per secret (txmon/credentials.py); default <state dir>/secrets, mode 0700.
+    # One file per secret (txmon/core/credentials.py); default <state dir>/secrets, mode 0700.
     secrets_dir_override: Path | None = None
     warehouse_db: str = "txmon"
     dagster_db: str = "dagster"

@@ -13,7 +13,7 @@ the partition -> publish if all of them passed, in one unit of work.
   After a publication an incremental refresh checks what landed or was rebuilt since that
   publication's clock (everything before passed every check then); the settlements, an aggregate,
   and every full refresh are checked whole.
-- Publish: every published table of the slice is copied to `reporting` (txmon/reporting.py) only
+- Publish: every published table of the slice is copied to `reporting` (txmon/quality/publication.py) only
   when every check of the unit passed.
 
 No Dagster here: orchestration turns a SliceRefresh into Dagster events.
@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.dbt import (
+from txmon.core.checks import CheckOutcome
+from txmon.core.db import connect
+from txmon.core.dbt import (
     InProcessDbt,
     Table,
     dbt_vars,
@@ -36,9 +36,10 @@ from txmon.dbt import (
     source_checks,
     vars_arg,
 )
-from txmon.errors import first_line
-from txmon.quality import CheckOutcome, run_check
-from txmon.reporting import NotPublished, Publication, Watermarks, publish, slice_lock, slice_watermarks
+from txmon.core.errors import first_line
+from txmon.core.settings import Role, Settings
+from txmon.quality.publication import NotPublished, Publication, Watermarks, publish, slice_lock, slice_watermarks
+from txmon.quality.reconciliations import run_check
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,15 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from txmon import credentials
-from txmon.config import Role, Settings
-from txmon.db import connect
-from txmon.services.common import ServiceError, ServiceStatus, tail
-from txmon.warehouse import scram_verifier
+from txmon.core import credentials
+from txmon.core.db import connect
+from txmon.core.processes import tail
+from txmon.core.settings import Role, Settings
+from txmon.core.warehouse import scram_verifier
+from txmon.devtools.services.common import ServiceError, ServiceStatus
 
 SERVER_CONF = """\
-# Written by txmon; edit the settings in txmon/services/postgres.py instead.
+# Written by txmon; edit the settings in txmon/devtools/services/postgres.py instead.
 listen_addresses = '{host}'
 port = {port}
 unix_socket_directories = '{run_dir}'
@@ -60,7 +61,7 @@ jit = off
 
 # Rewritten at every start, so an older cluster initialised with `trust` is brought to this.
 HBA_CONF = """\
-# Written by txmon; edit txmon/services/postgres.py instead.
+# Written by txmon; edit txmon/devtools/services/postgres.py instead.
 # TYPE  DATABASE  USER  ADDRESS        METHOD
 local   all       all                  peer map=txmon
 host    all       all   127.0.0.1/32   scram-sha-256

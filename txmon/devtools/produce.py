@@ -9,9 +9,9 @@ from pathlib import Path
 
 import orjson
 
-from txmon import kafka as kafka_clients
-from txmon.config import Settings
-from txmon.generate import Generated
+from txmon.core import kafka as kafka_clients
+from txmon.core.settings import Settings
+from txmon.devtools.generate import Generated
 
 
 class ProduceError(RuntimeError):

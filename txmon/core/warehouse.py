@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from txmon import credentials
-from txmon.config import Role, Settings, where
-from txmon.db import connect
+from txmon.core import credentials
+from txmon.core.db import connect
+from txmon.core.settings import Role, Settings, where
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LOCK_KEY = 0x7478_6D6F_6E  # "txmon"

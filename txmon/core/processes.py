@@ -1,23 +1,11 @@
-"""What the service modules share."""
+"""Child processes and their logs: stop them cleanly, quote the end of a log in an error."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-
-class ServiceError(RuntimeError):
-    """A service could not be brought to the asked state. The message says what to do."""
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    name: str
-    up: bool
-    detail: str
 
 
 def tail(path: Path, lines: int = 5) -> str:
