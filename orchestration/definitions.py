@@ -20,12 +20,12 @@ def build_definitions(settings: Settings) -> Definitions:
         maintenance.build(),
         quality.build(),
         # One process per run: a run's steps share the code location and dbt's parsed project.
-        Definitions(resources={"txmon": TxmonResource(), "dbt": dbt_resource()}, executor=in_process_executor),
+        Definitions(resources={"txmon": TxmonResource(), "dbt": dbt_resource(settings)}, executor=in_process_executor),
     )
 
 
 @definitions
 def defs() -> Definitions:
     settings = Settings.from_env()
-    prepare(settings)  # dbt's connection variables and an up-to-date manifest
+    prepare(settings)  # an up-to-date dbt manifest
     return build_definitions(settings)

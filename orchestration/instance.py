@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
+from dagster import DagsterInstance
 
-from txmon.core.dbt import DBT_PROJECT_DIR, MANIFEST, apply_dbt_env, run_dbt
+from txmon.core.dbt import DBT_PROJECT_DIR, MANIFEST, run_dbt
 from txmon.core.settings import REPO_ROOT, Settings
 
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
@@ -33,7 +33,8 @@ def storage_url(settings: Settings) -> str:
 
 
 def dagster_home(settings: Settings) -> Path:
-    """Lay out DAGSTER_HOME: the repo's dagster.yaml with the storage URL filled in; export DAGSTER_HOME."""
+    """Lay out DAGSTER_HOME: the repo's dagster.yaml with the storage URL filled in. Processes started
+    for it get DAGSTER_HOME in their environment (``dagster_env``); this one opens it (``open_instance``)."""
     env = dagster_env(settings)
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -41,8 +42,12 @@ def dagster_home(settings: Settings) -> Path:
     config["storage"]["postgres"]["postgres_url"] = storage_url(settings)
     text = f"# Written by txmon from {DAGSTER_YAML.relative_to(REPO_ROOT)}; edit that file instead.\n"
     (home / "dagster.yaml").write_text(text + yaml.safe_dump(config, sort_keys=False))
-    os.environ.update(env)
     return home
+
+
+def open_instance(settings: Settings) -> DagsterInstance:
+    """The Dagster instance of these settings (the one the UI shows), its home laid out first."""
+    return DagsterInstance.from_config(str(dagster_home(settings)))
 
 
 def _manifest_stale() -> bool:
@@ -55,8 +60,7 @@ def _manifest_stale() -> bool:
 
 
 def prepare(settings: Settings) -> None:
-    """dbt's connection variables, and `dbt parse` when the manifest is missing or older than the project."""
-    apply_dbt_env(settings)
+    """`dbt parse` when the manifest is missing or older than the project."""
     if not _manifest_stale():
         return
     proc = run_dbt(settings, ["parse", "--quiet"], capture=True)

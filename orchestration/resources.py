@@ -9,7 +9,7 @@ from dagster import ConfigurableResource, SkipReason
 from dagster_dbt import DbtCliResource
 
 from txmon.core.db import refused
-from txmon.core.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from txmon.core.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR, profiles_dir
 from txmon.core.errors import first_line
 from txmon.core.settings import Settings
 
@@ -21,10 +21,10 @@ class TxmonResource(ConfigurableResource):
         return Settings.from_env()
 
 
-def dbt_resource() -> DbtCliResource:
+def dbt_resource(settings: Settings) -> DbtCliResource:
     return DbtCliResource(
         project_dir=str(DBT_PROJECT_DIR),
-        profiles_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(profiles_dir(settings)),
         dbt_executable=str(DBT_EXECUTABLE),
     )
 

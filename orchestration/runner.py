@@ -7,12 +7,12 @@ import getpass
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance
+from dagster import AssetKey, DagsterEventType
 
 from orchestration.definitions import build_definitions
 from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
 from orchestration.defs.dbt.refresh import JOB, run_config
-from orchestration.instance import OrchestrationError, dagster_home, prepare
+from orchestration.instance import OrchestrationError, open_instance, prepare
 from orchestration.partitions import partition_key
 from txmon.core.db import connect
 from txmon.core.dbt import dbt_vars, run_dbt, vars_arg
@@ -66,10 +66,9 @@ def _create_partitioned_tables(settings: Settings) -> None:
 def setup(settings: Settings):
     """Dagster home, dbt manifest, the reference assets (FX seed, staging view) and the mart tables."""
 
-    dagster_home(settings)
+    instance = open_instance(settings)
     prepare(settings)
     defs = build_definitions(settings)
-    instance = DagsterInstance.get()
     reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["stg", "stg_transactions"])]
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="setup") as conn:
         missing = {

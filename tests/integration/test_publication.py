@@ -9,10 +9,11 @@ from datetime import date
 import pytest
 
 from tests.integration.test_ingest import event, line
+from txmon.core import warehouse
+from txmon.core.checks import CheckOutcome
 from txmon.core.db import connect
 from txmon.core.dbt import dbt_vars, manifest, partitioned_tables, run_dbt, vars_arg
 from txmon.quality.publication import NotPublished, publish, slice_lock, slice_watermarks
-from txmon.quality.reconciliations import CheckOutcome
 
 DAY, REGION = date(2026, 11, 20), "EU"
 PASSED = [CheckOutcome("all_checks", True, "passed")]
@@ -144,3 +145,23 @@ def test_a_refresh_waits_for_the_slice_lock_and_then_publishes_what_it_checked(p
         )
     )
     assert checks and all(c["passed"] for c in checks.values())
+
+
+def test_reporting_tables_are_the_migrations_with_the_marts_columns(published):
+    """The migrations declare reporting's tables; publication creates none. Each has its mart's columns."""
+    platform = published
+
+    def shape(schema: str, table: str) -> list[tuple]:
+        return platform.query(
+            """SELECT column_name, format_type(atttypid, atttypmod) FROM information_schema.columns c
+               JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass
+                                  AND a.attname = c.column_name
+               WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position""",
+            (schema, table),
+        )
+
+    for table in ("suspicious_activity", "daily_settlements"):
+        assert shape("reporting", table) == shape("marts", table) != []
+    migrations = "".join(m.sql for m in warehouse.migrations())
+    assert "CREATE TABLE IF NOT EXISTS reporting.suspicious_activity" in migrations
+    assert "CREATE TABLE IF NOT EXISTS reporting.daily_settlements" in migrations

@@ -385,13 +385,10 @@ def cmd_status(args, settings) -> int:
 def cmd_prune(args, settings) -> int:
     from datetime import UTC
 
-    from dagster import DagsterInstance
-
     from orchestration.defs.maintenance.prune import prune_all
-    from orchestration.instance import dagster_home
+    from orchestration.instance import open_instance
 
-    dagster_home(settings)  # the instance the UI shows (its storage from the settings)
-    with DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:  # the instance the UI shows
         deleted = prune_all(settings, instance, datetime.now(UTC))
     for table, rows in deleted.items():
         print(f"{table:<36} {rows:>10,} deleted")
@@ -436,9 +433,11 @@ def cmd_backfill(args, settings) -> int:
 
 
 def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
+    from orchestration.instance import dagster_env
     from orchestration.runner import setup
 
-    setup(settings)  # DAGSTER_HOME, manifest, reference models, mart tables (sets os.environ)
+    setup(settings)  # DAGSTER_HOME, manifest, reference models, mart tables
+    env = {**os.environ, **dagster_env(settings)}
     bin_dir = Path(sys.executable).parent
     log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -446,11 +445,13 @@ def _dagster_processes(settings, port: int) -> list[subprocess.Popen]:
     return [
         subprocess.Popen(
             [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
+            env=env,
             stdout=open(log_dir / "webserver.log", "ab"),
             stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(
             [str(bin_dir / "dagster-daemon"), "run", *module],
+            env=env,
             stdout=open(log_dir / "daemon.log", "ab"),
             stderr=subprocess.STDOUT,
         ),

@@ -47,7 +47,7 @@ def private_dir(path: Path, mode: int = 0o700) -> Path:
     return path
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` with mode 0600 atomically (readers see the old or the new file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,7 +99,7 @@ def ensure(settings: Settings) -> None:
         for role in GENERATED:
             path = settings.secrets_dir / FILES[role]
             if not path.exists() and not (role is Role.ADMIN and settings.pg_password):
-                _write_private(path, secrets.token_urlsafe(24) + "\n")
+                write_private(path, secrets.token_urlsafe(24) + "\n")
     lines = []
     for role in Role:
         value = password(settings, role)
@@ -112,4 +112,4 @@ def ensure(settings: Settings) -> None:
     except FileNotFoundError:
         current = None
     if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
-        _write_private(passfile, text)
+        write_private(passfile, text)

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from txmon.core import credentials
 from txmon.core.db import connect
 from txmon.core.settings import REPO_ROOT, Role, Settings
 
@@ -98,35 +100,31 @@ def _topological(manifest: dict) -> list[str]:
     return order
 
 
-# work_mem of the analytical sessions (dbt's models and tests, the reconciliations): a region-day's
-# sort by transaction (10M events: about 1.5 GB) otherwise spills to disk in small runs.
-ANALYTICAL_WORK_MEM = "256MB"
-
-
-def dbt_env(settings: Settings) -> dict[str, str]:
-    """The environment dbt's profiles.yml reads (TXMON_DBT_*): the warehouse as the transformation role."""
+def profiles_dir(settings: Settings) -> Path:
+    """The directory of the profiles.yml txmon's own dbt runs use (the CLI's and in-process), written
+    from the settings into the private state directory: the home database as the transformation role,
+    its password from the secrets. dbt reads no connection setting from the environment."""
     parts = conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))
-    return {
-        "PGOPTIONS": f"-c work_mem={ANALYTICAL_WORK_MEM}",
-        "TXMON_DBT_HOST": str(parts.get("host", "127.0.0.1")),
-        "TXMON_DBT_PORT": str(parts.get("port", 5432)),
-        "TXMON_DBT_USER": str(parts.get("user", "")),
-        "TXMON_DBT_PASSWORD": "",  # libpq reads the transformation role's password from the passfile
-        "PGPASSFILE": str(settings.passfile),
-        # TLS and other connection settings of the URL reach dbt through libpq's environment.
-        **{
-            f"PG{key.upper()}": str(parts[key])
-            for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl")
-            if key in parts
-        },
-        "TXMON_DBT_DBNAME": str(parts.get("dbname", "")),
-        "DBT_PROFILES_DIR": str(DBT_PROJECT_DIR),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    target = {
+        "type": "postgres",
+        "host": str(parts.get("host", "127.0.0.1")),
+        "port": int(parts.get("port", 5432)),
+        "user": str(parts.get("user", "")),
+        "password": credentials.password(settings, Role.TRANSFORM) or "",
+        "dbname": str(parts.get("dbname", "")),
+        "schema": "public",
+        "threads": 2,
+        "connect_timeout": 10,
+        # TLS settings of the URL (the others a URL may carry do not reach dbt-postgres).
+        **{key: str(parts[key]) for key in ("sslmode", "sslrootcert", "sslcert", "sslkey") if key in parts},
     }
-
-
-def apply_dbt_env(settings: Settings) -> None:
-    os.environ.update(dbt_env(settings))
+    profile = {"txmon": {"target": "warehouse", "outputs": {"warehouse": target}}}
+    text = "# Written by txmon from its settings (txmon/core/dbt.py); do not edit.\n" + yaml.safe_dump(profile)
+    directory = credentials.private_dir(settings.state_dir / "dbt")
+    path = directory / "profiles.yml"
+    if not path.exists() or path.read_text() != text:
+        credentials.write_private(path, text)
+    return directory
 
 
 def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
@@ -134,7 +132,7 @@ def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> su
     return subprocess.run(
         [str(DBT_EXECUTABLE), *args],
         cwd=DBT_PROJECT_DIR,
-        env={**os.environ, **dbt_env(settings)},
+        env={**os.environ, "DBT_PROFILES_DIR": str(profiles_dir(settings))},
         capture_output=capture,
         text=True,
     )
@@ -206,7 +204,7 @@ class InProcessDbt:
         self._manifest = None
         self._lock = threading.Lock()
 
-    def _args(self, args: list[str]) -> list[str]:
+    def _args(self, settings: Settings, args: list[str]) -> list[str]:
         return [
             # Results are reported by the caller (txmon.quality.refresh): nothing on the console,
             # errors in the log file.
@@ -218,7 +216,7 @@ class InProcessDbt:
             "--project-dir",
             str(DBT_PROJECT_DIR),
             "--profiles-dir",
-            str(DBT_PROJECT_DIR),
+            str(profiles_dir(settings)),
             "--target-path",
             str(self.TARGET),
             "--log-path",
@@ -232,9 +230,8 @@ class InProcessDbt:
         return importlib.import_module("dbt.cli.main").dbtRunner
 
     def _parse(self, settings: Settings) -> None:
-        apply_dbt_env(settings)
         if self._manifest is None:
-            parsed = self._runner()().invoke(self._args(["parse"]))
+            parsed = self._runner()().invoke(self._args(settings, ["parse"]))
             if not parsed.success:
                 raise RuntimeError(f"dbt parse failed: {parsed.exception}")
             self._manifest = parsed.result
@@ -243,4 +240,4 @@ class InProcessDbt:
         """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
         with self._lock:
             self._parse(settings)
-            return self._runner()(manifest=self._manifest).invoke(self._args(args))
+            return self._runner()(manifest=self._manifest).invoke(self._args(settings, args))

@@ -40,42 +40,27 @@ class Publication:
     rows: int
 
 
-def _ensure_table(conn, source: Table) -> list[str]:
-    """reporting.<table> shaped like its mart (columns added when the mart gained some)."""
-    table, date_column = source.name, source.date_column
-    conn.execute(
-        sql.SQL("CREATE TABLE IF NOT EXISTS reporting.{t} (LIKE {s}.{t})").format(
-            t=sql.Identifier(table), s=sql.Identifier(source.schema)
-        )
-    )
-    conn.execute(
-        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON reporting.{t} ({d}, region)").format(
-            i=sql.Identifier(f"{table}__{date_column}__region"), t=sql.Identifier(table), d=sql.Identifier(date_column)
-        )
-    )
-    columns = {
+def _columns(conn, source: Table) -> list[str]:
+    """The mart's columns, each of which reporting.<table> (declared by the migrations) must have."""
+    found = {
         schema: [
-            (name, kind)
-            for name, kind in conn.execute(
-                """SELECT column_name, format_type(atttypid, atttypmod)
-                   FROM information_schema.columns c
-                   JOIN pg_attribute a ON a.attrelid = format('%%I.%%I', c.table_schema, c.table_name)::regclass
-                                      AND a.attname = c.column_name
+            name
+            for (name,) in conn.execute(
+                """SELECT column_name FROM information_schema.columns
                    WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position""",
-                (schema, table),
+                (schema, source.name),
             )
         ]
         for schema in (source.schema, "reporting")
     }
-    present = {name for name, _ in columns["reporting"]}
-    for name, kind in columns[source.schema]:
-        if name not in present:
-            conn.execute(
-                sql.SQL("ALTER TABLE reporting.{t} ADD COLUMN {c} " + kind).format(
-                    t=sql.Identifier(table), c=sql.Identifier(name)
-                )
-            )
-    return [name for name, _ in columns[source.schema]]
+    if not found["reporting"]:
+        raise NotPublished(f"reporting.{source.name} does not exist: its migration declares it (`txmon migrate`)")
+    missing = [name for name in found[source.schema] if name not in found["reporting"]]
+    if missing:
+        raise NotPublished(
+            f"reporting.{source.name} lacks the mart's column(s) {', '.join(missing)}: add them in a migration"
+        )
+    return found[source.schema]
 
 
 # model -> (processed_until, built_at): what the slice's last build of the model processed, and when
@@ -181,7 +166,7 @@ def publish(
 def _copy(conn, source: Table, day: date, region: str) -> int:
     """Replace the slice of reporting.<table> with the mart's; the number of rows copied."""
     date_column = sql.Identifier(source.date_column)
-    columns = sql.SQL(", ").join(map(sql.Identifier, _ensure_table(conn, source)))
+    columns = sql.SQL(", ").join(map(sql.Identifier, _columns(conn, source)))
     target = sql.SQL("reporting.{}").format(sql.Identifier(source.name))
     conn.execute(
         sql.SQL("DELETE FROM {t} WHERE {d} = %s AND region = %s").format(t=target, d=date_column), (day, region)

@@ -23,7 +23,6 @@ from txmon.core import fx
 from txmon.core import kafka as kafka_clients
 from txmon.core.checks import CheckOutcome, sampled
 from txmon.core.db import connect
-from txmon.core.dbt import ANALYTICAL_WORK_MEM
 from txmon.core.settings import Role, Settings
 
 # Each transaction with an event in the slice (the day as a half-open range on event_time, so
@@ -123,7 +122,6 @@ def settlements_reconcile(
     as_of, the build's run clock), to the cent."""
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         expected = {currency: (n, s, v) for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)}
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         actual = {
@@ -218,7 +216,6 @@ def suspicious_complete(
         "since": _bound(since, "-infinity"),
     }
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        conn.execute(f"SET work_mem = '{ANALYTICAL_WORK_MEM}'")
         query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
         expected = {tx for (tx,) in conn.execute(query, params)}
     with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
