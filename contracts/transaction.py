@@ -95,7 +95,8 @@ def _amount(value: object) -> Decimal:
         raise InvalidEvent(f"amount must be greater than 0, got {quoted(value)}")
     if amount >= MAX_AMOUNT:
         raise InvalidEvent(f"amount must be less than 10^12, got {quoted(value)}")
-    if amount.as_tuple().exponent < AMOUNT_EXPONENT:
+    exponent = amount.as_tuple().exponent  # an int: the amount is finite ("n", "N", "F" are NaN and infinity)
+    if isinstance(exponent, int) and exponent < AMOUNT_EXPONENT:
         raise InvalidEvent(f"amount {quoted(value)} has more than 4 fractional digits")
     return amount
 
@@ -189,7 +190,8 @@ class EventValidator:
         self._kept = CONTRACT_FIELDS | frozenset(extra_fields)
 
     def _schema_reason(self, exc: fastjsonschema.JsonSchemaValueException, event: dict) -> str:
-        field = _field(exc.name)
+        name = exc.name or ""  # always set by the compiled validator (the library types it optional)
+        field = _field(name)
         if exc.rule == "required":
             missing = [f for f in exc.rule_definition if f not in event]
             return f"missing required field(s): {', '.join(missing)}"
@@ -203,7 +205,7 @@ class EventValidator:
         if field == "event_time" and isinstance(exc.value, str):
             _event_time(exc.value)  # raises with a precise reason for impossible dates
             return f"event_time {quoted(exc.value)} is not an RFC 3339 date-time with an offset"
-        return f"{field}: {exc.message.removeprefix(exc.name + ' ').removeprefix('data ')}"[:300]
+        return f"{field}: {exc.message.removeprefix(name + ' ').removeprefix('data ')}"[:300]
 
     def _in_window(self, moment: datetime, text: str) -> date:
         day = moment.date()

@@ -30,9 +30,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from ingestion import positions as position_checks
 from ingestion.positions import PositionError, Source
@@ -45,6 +47,7 @@ from txmon.core.settings import Role, Settings
 from txmon.core.warehouse import require_migrated
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # PostgreSQL failures that are no message's fault and pass: retried from the stored positions.
 PG_TRANSIENT = (
@@ -170,7 +173,7 @@ class IngestReport:
         }
 
 
-def produced_at(msg) -> datetime | None:
+def produced_at(msg: KafkaMessage) -> datetime | None:
     """The message's Kafka timestamp (UTC), or None when it has none."""
     return kafka_timestamp(*msg.timestamp())
 
@@ -210,7 +213,7 @@ class Ingestor:
         self.assigned: list[int] = []
         self.source = Source(None, None)
         self._source_checked = 0.0
-        self._quarantine_producer = None
+        self._quarantine_producer: Producer | None = None
         self.consumer = kafka_clients.consumer(
             settings,
             **{
@@ -229,7 +232,7 @@ class Ingestor:
         self._retrying(self._start)
 
     # ---------------------------------------------------------------- outages
-    def _retrying(self, action: Callable[[], object]):
+    def _retrying(self, action: Callable[[], T]) -> T:
         """Run ``action`` until it gets through an outage of PostgreSQL or Kafka (or the budget ends).
 
         After a PostgreSQL failure the sinks are reopened before the next attempt."""
@@ -303,7 +306,8 @@ class Ingestor:
         per_sink = [sink.load_positions(partitions) for sink in self.sinks]
         for p in partitions:
             stored = [s[p] for s in per_sink]
-            positions[p] = None if any(v is None for v in stored) else min(stored)
+            known = [v for v in stored if v is not None]
+            positions[p] = min(known) if len(known) == len(stored) else None
         return positions
 
     def _verify(self, stored: dict[int, int | None]) -> None:
@@ -325,14 +329,14 @@ class Ingestor:
         positions = self._positions(partitions)
         self._verify(positions)
         return [
-            TopicPartition(self.topic, p, OFFSET_BEGINNING if positions[p] is None else positions[p])
+            TopicPartition(self.topic, p, OFFSET_BEGINNING if (position := positions[p]) is None else position)
             for p in partitions
         ]
 
     def _start(self) -> None:
         if self.group:
 
-            def on_assign(consumer, tps):
+            def on_assign(consumer: Consumer, tps: list[TopicPartition]) -> None:
                 self.assigned = sorted(tp.partition for tp in tps)
                 self._rebalanced = True
                 try:
@@ -342,7 +346,7 @@ class Ingestor:
                     consumer.pause(tps)
                     self._held = exc if isinstance(exc, PositionError) else True
 
-            def on_revoke(consumer, tps):
+            def on_revoke(consumer: Consumer, tps: list[TopicPartition]) -> None:
                 self.assigned = []
                 self._rebalanced = True
                 consumer.unassign()
@@ -426,7 +430,8 @@ class Ingestor:
                 if err is not None:
                     self._kafka_error(err)
                     continue
-                m = to_message(validator, msg.partition(), msg.offset(), msg.key(), msg.value(), produced_at(msg))
+                # A consumed message without an error has a partition and an offset (typed optional by the library).
+                m = to_message(validator, msg.partition(), msg.offset(), msg.key(), msg.value(), produced_at(msg))  # type: ignore[arg-type]
                 size += m.size
                 batch.append(m)
         if batch:
@@ -448,8 +453,8 @@ class Ingestor:
             )
         except KafkaException:
             pass  # only for Kafka's own lag tools: PostgreSQL holds the positions
-        rejected = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
-        rejected = [(m, reason) for m, reason in rejected if reason is not None]
+        reasons = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
+        rejected = [(m, reason) for m, reason in reasons if reason is not None]
         if not rejected:
             return
         # Best effort, after the commit: the table is the record; the topic lets producers listen.
@@ -482,7 +487,8 @@ class Ingestor:
         positions = self._positions(self.assigned)
         for p in self.assigned:
             low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10, cached=False)
-            if (positions[p] if positions[p] is not None else low) < high:
+            position = positions[p]
+            if (position if position is not None else low) < high:
                 return False
         return True
 
@@ -501,7 +507,7 @@ class Ingestor:
         *,
         until_idle: bool = False,
         max_seconds: float | None = None,
-        on_batch=None,
+        on_batch: Callable[[BatchResult], object] | None = None,
     ) -> IngestReport:
         """Land batches until stopped, until caught up (``until_idle``) or ``max_seconds`` passed.
 
@@ -515,7 +521,7 @@ class Ingestor:
         report = IngestReport()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-land") as lander:
-            landing: tuple[list[Message], Future] | None = None
+            landing: tuple[list[Message], Future[BatchResult]] | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if self._held and landing is None:
                     held, self._held = self._held, False
@@ -554,7 +560,12 @@ class Ingestor:
         report.outages = self.pg.outages + self.kafka.outages
         return report
 
-    def _finish(self, landing: tuple[list[Message], Future], report: IngestReport, on_batch) -> bool:
+    def _finish(
+        self,
+        landing: tuple[list[Message], Future[BatchResult]],
+        report: IngestReport,
+        on_batch: Callable[[BatchResult], object] | None,
+    ) -> bool:
         """Wait for a batch's commit and account for it; False when it was not written (or not known to be)."""
         batch, future = landing
         try:

@@ -23,7 +23,7 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     lag: dict[int, int] = {}
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.INGEST), autocommit=True, purpose="lag") as conn:
-            stored = dict(
+            stored: dict[int, int] = dict(
                 conn.execute(
                     'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s', (settings.topic,)
                 ).fetchall()

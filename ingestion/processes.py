@@ -122,7 +122,9 @@ def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
     outputs: list[str] = [""] * len(children)
 
     def collect(i: int) -> None:
-        outputs[i] = children[i].stdout.read()
+        stdout = children[i].stdout
+        assert stdout is not None  # stdout=PIPE
+        outputs[i] = stdout.read()
 
     readers = [threading.Thread(target=collect, args=(i,), daemon=True) for i in range(len(children))]
     for r in readers:

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING, cast
 
 import psycopg
 from psycopg import postgres
@@ -145,6 +146,14 @@ class Message:
         return len(self.value or b"") + len(self.key or b"")
 
 
+if TYPE_CHECKING:
+
+    class ValidMessage(Message):
+        """For the type checker only: a Message whose event is set, as the sink lands them."""
+
+        event: Transaction
+
+
 @dataclass
 class BatchResult:
     landed: int = 0
@@ -226,7 +235,7 @@ class WarehouseSink:
             'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s AND "partition" = ANY(%s)',
             (self.topic, list(partitions)),
         ).fetchall()
-        stored = dict(rows)
+        stored: dict[int, int] = dict(rows)
         self.next_offsets = {p: stored.get(p) for p in partitions}
         return dict(self.next_offsets)
 
@@ -254,7 +263,7 @@ class WarehouseSink:
             'WHERE topic = %s AND "partition" = ANY(%s) ORDER BY "partition" FOR UPDATE',
             (self.topic, list(partitions)),
         ).fetchall()
-        stored = dict(rows)
+        stored: dict[int, int] = dict(rows)
         moved = [p for p in partitions if stored.get(p) != self.next_offsets.get(p)]
         if moved:
             raise OffsetConflict(f"partitions {moved} of {self.topic} were advanced by another worker")
@@ -275,7 +284,9 @@ class WarehouseSink:
                 raise
             return self._land(messages, source, refused)
 
-    def _mine(self, messages: Sequence[Message], refused: dict, result: BatchResult) -> tuple[list, list]:
+    def _mine(
+        self, messages: Sequence[Message], refused: dict[tuple[int, int], str], result: BatchResult
+    ) -> tuple[list[ValidMessage], list[tuple[Message, str]]]:
         """This database's share of the batch: (events to land, messages to quarantine), offsets noted."""
         mine: list[Message] = []
         rejected: list[tuple[Message, str]] = []
@@ -297,8 +308,9 @@ class WarehouseSink:
                         rejected.append((m, reason))
                         result.refused[(m.partition, m.offset)] = reason
             elif self.home:
+                assert m.reason is not None  # a message without an event has its reason
                 rejected.append((m, m.reason))
-        return mine, rejected
+        return cast("list[ValidMessage]", mine), rejected  # each one with its event
 
     def _land(self, messages: Sequence[Message], source: tuple, refused: dict) -> BatchResult:
         result = BatchResult()
@@ -332,10 +344,12 @@ class WarehouseSink:
         Bisects the batch over COPYs into the session's scratch table (same column types as
         staging.transactions), each in a savepoint; nothing is kept.
         """
-        candidates = [m for m in messages if m.event is not None and m.event.region in self.regions]
+        candidates = cast(  # each one with its event
+            "list[ValidMessage]", [m for m in messages if m.event is not None and m.event.region in self.regions]
+        )
         refused: dict[tuple[int, int], str] = {}
 
-        def probe(part: list[Message]) -> None:
+        def probe(part: list[ValidMessage]) -> None:
             try:
                 with self.conn.transaction():
                     self._copy_events(f"COPY landing ({COLUMN_LIST}) FROM STDIN (FORMAT BINARY)", part)
@@ -355,10 +369,10 @@ class WarehouseSink:
             probe(candidates)
         return refused
 
-    def _land_events(self, mine: Sequence[Message]) -> tuple[list[Message], list[Message], set]:
+    def _land_events(self, mine: Sequence[ValidMessage]) -> tuple[list[ValidMessage], list[ValidMessage], set]:
         """Store the events once each: (landed, duplicates (recorded as such), the batch's identities)."""
-        fresh: list[Message] = []
-        duplicates: list[Message] = []
+        fresh: list[ValidMessage] = []
+        duplicates: list[ValidMessage] = []
         recent = self._recent
         seen: set = set()
         for m in mine:
@@ -393,7 +407,7 @@ class WarehouseSink:
                     )
         return landed, duplicates, seen
 
-    def _copy_identities(self, messages: Sequence[Message]) -> None:
+    def _copy_identities(self, messages: Sequence[ValidMessage]) -> None:
         topic = self.topic
         with (
             self.conn.cursor() as cur,
@@ -418,7 +432,7 @@ class WarehouseSink:
             for m in messages:
                 copy.write_row((topic, m.partition, m.offset, m.value))
 
-    def _copy_events(self, statement: str, messages: Sequence[Message]) -> None:
+    def _copy_events(self, statement: str, messages: Sequence[ValidMessage]) -> None:
         """Binary COPY of the events: raw_event takes the message bytes as they are (see RawJsonbDumper),
         or the event without its extra fields not on the allow-list."""
         topic = self.topic
@@ -446,7 +460,7 @@ class WarehouseSink:
                     )
                 )
 
-    def _land_via_scratch(self, messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:
+    def _land_via_scratch(self, messages: Sequence[ValidMessage]) -> tuple[list[ValidMessage], list[ValidMessage]]:
         """The careful way: scratch table, new identities only, then their events; (landed, already stored)."""
         with self.conn.cursor() as cur:
             cur.execute("TRUNCATE landing")

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict
@@ -178,12 +179,13 @@ def dbt_vars(
 def slice_processed_before(settings: Settings, day: date, region: str) -> bool:
     """Whether every incremental model has processed this slice before (a new_data run needs that)."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
-        count = conn.execute(
+        row = conn.execute(
             "SELECT count(*) FROM intermediate.slice_watermarks WHERE slice_date = %s AND region = %s"
             " AND model = ANY(%s)",
             (day, region, list(NEW_DATA_MODELS)),
-        ).fetchone()[0]
-    return count >= len(NEW_DATA_MODELS)
+        ).fetchone()
+    assert row is not None  # an aggregate: always one row
+    return row[0] >= len(NEW_DATA_MODELS)
 
 
 def vars_arg(variables: dict) -> list[str]:
@@ -200,7 +202,7 @@ class InProcessDbt:
 
     TARGET = DBT_PROJECT_DIR / "target" / "in_process"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._manifest = None
         self._lock = threading.Lock()
 
@@ -224,9 +226,10 @@ class InProcessDbt:
         ]
 
     @staticmethod
-    def _runner():
+    def _runner() -> Any:
         """dbt's runner class, loaded on first use: importing the code location must not load dbt
-        (seconds of start-up for every process that only lists definitions)."""
+        (seconds of start-up for every process that only lists definitions). Typed Any: dbt's own
+        types are not imported either."""
         return importlib.import_module("dbt.cli.main").dbtRunner
 
     def _parse(self, settings: Settings) -> None:
@@ -236,7 +239,7 @@ class InProcessDbt:
                 raise RuntimeError(f"dbt parse failed: {parsed.exception}")
             self._manifest = parsed.result
 
-    def invoke(self, settings: Settings, args: list[str]):
+    def invoke(self, settings: Settings, args: list[str]) -> Any:
         """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
         with self._lock:
             self._parse(settings)

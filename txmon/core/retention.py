@@ -164,7 +164,9 @@ def prune_dagster(settings: Settings, cutoff: datetime) -> dict[str, int]:
     """Dagster's check evaluations and old sensor-reported materializations before ``cutoff``."""
     params = {"cutoff": cutoff.astimezone(UTC).replace(tzinfo=None), "n": BATCH_ROWS, "check_types": CHECK_EVENT_TYPES}
     with _session(settings.dagster_dsn) as conn:
-        if conn.execute("SELECT to_regclass('asset_check_executions') IS NULL").fetchone()[0]:
+        row = conn.execute("SELECT to_regclass('asset_check_executions') IS NULL").fetchone()
+        assert row is not None  # a SELECT without FROM: always one row
+        if row[0]:
             return {}  # no Dagster instance has used this database yet
         deleted: Counter = Counter()
         for table, statement in DAGSTER:

@@ -80,7 +80,9 @@ def require_migrated(dsn: str) -> None:
     latest = migrations()[-1].version
     try:
         with connect(dsn, autocommit=True, purpose="schema-check") as conn:
-            current = conn.execute("SELECT max(version) FROM txmon.schema_migrations").fetchone()[0] or 0
+            row = conn.execute("SELECT max(version) FROM txmon.schema_migrations").fetchone()
+            assert row is not None  # an aggregate: always one row
+            current = row[0] or 0
     except psycopg.errors.UndefinedTable:
         current = 0
     if current < latest:
