@@ -13,15 +13,16 @@ run: bootstrap
 	@.venv/bin/txmon run $(ARGS)
 
 test: services-up
-	@.venv/bin/ruff check .
+	@$(MAKE) --no-print-directory lint
 	@.venv/bin/pytest
 
 # Benchmarks (bench/): ingest vs the COPY limit, freshness at 10k tx/s, settlement at scale, scaling.
 bench: services-up
 	@.venv/bin/txmon bench $(ARGS)
 
+# What pre-commit runs (.pre-commit-config.yaml): ruff check and format, import-linter, mypy, sqlfluff.
 lint: bootstrap
-	@.venv/bin/ruff check .
+	@.venv/bin/pre-commit run --all-files --show-diff-on-failure
 
 # Re-record tests/unit/snapshots/code_location.json after an intended change of the code location.
 update-snapshot: bootstrap

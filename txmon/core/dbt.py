@@ -109,7 +109,7 @@ def profiles_dir(settings: Settings) -> Path:
     target = {
         "type": "postgres",
         "host": str(parts.get("host", "127.0.0.1")),
-        "port": int(parts.get("port", 5432)),
+        "port": int(str(parts.get("port", 5432))),
         "user": str(parts.get("user", "")),
         "password": credentials.password(settings, Role.TRANSFORM) or "",
         "dbname": str(parts.get("dbname", "")),
