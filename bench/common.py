@@ -1,10 +1,8 @@
-"""What every benchmark section shares.
-
-The benchmarks run against the local services (`txmon services up`) but never touch the platform's
-own data: they use their own databases (``txmon_bench``, ``dagster_bench``) and topics (``bench.*``),
-set through the same ``TXMON_*`` variables every txmon process reads, so the ``txmon`` commands they
-start as subprocesses are configured exactly like the in-process code.
-"""
+"""What every benchmark section shares."""
+# The benchmarks run against the local services (`txmon services up`) but never touch the platform's own data: they use
+# their own databases (``txmon_bench``, ``dagster_bench``) and topics (``bench.*``), set through the same ``TXMON_*``
+# variables every txmon process reads, so the ``txmon`` commands they start as subprocesses are configured exactly like
+# the in-process code.
 
 from __future__ import annotations
 

@@ -1,18 +1,15 @@
-"""Freshness under load: the platform live (`txmon dagster`: webserver, daemon, sensors), payments
-at a steady rate.
-
-Per event landed in the measured window: landing delay = ``ingested_at - produced_at`` (the
-statement time of the landing transaction minus the Kafka message timestamp, both this machine's
-clock). Per over-threshold transaction produced in the window: the delay from its first event's
-produce time to the moment its row was first seen in ``reporting.suspicious_activity`` (checked and
-published; polled every second). Consumer lag sampled every second. Run with the Dagster sensor
-landing (``sensor``) and with a standalone `txmon ingest` worker (``worker``, the sensor then only
-reports). A run that lands nothing, or in which no over-threshold transaction is produced, fails.
-
-Late data (``late``): the platform live and idle, events for 9 closed region-days (3 days x 3
-regions) are produced at once; per partition, the delay from its last event landing to both of its
-`reporting` tables published (reporting.published_partitions), every check passed.
-"""
+"""Freshness under load: the platform live (`txmon dagster`: webserver, daemon, sensors), payments at a steady rate;
+and late data: how soon the partitions of closed region-days are published once their events land."""
+# Per event landed in the measured window: landing delay = ``ingested_at - produced_at`` (the statement time of the
+# landing transaction minus the Kafka message timestamp, both this machine's clock). Per over-threshold transaction
+# produced in the window: the delay from its first event's produce time to the moment its row was first seen in
+# ``reporting.suspicious_activity`` (checked and published; polled every second). Consumer lag sampled every second. Run
+# with the Dagster sensor landing (``sensor``) and with a standalone `txmon ingest` worker (``worker``, the sensor then
+# only reports). A run that lands nothing, or in which no over-threshold transaction is produced, fails.
+#
+# Late data (``late``): the platform live and idle, events for 9 closed region-days (3 days x 3 regions) are produced at
+# once; per partition, the delay from its last event landing to both of its `reporting` tables published
+# (reporting.published_partitions), every check passed.
 
 from __future__ import annotations
 

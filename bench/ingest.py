@@ -1,13 +1,11 @@
-"""Ingest throughput: `txmon ingest --until-idle` over a preloaded topic, against two baselines.
-
-- txmon: N generated events preloaded on the topic, then `txmon ingest --until-idle` as its own
-  process; events/s from its first poll to its last commit, and its peak resident memory.
-- COPY limit: the rows txmon landed, already serialised (COPY text), COPYed in one statement into an
-  identical empty table (same columns, partitions, primary key and BRIN indexes). No parsing, no
-  validation, no Kafka: what PostgreSQL itself can take on this machine.
-- naive: the consumer people write first: per message parse and validate (the same validator),
-  then one INSERT ... ON CONFLICT DO NOTHING and one commit, on a sample of the same messages.
-"""
+"""Ingest throughput: `txmon ingest --until-idle` over a preloaded topic, against two baselines."""
+# - txmon: N generated events preloaded on the topic, then `txmon ingest --until-idle` as its own process; events/s from
+#   its first poll to its last commit, and its peak resident memory.
+# - COPY limit: the rows txmon landed, already serialised (COPY text), COPYed in one statement into an identical empty
+#   table (same columns, partitions, primary key and BRIN indexes). No parsing, no validation, no Kafka: what PostgreSQL
+#   itself can take on this machine.
+# - naive: the consumer people write first: per message parse and validate (the same validator), then one INSERT ... ON
+#   CONFLICT DO NOTHING and one commit, on a sample of the same messages.
 
 from __future__ import annotations
 

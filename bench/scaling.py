@@ -1,9 +1,7 @@
-"""Scaling curve: ingest events/s with 1, 2 and 4 topic partitions, by 1 and 2 ingest processes.
-
-A partition is consumed by one process at a time, so partitions bound the parallelism: each
-configuration gets its own topic, preloaded with the same generated events, landed from an
-empty staging by `txmon ingest --until-idle --processes W`.
-"""
+"""Scaling curve: ingest events/s with 1, 2 and 4 topic partitions, by 1 and 2 ingest processes."""
+# A partition is consumed by one process at a time, so partitions bound the parallelism: each configuration gets its own
+# topic, preloaded with the same generated events, landed from an empty staging by `txmon ingest --until-idle
+# --processes W`.
 
 from __future__ import annotations
 

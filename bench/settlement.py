@@ -1,17 +1,14 @@
-"""Settlement at scale: one region-day of 10,000,000 events, and a 7-day x 3-region backfill.
-
-The events are generated inside PostgreSQL straight into ``staging.transactions`` (this section
-measures the marts and their checks, not ingestion; 10M events through Kafka would take minutes
-before the clock starts). They look like the stream: random UUIDs, log-normal amounts in the
-region's currencies, 60% pending then settled (92%) or failed, 35% settled, 5% failed, ~0.5%
-flagged, Kafka coordinates unique per event.
-
-- mart: `dbt run` of the settlements path (int_transactions_latest -> fct_daily_settlements) for
-  the slice, as the Dagster asset runs it;
-- mart + checks: `txmon materialize --date D --region R` (every asset of the partition through
-  Dagster: both marts, every blocking check, publication to reporting);
-- backfill: `txmon backfill --from D1 --to D7` over every region.
-"""
+"""Settlement at scale: one region-day of 10,000,000 events, and a 7-day x 3-region backfill."""
+# The events are generated inside PostgreSQL straight into ``staging.transactions`` (this section measures the marts and
+# their checks, not ingestion; 10M events through Kafka would take minutes before the clock starts). They look like the
+# stream: random UUIDs, log-normal amounts in the region's currencies, 60% pending then settled (92%) or failed, 35%
+# settled, 5% failed, ~0.5% flagged, Kafka coordinates unique per event.
+#
+# - mart: `dbt run` of the settlements path (int_transactions_latest -> fct_daily_settlements) for the slice, as the
+#   Dagster asset runs it;
+# - mart + checks: `txmon materialize --date D --region R` (every asset of the partition through Dagster: both marts,
+#   every blocking check, publication to reporting);
+# - backfill: `txmon backfill --from D1 --to D7` over every region.
 
 from __future__ import annotations
 

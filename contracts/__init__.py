@@ -1,8 +1,6 @@
-"""The transaction event contract: ``transaction.schema.json`` is its single source.
-
-Validation (ingestion), the synthetic generator and the docs all read that file. The deployment's
-configured regions and currencies replace the schema's default enums at load time.
-"""
+"""The transaction event contract: ``transaction.schema.json`` is its single source."""
+# Validation (ingestion), the synthetic generator and the docs all read that file. The deployment's configured regions
+# and currencies replace the schema's default enums at load time.
 
 from __future__ import annotations
 

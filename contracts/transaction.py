@@ -1,24 +1,22 @@
-"""Validate one Kafka message against the transaction contract.
-
-``EventValidator.parse`` turns the raw bytes of a message into a typed ``Transaction`` or raises
-``InvalidEvent`` with a reason a person can read. The JSON Schema does the structural checks; what
-JSON Schema cannot say exactly is checked here, after it:
-
-- money is decimal, read from the message's text, never through a float;
-- ``event_time`` is a real instant that Python and PostgreSQL can both hold, not further in the
-  future than the allowed clock skew and not before the first partition day;
-- the whole message is JSON that PostgreSQL's ``jsonb`` stores as it is: no NUL character, no
-  number outside PostgreSQL's ``numeric`` range, at most ``MAX_NESTING`` levels of arrays and
-  objects, at most ``MAX_MESSAGE_BYTES`` bytes.
-
-Extra fields (beyond the contract's) are kept with the event only when the deployment allows them
-(``extra_fields``): an event carrying others gets ``raw_event``, the JSON to keep instead of the
-message, with the contract's fields and the allowed ones only, numbers exactly as sent. The common
-event, with no other field, keeps ``raw_event`` None and costs one set comparison.
-
-What this module accepts, every later stage can store and compute with: the ingestion sink still
-quarantines, with PostgreSQL's own words, anything the database refuses that got past these rules.
-"""
+"""Validate one Kafka message against the transaction contract."""
+# ``EventValidator.parse`` turns the raw bytes of a message into a typed ``Transaction`` or raises ``InvalidEvent`` with
+# a reason a person can read. The JSON Schema does the structural checks; what JSON Schema cannot say exactly is checked
+# here, after it:
+#
+# - money is decimal, read from the message's text, never through a float;
+# - ``event_time`` is a real instant that Python and PostgreSQL can both hold, not further in the future than the
+#   allowed clock skew and not before the first partition day;
+# - the whole message is JSON that PostgreSQL's ``jsonb`` stores as it is: no NUL character, no number outside
+#   PostgreSQL's ``numeric`` range, at most ``MAX_NESTING`` levels of arrays and objects, at most ``MAX_MESSAGE_BYTES``
+#   bytes.
+#
+# Extra fields (beyond the contract's) are kept with the event only when the deployment allows them (``extra_fields``):
+# an event carrying others gets ``raw_event``, the JSON to keep instead of the message, with the contract's fields and
+# the allowed ones only, numbers exactly as sent. The common event, with no other field, keeps ``raw_event`` None and
+# costs one set comparison.
+#
+# What this module accepts, every later stage can store and compute with: the ingestion sink still quarantines, with
+# PostgreSQL's own words, anything the database refuses that got past these rules.
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""What landed since a cursor: the committed micro-batches, summed per region x day slice.
-
-Read by orchestration to report which staging partitions changed, whether the landing was done
-by the Dagster sensor itself or by standalone workers.
-"""
+"""What landed since a cursor: the committed micro-batches, summed per region x day slice."""
+# Read by orchestration to report which staging partitions changed, whether the landing was done by the Dagster sensor
+# itself or by standalone workers.
 
 from __future__ import annotations
 

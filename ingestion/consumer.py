@@ -1,22 +1,18 @@
-"""The Kafka side of ingestion: consume micro-batches, validate, hand them to the sinks.
-
-The consumer's position comes from PostgreSQL (``staging.kafka_offsets``), never from Kafka's
-committed offsets: partitions are assigned explicitly (all of the topic, or a given subset, for
-static scale-out) or through a consumer group whose assignments are seeked to the stored
-positions. Offsets are committed to Kafka too, after the database commit, only so that Kafka's
-tools show the lag.
-
-Outages: a lost PostgreSQL connection (a restart, a fail-over, a terminated backend, a timeout)
-drops the batch in flight, reconnects with bounded exponential backoff and jitter, reloads the
-stored positions and resumes from them, so a batch whose COMMIT outcome is unknown is neither
-lost nor landed twice. A broker that does not answer is waited for the same way (librdkafka
-reconnects by itself). One log line when an outage starts, one when it ends; after
-``outage_budget_seconds`` of one outage the worker gives up with ``IngestError``. Stored positions
-that do not belong to the topic as it is now stop the worker at once (``PositionError``).
-
-Used by ``txmon ingest`` (workers), ``txmon ingest --until-idle`` and the Dagster sensor's lander;
-it has no Dagster import.
-"""
+"""The Kafka side of ingestion: consume micro-batches, validate, hand them to the sinks."""
+# The consumer's position comes from PostgreSQL (``staging.kafka_offsets``), never from Kafka's committed offsets:
+# partitions are assigned explicitly (all of the topic, or a given subset, for static scale-out) or through a consumer
+# group whose assignments are seeked to the stored positions. Offsets are committed to Kafka too, after the database
+# commit, only so that Kafka's tools show the lag.
+#
+# Outages: a lost PostgreSQL connection (a restart, a fail-over, a terminated backend, a timeout) drops the batch in
+# flight, reconnects with bounded exponential backoff and jitter, reloads the stored positions and resumes from them, so
+# a batch whose COMMIT outcome is unknown is neither lost nor landed twice. A broker that does not answer is waited for
+# the same way (librdkafka reconnects by itself). One log line when an outage starts, one when it ends; after
+# ``outage_budget_seconds`` of one outage the worker gives up with ``IngestError``. Stored positions that do not belong
+# to the topic as it is now stop the worker at once (``PositionError``).
+#
+# Used by ``txmon ingest`` (workers), ``txmon ingest --until-idle`` and the Dagster sensor's lander; it has no Dagster
+# import.
 
 from __future__ import annotations
 

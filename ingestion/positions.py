@@ -1,12 +1,9 @@
-"""Stored positions against the topic they were read from: no silent skip, no silent re-read.
-
-A position (``staging.kafka_offsets``) is only meaningful on the topic it was taken from. When the
-topic was recreated (new topic id, or its end now lies before the position), another cluster
-answers (new cluster id), or retention removed messages before they were consumed (the position
-lies before the topic's first offset), resuming would skip or re-read messages while the lag reads
-0. The worker stops instead, with the reason, and the offset audit reports the same problems; an
-operator decides what to do (docs/operations.md, "When positions do not match the topic").
-"""
+"""Stored positions against the topic they were read from: no silent skip, no silent re-read."""
+# A position (``staging.kafka_offsets``) is only meaningful on the topic it was taken from. When the topic was recreated
+# (new topic id, or its end now lies before the position), another cluster answers (new cluster id), or retention
+# removed messages before they were consumed (the position lies before the topic's first offset), resuming would skip or
+# re-read messages while the lag reads 0. The worker stops instead, with the reason, and the offset audit reports the
+# same problems; an operator decides what to do (docs/operations.md, "When positions do not match the topic").
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
-"""Several ingest processes on one machine: the topic's partitions split between them.
-
-One Python process validates and encodes about 40,000 events/s (it is bound by the interpreter,
-not by PostgreSQL); the partitions are the unit of parallelism, so ``txmon ingest`` starts one
-child ``txmon ingest --partitions ...`` per share and sums their reports. The children fence each
-other exactly like workers on different machines (the positions stored in PostgreSQL).
-"""
+"""Several ingest processes on one machine: the topic's partitions split between them."""
+# One Python process validates and encodes about 40,000 events/s (it is bound by the interpreter, not by PostgreSQL);
+# the partitions are the unit of parallelism, so ``txmon ingest`` starts one child ``txmon ingest --partitions ...`` per
+# share and sums their reports. The children fence each other exactly like workers on different machines (the positions
+# stored in PostgreSQL).
 
 from __future__ import annotations
 

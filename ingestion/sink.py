@@ -1,36 +1,30 @@
-"""Land one micro-batch of consumed messages in one PostgreSQL database, exactly once.
-
-In a single transaction the sink
-1. checks that the stored Kafka positions are still the ones this worker started from (a fence:
-   if another worker got there first, nothing is written and ``OffsetConflict`` is raised),
-2. lands the valid events in the partitioned ``staging.transactions``, each event once. The
-   identity of an event is (transaction_id, status), whatever its time or amount:
-   ``staging.event_identities`` holds one row per identity and points at the one landed event; a
-   redelivery is recorded in ``staging.duplicate_transactions`` instead. Redeliveries the sink can
-   see (twice in the batch, or an event of the batch it committed last) are set aside in memory and
-   the identities of the rest are COPYed straight into ``staging.event_identities`` inside a
-   savepoint, then the events into ``staging.transactions``; when PostgreSQL still finds a stored
-   identity (a replay older than the sink's memory, another worker's event), the savepoint is
-   rolled back and the batch goes the careful way: COPY into a session-local scratch table, then
-   ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are new, and only their events;
-   each event's ``raw_event`` is its message as it is, or, when the message had extra fields not on
-   the allow-list (TXMON_EXTRA_FIELDS), the message without them; the verbatim message of such an
-   event is kept apart in ``staging.raw_events`` (an audit copy with its own retention, not an
-   outcome of its offset; none when TXMON_RAW_EVENT_RETENTION_DAYS is 0),
-3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason:
-   the home database those that are no event at all, every database the events of its regions
-   that PostgreSQL itself refuses to store (found by bisecting the batch, with PostgreSQL's message
-   as the reason), so that no message's content can stop the batch,
-4. advances ``staging.kafka_offsets`` past the batch and records the batch in
-   ``staging.ingest_batches``.
-A crash anywhere before the commit, or a connection lost with the COMMIT's outcome unknown, leaves
-the stored positions to decide: consumption resumes from them, so every offset is accounted for once.
-The sink's session has lock and statement timeouts, so a stuck lock shows up as an error to retry,
-never as a worker waiting forever.
-
-A deployment may keep regions in different databases (data residency): one sink per database,
-each landing only its regions' events while accounting for every offset of the batch.
-"""
+"""Land one micro-batch of consumed messages in one PostgreSQL database, exactly once."""
+# In a single transaction the sink
+# 1. checks that the stored Kafka positions are still the ones this worker started from (a fence: if another worker got
+#    there first, nothing is written and ``OffsetConflict`` is raised),
+# 2. lands the valid events in the partitioned ``staging.transactions``, each event once. The identity of an event is
+#    (transaction_id, status), whatever its time or amount: ``staging.event_identities`` holds one row per identity and
+#    points at the one landed event; a redelivery is recorded in ``staging.duplicate_transactions`` instead.
+#    Redeliveries the sink can see (twice in the batch, or an event of the batch it committed last) are set aside in
+#    memory and the identities of the rest are COPYed straight into ``staging.event_identities`` inside a savepoint,
+#    then the events into ``staging.transactions``; when PostgreSQL still finds a stored identity (a replay older than
+#    the sink's memory, another worker's event), the savepoint is rolled back and the batch goes the careful way: COPY
+#    into a session-local scratch table, then ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the identities that are
+#    new, and only their events; each event's ``raw_event`` is its message as it is, or, when the message had extra
+#    fields not on the allow-list (TXMON_EXTRA_FIELDS), the message without them; the verbatim message of such an event
+#    is kept apart in ``staging.raw_events`` (an audit copy with its own retention, not an outcome of its offset; none
+#    when TXMON_RAW_EVENT_RETENTION_DAYS is 0),
+# 3. COPYs the invalid messages verbatim into ``staging.rejected_transactions`` with their reason: the home database
+#    those that are no event at all, every database the events of its regions that PostgreSQL itself refuses to store
+#    (found by bisecting the batch, with PostgreSQL's message as the reason), so that no message's content can stop the
+#    batch,
+# 4. advances ``staging.kafka_offsets`` past the batch and records the batch in ``staging.ingest_batches``.
+# A crash anywhere before the commit, or a connection lost with the COMMIT's outcome unknown, leaves the stored
+# positions to decide: consumption resumes from them, so every offset is accounted for once. The sink's session has lock
+# and statement timeouts, so a stuck lock shows up as an error to retry, never as a worker waiting forever.
+#
+# A deployment may keep regions in different databases (data residency): one sink per database, each landing only its
+# regions' events while accounting for every offset of the batch.
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""From a consumed Kafka record to a ``Message``: validated, or carrying the reason it is quarantined.
-
-Nothing a record holds escapes from here as an exception: the contract's ``InvalidEvent`` and any
-other failure while reading one record's bytes become that record's quarantine reason.
-"""
+"""From a consumed Kafka record to a ``Message``: validated, or carrying the reason it is quarantined."""
+# Nothing a record holds escapes from here as an exception: the contract's ``InvalidEvent`` and any other failure while
+# reading one record's bytes become that record's quarantine reason.
 
 from __future__ import annotations
 

@@ -1,14 +1,12 @@
-"""Secrets: where they live, how they are made, how each process gets the one it needs.
-
-One file per secret in the secrets directory (default ``<state dir>/secrets``, mode 0700; in docker
-compose ``/run/secrets``), each mode 0600. At first set-up (`txmon services up`, `txmon migrate`, or
-any command on a fresh state directory) the passwords of the database roles are generated when the
-directory is txmon's own; a directory given by ``TXMON_SECRETS_DIR`` is read, never written.
-
-No DSN carries a password: every one names the libpq password file ``<state dir>/pgpass`` (mode
-0600), written here from the secrets. Children (dbt, Great Expectations, Dagster's storage, ingest
-workers) read it themselves; nothing secret is printed or exported.
-"""
+"""Secrets: where they live, how they are made, how each process gets the one it needs."""
+# One file per secret in the secrets directory (default ``<state dir>/secrets``, mode 0700; in docker compose
+# ``/run/secrets``), each mode 0600. At first set-up (`txmon services up`, `txmon migrate`, or any command on a fresh
+# state directory) the passwords of the database roles are generated when the directory is txmon's own; a directory
+# given by ``TXMON_SECRETS_DIR`` is read, never written.
+#
+# No DSN carries a password: every one names the libpq password file ``<state dir>/pgpass`` (mode 0600), written here
+# from the secrets. Children (dbt, Great Expectations, Dagster's storage, ingest workers) read it themselves; nothing
+# secret is printed or exported.
 
 from __future__ import annotations
 

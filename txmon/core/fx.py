@@ -1,8 +1,6 @@
-"""FX rates: ``dbt_project/seeds/fx_rates.csv`` is the one source (dbt seeds it into the warehouse).
-
-Rule: a transaction converts at the rate of its currency with the latest ``rate_date`` on or before
-the UTC date of its ``event_time``.
-"""
+"""FX rates: ``dbt_project/seeds/fx_rates.csv`` is the one source (dbt seeds it into the warehouse)."""
+# Rule: a transaction converts at the rate of its currency with the latest ``rate_date`` on or before the UTC date of
+# its ``event_time``.
 
 from __future__ import annotations
 

@@ -1,22 +1,20 @@
-"""Retention: what txmon keeps only for a while is deleted once past its age, in one place.
-
-- ``staging.raw_events`` (verbatim messages of events stored without some of their extra fields):
-  after TXMON_RAW_EVENT_RETENTION_DAYS (0: all of it; the landing then writes none).
-- ``staging.rejected_transactions`` (quarantine) and ``staging.duplicate_transactions``: after
-  their days, and only the offsets the offset audit (``kafka_offsets_accounted``) has verified.
-  The audit counts each consumed offset in these tables once, from where it stopped
-  (``staging.offset_audit.verified_through``), so a row it has not counted yet is kept until it has.
-- ``staging.ingest_batches`` (the batch log): after its days, and only batches whose offsets are
-  all verified (the audit starts a partition it never audited from the log's first offset).
-- Dagster's storage: asset check evaluations (their event log rows and the check execution
-  records the UI reads) and all but the latest sensor-reported materialization of each partition,
-  after TXMON_DAGSTER_RETENTION_DAYS. Old runs are deleted through Dagster's API by the daily job
-  (orchestration/defs/maintenance), which calls ``prune`` too; so does ``txmon prune``.
-
-Every delete takes at most ``BATCH_ROWS`` rows in its own short transaction, under lock and statement
-timeouts: pruning never holds a lock or a snapshot the landing would wait for. Every regional
-database is pruned (``settings.databases()``); the audit's positions come from the warehouse.
-"""
+"""Retention: what txmon keeps only for a while is deleted once past its age, in one place."""
+# - ``staging.raw_events`` (verbatim messages of events stored without some of their extra fields): after
+#   TXMON_RAW_EVENT_RETENTION_DAYS (0: all of it; the landing then writes none).
+# - ``staging.rejected_transactions`` (quarantine) and ``staging.duplicate_transactions``: after their days, and only
+#   the offsets the offset audit (``kafka_offsets_accounted``) has verified. The audit counts each consumed offset in
+#   these tables once, from where it stopped (``staging.offset_audit.verified_through``), so a row it has not counted
+#   yet is kept until it has.
+# - ``staging.ingest_batches`` (the batch log): after its days, and only batches whose offsets are all verified (the
+#   audit starts a partition it never audited from the log's first offset).
+# - Dagster's storage: asset check evaluations (their event log rows and the check execution records the UI reads) and
+#   all but the latest sensor-reported materialization of each partition, after TXMON_DAGSTER_RETENTION_DAYS. Old runs
+#   are deleted through Dagster's API by the daily job (orchestration/defs/maintenance), which calls ``prune`` too; so
+#   does ``txmon prune``.
+#
+# Every delete takes at most ``BATCH_ROWS`` rows in its own short transaction, under lock and statement timeouts:
+# pruning never holds a lock or a snapshot the landing would wait for. Every regional database is pruned
+# (``settings.databases()``); the audit's positions come from the warehouse.
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Warehouse schema migrations: numbered SQL files, applied once each, in order.
-
-Applied by `txmon migrate` and at start-up of `txmon services up` and the ingestion workers, to
-every regional database. A file that changed after it was applied is an error, never re-run.
-"""
+"""Warehouse schema migrations: numbered SQL files, applied once each, in order."""
+# Applied by `txmon migrate` and at start-up of `txmon services up` and the ingestion workers, to every regional
+# database. A file that changed after it was applied is an error, never re-run.
 
 from __future__ import annotations
 

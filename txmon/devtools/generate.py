@@ -1,15 +1,13 @@
-"""Synthetic payments that look like a real payment platform's stream.
-
-- accounts booked in the configured regions, paying in their region's currencies;
-- amounts log-normal in USD terms, with a tail of large payments above the suspicious threshold;
-- ~0.5% flagged by the upstream fraud screen;
-- a status mix with lifecycle updates (pending -> settled or failed, some settled -> reversed);
-- occasional producer-style redeliveries (the same bytes again);
-- malformed events of several kinds at ``bad_rate``.
-
-Event times follow a simulated clock (``start`` + i / tps); with a seed and a start the stream is
-reproducible byte for byte.
-"""
+"""Synthetic payments that look like a real payment platform's stream."""
+# - accounts booked in the configured regions, paying in their region's currencies;
+# - amounts log-normal in USD terms, with a tail of large payments above the suspicious threshold;
+# - ~0.5% flagged by the upstream fraud screen;
+# - a status mix with lifecycle updates (pending -> settled or failed, some settled -> reversed);
+# - occasional producer-style redeliveries (the same bytes again);
+# - malformed events of several kinds at ``bad_rate``.
+#
+# Event times follow a simulated clock (``start`` + i / tps); with a seed and a start the stream is reproducible byte
+# for byte.
 
 from __future__ import annotations
 

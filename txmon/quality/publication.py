@@ -1,15 +1,12 @@
-"""Write-audit-publish: a mart partition built in `marts` and checked is copied to `reporting`.
-
-Exactly what was checked is published: a refresh holds the slice's lock (``slice_lock``) from its
-build to its publication, and the copy verifies, in the snapshot it copies from, that the slice's
-build is still the one its checks saw. The copy replaces the partition in one transaction (delete +
-insert): readers see the previous version or the new one, never a mix. A partition whose checks did
-not all pass is never published; `reporting` keeps the previous version. Each publication is
-appended to `reporting.publication_log` (when, which run, which checks, which role, launched by
-what); `reporting.published_partitions` is its latest entry per partition.
-
-Connects as the publication role: it reads the marts and the slice watermarks, writes `reporting`.
-"""
+"""Write-audit-publish: a mart partition built in `marts` and checked is copied to `reporting`."""
+# Exactly what was checked is published: a refresh holds the slice's lock (``slice_lock``) from its build to its
+# publication, and the copy verifies, in the snapshot it copies from, that the slice's build is still the one its checks
+# saw. The copy replaces the partition in one transaction (delete + insert): readers see the previous version or the new
+# one, never a mix. A partition whose checks did not all pass is never published; `reporting` keeps the previous
+# version. Each publication is appended to `reporting.publication_log` (when, which run, which checks, which role,
+# launched by what); `reporting.published_partitions` is its latest entry per partition.
+#
+# Connects as the publication role: it reads the marts and the slice watermarks, writes `reporting`.
 
 from __future__ import annotations
 

@@ -1,16 +1,13 @@
-"""The data-quality checks of each checked table, per region x day, in one place.
-
-- Great Expectations suites (expectations/): the contract's rules on staging and the marts.
-- Reconciliations, the ones auditors ask for, computed straight from staging, not from the dbt
-  models they check: the settlements equal a direct aggregate of the latest events; every
-  suspicious transaction exists in staging, and every staging transaction that the rules make
-  suspicious is in the mart; each event identity (transaction_id, status) is stored once; every
-  consumed Kafka offset is landed, a duplicate or quarantined, and the stored positions belong to
-  the topic as it is now.
-
-Orchestration runs them as Dagster asset checks; the write-audit-publish step (txmon/quality/publication.py)
-publishes a mart partition only when all of its blocking checks passed.
-"""
+"""The data-quality checks of each checked table, per region x day, in one place."""
+# - Great Expectations suites (expectations/): the contract's rules on staging and the marts.
+# - Reconciliations, the ones auditors ask for, computed straight from staging, not from the dbt models they check: the
+#   settlements equal a direct aggregate of the latest events; every suspicious transaction exists in staging, and every
+#   staging transaction that the rules make suspicious is in the mart; each event identity (transaction_id, status) is
+#   stored once; every consumed Kafka offset is landed, a duplicate or quarantined, and the stored positions belong to
+#   the topic as it is now.
+#
+# Orchestration runs them as Dagster asset checks; the write-audit-publish step (txmon/quality/publication.py) publishes
+# a mart partition only when all of its blocking checks passed.
 
 from __future__ import annotations
 

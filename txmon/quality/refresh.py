@@ -1,23 +1,19 @@
 """Refreshing a region x day partition, the one way every path does it (the live refresh runs, the
 schedule, `txmon materialize`, `txmon backfill`, a backfill from the UI): rebuild -> every check of
-the partition -> publish if all of them passed, in one unit of work.
-
-- Rebuild: dbt in-process (the project parsed once per process), the partitioned models of the
-  slice and their dbt tests. Incrementally from the slice's watermark (only the transactions with
-  an event landed since, or marked by a neighbouring slice) once the slice has been built, fully
-  when asked or the first time. While its day is open a slice rebuilds only the models whose yml
-  says `open_day: true` (the settlements wait for the day to close).
-- Checks: the models' dbt tests, then the checks each built table's yml lists (GX suites,
-  reconciliations from staging), then staging's own. They run on the build just made, reading
-  staging as landed before its run clock, so a failed check means bad data, never "not built".
-  After a publication an incremental refresh checks what landed or was rebuilt since that
-  publication's clock (everything before passed every check then); the settlements, an aggregate,
-  and every full refresh are checked whole.
-- Publish: every published table of the slice is copied to `reporting` (txmon/quality/publication.py) only
-  when every check of the unit passed.
-
-No Dagster here: orchestration turns a SliceRefresh into Dagster events.
-"""
+the partition -> publish if all of them passed, in one unit of work."""
+# - Rebuild: dbt in-process (the project parsed once per process), the partitioned models of the slice and their dbt
+#   tests. Incrementally from the slice's watermark (only the transactions with an event landed since, or marked by a
+#   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
+#   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
+# - Checks: the models' dbt tests, then the checks each built table's yml lists (GX suites, reconciliations from
+#   staging), then staging's own. They run on the build just made, reading staging as landed before its run clock, so a
+#   failed check means bad data, never "not built". After a publication an incremental refresh checks what landed or was
+#   rebuilt since that publication's clock (everything before passed every check then); the settlements, an aggregate,
+#   and every full refresh are checked whole.
+# - Publish: every published table of the slice is copied to `reporting` (txmon/quality/publication.py) only when every
+#   check of the unit passed.
+#
+# No Dagster here: orchestration turns a SliceRefresh into Dagster events.
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
-"""The dbt models as Dagster assets, in two sets split by partitioning (as dbt and Dagster advise):
-
-- reference: the FX seed and the staging view, unpartitioned, built once at set-up (dbt CLI);
-- region_day: one region x day partition of the partitioned models, their published copies in
-  `reporting` and every check of the partition, as one multi-asset that is never split
-  (can_subset=False). Whatever materializes it (the live refresh, the schedule, `txmon
-  materialize`, a backfill from the UI) refreshes the partition through txmon.quality.refresh: rebuild ->
-  checks -> publish, in one step of one run. No run can check a partition it did not just build.
-
-What each table needs of orchestration (published or not, its checks, its open-day refresh) is in
-its dbt yml's `meta.txmon`, read here and by txmon.quality.refresh; nothing is listed per table in Python.
-"""
+"""The dbt models as Dagster assets, in two sets split by partitioning (as dbt and Dagster advise): reference, the
+unpartitioned models built once at set-up, and region_day, one multi-asset per region x day partition."""
+# The two sets:
+# - reference: the FX seed and the staging view, unpartitioned, built once at set-up (dbt CLI);
+# - region_day: one region x day partition of the partitioned models, their published copies in `reporting` and every
+#   check of the partition, as one multi-asset that is never split (can_subset=False). Whatever materializes it (the
+#   live refresh, the schedule, `txmon materialize`, a backfill from the UI) refreshes the partition through
+#   txmon.quality.refresh: rebuild -> checks -> publish, in one step of one run. No run can check a partition it did not
+#   just build.
+#
+# What each table needs of orchestration (published or not, its checks, its open-day refresh) is in its dbt yml's
+# `meta.txmon`, read here and by txmon.quality.refresh; nothing is listed per table in Python.
 
 import warnings
 from collections.abc import Mapping

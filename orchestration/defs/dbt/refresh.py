@@ -1,17 +1,14 @@
 """The live refresh: partitions that received data are rebuilt, checked and published by themselves,
-the open day and closed days (late data) alike.
-
-Every 5 s the `marts_refresh` sensor collects the region x day partitions that need a refresh: the
-staging slices that received rows (from staging.ingest_batches) and the slices a neighbouring
-slice's refresh marked (intermediate.slice_dirty: a later event superseded their latest state).
-When no refresh run is in flight it launches one run of `refresh_partitions` for all of them: the
-in-process executor, the code location and dbt's project loaded once, each partition through
-txmon.quality.refresh (rebuild from its watermark -> every check -> publication). Partitions of a run that
-failed are requested again, at most MAX_ATTEMPTS times until new data lands for them.
-
-The same job refreshes yesterday's partitions after midnight (daily_settlements schedule, the
-settlements included now that the day has closed) and is what `txmon backfill` runs.
-"""
+the open day and closed days (late data) alike."""
+# Every 5 s the `marts_refresh` sensor collects the region x day partitions that need a refresh: the staging slices that
+# received rows (from staging.ingest_batches) and the slices a neighbouring slice's refresh marked
+# (intermediate.slice_dirty: a later event superseded their latest state). When no refresh run is in flight it launches
+# one run of `refresh_partitions` for all of them: the in-process executor, the code location and dbt's project loaded
+# once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication).
+# Partitions of a run that failed are requested again, at most MAX_ATTEMPTS times until new data lands for them.
+#
+# The same job refreshes yesterday's partitions after midnight (daily_settlements schedule, the settlements included now
+# that the day has closed) and is what `txmon backfill` runs.
 
 import json
 import time

@@ -1,3 +1,6 @@
+"""The staging.transactions asset, partitioned by region x day: the kafka_ingestion sensor lands and reports it;
+materializing a partition re-counts its rows in the region's database."""
+
 from datetime import timedelta
 
 from dagster import AssetExecutionContext, AssetKey, FreshnessPolicy, MaterializeResult, asset

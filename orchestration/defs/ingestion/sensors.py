@@ -1,13 +1,10 @@
-"""The Kafka ingestion sensor.
-
-In `sensor` mode the sensor keeps a lander alive: a `txmon ingest --lease` process that lands
-continuously while the sensor ticks (each tick renews its lease; it stops by itself within 30 s of
-the last tick, when the sensor is turned off or the daemon stops). Every tick then reports a
-materialization of every staging partition that received rows, from `staging.ingest_batches`, with
-row counts and Kafka offsets as metadata. In `worker` mode standalone `txmon ingest` workers land
-the data and the sensor only reports. Offsets are stored with the rows, so a failed tick or lander
-loses nothing: the next one resumes where the data is.
-"""
+"""The Kafka ingestion sensor."""
+# In `sensor` mode the sensor keeps a lander alive: a `txmon ingest --lease` process that lands continuously while the
+# sensor ticks (each tick renews its lease; it stops by itself within 30 s of the last tick, when the sensor is turned
+# off or the daemon stops). Every tick then reports a materialization of every staging partition that received rows,
+# from `staging.ingest_batches`, with row counts and Kafka offsets as metadata. In `worker` mode standalone `txmon
+# ingest` workers land the data and the sensor only reports. Offsets are stored with the rows, so a failed tick or
+# lander loses nothing: the next one resumes where the data is.
 
 import json
 from datetime import UTC, datetime

@@ -1,3 +1,6 @@
+"""The daily retention job and its schedule (00:40 UTC): Dagster's old runs deleted through its API, then what
+txmon.core.retention prunes (check evaluations, raw events, quarantine, duplicates, batch log)."""
+
 from datetime import UTC, datetime, timedelta
 
 from dagster import DagsterInstance, DefaultScheduleStatus, OpExecutionContext, RunsFilter, ScheduleDefinition, job, op

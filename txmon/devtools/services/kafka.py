@@ -1,8 +1,6 @@
-"""A single Apache Kafka broker in KRaft mode (combined broker + controller, no ZooKeeper).
-
-The broker's jars come from Maven Central through the small Maven project in
-``services/kafka/pom.xml``; the broker runs on the machine's Java 17 with a small heap.
-"""
+"""A single Apache Kafka broker in KRaft mode (combined broker + controller, no ZooKeeper)."""
+# The broker's jars come from Maven Central through the small Maven project in ``services/kafka/pom.xml``; the broker
+# runs on the machine's Java 17 with a small heap.
 
 from __future__ import annotations
 

@@ -1,15 +1,12 @@
-"""The project's own PostgreSQL cluster, from Debian's packages.
-
-The cluster lives in ``<state_dir>/postgres`` (not the machine's default cluster) and listens on
-127.0.0.1 at the configured port. The server refuses to run as root, so when txmon runs as root
-the cluster belongs to the ``postgres`` user that Debian's package creates.
-
-What it trusts: TCP connections from this machine only, each with a password (SCRAM); the unix
-socket (directory 0700) only for the operating-system users mapped to the admin role (peer: the
-server's own user and the one running txmon), which is how the admin password is set from the
-secrets. The data directory and the server log are readable by the server's user alone, and bind
-parameters (account identifiers, amounts) never reach the log.
-"""
+"""The project's own PostgreSQL cluster, from Debian's packages."""
+# The cluster lives in ``<state_dir>/postgres`` (not the machine's default cluster) and listens on 127.0.0.1 at the
+# configured port. The server refuses to run as root, so when txmon runs as root the cluster belongs to the ``postgres``
+# user that Debian's package creates.
+#
+# What it trusts: TCP connections from this machine only, each with a password (SCRAM); the unix socket (directory 0700)
+# only for the operating-system users mapped to the admin role (peer: the server's own user and the one running txmon),
+# which is how the admin password is set from the secrets. The data directory and the server log are readable by the
+# server's user alone, and bind parameters (account identifiers, amounts) never reach the log.
 
 from __future__ import annotations
 
