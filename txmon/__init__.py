@@ -1,3 +1,3 @@
 """txmon: transaction monitoring data platform."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
