@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -121,7 +122,11 @@ def profiles_dir(settings: Settings) -> Path:
     }
     profile = {"txmon": {"target": "warehouse", "outputs": {"warehouse": target}}}
     text = "# Written by txmon from its settings (txmon/core/dbt.py); do not edit.\n" + yaml.safe_dump(profile)
-    directory = credentials.private_dir(settings.state_dir / "dbt")
+    # One directory per database: processes of different settings (tests, benchmarks, the platform)
+    # sharing a state directory never read each other's profile.
+    target_name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target['dbname']}@{target['host']}_{target['port']}")
+    credentials.private_dir(settings.state_dir / "dbt")
+    directory = credentials.private_dir(settings.state_dir / "dbt" / target_name)
     path = directory / "profiles.yml"
     if not path.exists() or path.read_text() != text:
         credentials.write_private(path, text)
