@@ -14,14 +14,17 @@ run: bootstrap
 
 test: services-up
 	@.venv/bin/ruff check .
+	@scripts/sqlfluff lint dbt_project
 	@.venv/bin/pytest
 
 # Benchmarks (bench/): ingest vs the COPY limit, freshness at 10k tx/s, settlement at scale, scaling.
 bench: services-up
 	@.venv/bin/txmon bench $(ARGS)
 
+# ruff on the Python, sqlfluff (dbt templater, no database needed) on the dbt project.
 lint: bootstrap
 	@.venv/bin/ruff check .
+	@scripts/sqlfluff lint dbt_project
 
 # Re-record tests/unit/snapshots/code_location.json after an intended change of the code location.
 update-snapshot: bootstrap
