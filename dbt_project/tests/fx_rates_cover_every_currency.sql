@@ -5,7 +5,10 @@
 with configured as (
 
     {% for currency in var('currencies') %}
-    select '{{ currency }}'::text as currency{% if not loop.last %} union all{% endif %}
+    {% if not loop.first %}
+    union all
+    {% endif %}
+    select '{{ currency }}'::text as currency
     {% endfor %}
 
 )
@@ -13,6 +16,6 @@ with configured as (
 select configured.currency
 from configured
 left join {{ ref('fx_rates') }} as fx
-    on fx.currency = configured.currency
-   and fx.rate_date <= '{{ var('partitions_start_date') }}'::date
+    on configured.currency = fx.currency
+        and fx.rate_date <= '{{ var('partitions_start_date') }}'::date
 where fx.currency is null

@@ -40,7 +40,8 @@ ranked as (
 
 latest_in_slice as (
 
-    select * from ranked where recency = 1
+    select * from ranked
+    where recency = 1
 
 )
 
@@ -56,9 +57,11 @@ select
         select 1
         from {{ ref('stg_transactions') }} as earlier
         where earlier.transaction_id = latest.transaction_id
-          and earlier.is_fraud_flagged
-          and earlier.event_at < ('{{ var('partition_date') or '1970-01-01' }}'::date)::timestamp at time zone 'UTC'
-          and earlier.event_at >= (latest.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+            and earlier.is_fraud_flagged
+            and earlier.event_at < ('{{ var('partition_date') or '1970-01-01' }}'::date)::timestamp at time zone 'UTC'
+            and earlier.event_at >= (
+                latest.event_date - {{ var('lifecycle_window_days') }}
+            )::timestamp at time zone 'UTC'
     ) as is_fraud_flagged,
     event_at,
     event_date,

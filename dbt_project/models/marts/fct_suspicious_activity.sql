@@ -32,7 +32,7 @@ converted as (
         select fx.usd_per_unit
         from {{ ref('fx_rates') }} as fx
         where fx.currency = latest.currency
-          and fx.rate_date <= latest.event_date
+            and fx.rate_date <= latest.event_date
         order by fx.rate_date desc
         limit 1
     ) as rate on true
