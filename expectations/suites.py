@@ -39,11 +39,7 @@ def validate(
     if region not in settings.regions:
         raise ValueError(f"region {region!r} is not one of {list(settings.regions)}")
     module = SUITES[suite]
-    dsn = (
-        settings.dsn_for_region(region, Role.TRANSFORM)
-        if module is staging_transactions
-        else settings.home_dsn(Role.TRANSFORM)
-    )
+    dsn = settings.dsn_for_region(region, Role.TRANSFORM)  # the region's staging and models live there
     with _lock:
         # The datasource's connection string is a config variable, given for this context only.
         context = gx.get_context(

@@ -40,7 +40,7 @@ from txmon.core import kafka as kafka_clients
 from txmon.core.db import refused
 from txmon.core.errors import first_line
 from txmon.core.settings import Role, Settings
-from txmon.core.warehouse import require_migrated
+from txmon.core.warehouse import one_url_each, require_migrated
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -260,15 +260,18 @@ class Ingestor:
         databases = self.settings.databases()
         sinks = []
         try:
+            identities = {}
             for dsn, regions in databases.items():
                 ingest = self.settings.as_role(dsn, Role.INGEST)
-                require_migrated(ingest)
+                identities[dsn] = require_migrated(ingest)
+                one_url_each(identities)
                 sinks.append(
                     WarehouseSink(
                         ingest,
                         self.topic,
                         regions,
                         home=(dsn == self.settings.warehouse_dsn),
+                        others=set(self.settings.regions) - set(regions),
                         worker=self.worker,
                         raw_events=self.settings.raw_event_retention_days > 0,
                     )
@@ -450,7 +453,14 @@ class Ingestor:
         except KafkaException:
             pass  # only for Kafka's own lag tools: PostgreSQL holds the positions
         reasons = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
-        rejected = [(m, reason) for m, reason in reasons if reason is not None]
+        # A message kept in a regional database (it names that region) is not copied to the shared topic.
+        regional = {
+            r
+            for dsn, regions in self.settings.databases().items()
+            if dsn != self.settings.warehouse_dsn
+            for r in regions
+        }
+        rejected = [(m, reason) for m, reason in reasons if reason is not None and m.region not in regional]
         if not rejected:
             return
         # Best effort, after the commit: the table is the record; the topic lets producers listen.

@@ -134,6 +134,12 @@ class Message:
     produced_at: datetime | None
     event: Transaction | None = None
     reason: str | None = None
+    region_hint: str | None = None  # the `region` field of an invalid message, when it has one
+
+    @property
+    def region(self) -> str | None:
+        """The region the message names: its event's, or (invalid) the field it carries."""
+        return self.event.region if self.event is not None else self.region_hint
 
     @property
     def size(self) -> int:
@@ -185,14 +191,24 @@ def storable_reason(reason: str) -> str:
 
 
 class WarehouseSink:
-    """Lands the events of ``regions`` (and, in the home database, the quarantine) in one database."""
+    """Lands the events of ``regions`` in one database, and the quarantined messages that name one of
+    them; the home database also keeps those naming no region held elsewhere (``others``)."""
 
     def __init__(
-        self, dsn: str, topic: str, regions: Iterable[str], *, home: bool, worker: str, raw_events: bool = True
+        self,
+        dsn: str,
+        topic: str,
+        regions: Iterable[str],
+        *,
+        home: bool,
+        worker: str,
+        raw_events: bool = True,
+        others: Iterable[str] = (),
     ):
         self.dsn = dsn
         self.topic = topic
         self.regions = frozenset(regions)
+        self.others = frozenset(others)
         self.home = home
         self.worker = worker
         self.raw_events = raw_events  # keep the verbatim message of events stored without some extra fields
@@ -301,7 +317,7 @@ class WarehouseSink:
                     else:
                         rejected.append((m, reason))
                         result.refused[(m.partition, m.offset)] = reason
-            elif self.home:
+            elif m.region_hint in self.regions or (self.home and m.region_hint not in self.others):
                 assert m.reason is not None  # a message without an event has its reason
                 rejected.append((m, m.reason))
         return cast("list[ValidMessage]", mine), rejected  # each one with its event

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
+
 from contracts.transaction import EventValidator, InvalidEvent
 from ingestion.sink import Message
 from txmon.core.settings import Settings
@@ -33,6 +35,16 @@ def kafka_timestamp(kind: int, ms: int) -> datetime | None:
         return None
 
 
+def region_named(value: bytes | None) -> str | None:
+    """The `region` string of an invalid message that is still a JSON object (where to quarantine it)."""
+    try:
+        parsed = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    region = parsed.get("region") if isinstance(parsed, dict) else None
+    return region if isinstance(region, str) else None
+
+
 def to_message(
     validator: EventValidator,
     partition: int,
@@ -46,6 +58,7 @@ def to_message(
         message.event = validator.parse(value)
     except InvalidEvent as exc:
         message.reason = exc.reason
+        message.region_hint = region_named(value)
     except (RecursionError, MemoryError) as exc:
         message.reason = f"could not be read: {type(exc).__name__}"
     except Exception as exc:  # whatever the bytes hold, the record is quarantined, not crashed on

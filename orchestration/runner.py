@@ -15,8 +15,8 @@ from orchestration.defs.dbt.refresh import JOB, run_config
 from orchestration.instance import OrchestrationError, open_instance, prepare
 from orchestration.partitions import partition_key
 from txmon.core.db import connect
-from txmon.core.dbt import dbt_vars, run_dbt, vars_arg
-from txmon.core.settings import Role, Settings
+from txmon.core.dbt import dbt_vars, run_dbt, targets, vars_arg
+from txmon.core.settings import Settings
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
 PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicious_activity", "marts.daily_settlements")
@@ -55,12 +55,26 @@ def days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _create_partitioned_tables(settings: Settings) -> None:
+def _create_partitioned_tables(settings: Settings, target: str) -> None:
     """Create the partitioned models' tables, empty, once: parallel first runs would race to create them."""
     empty_slice = dbt_vars(settings, date(1970, 1, 1), settings.regions[0])
-    proc = run_dbt(settings, ["run", "--quiet", "--select", "tag:partitioned", *vars_arg(empty_slice)], capture=True)
+    args = ["run", "--quiet", "--select", "tag:partitioned", *vars_arg(empty_slice)]
+    proc = run_dbt(settings, args, capture=True, target=target)
     if proc.returncode != 0:
         raise OrchestrationError(f"creating the mart tables failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+
+
+def _missing(settings: Settings) -> dict[str, set[str]]:
+    """Per dbt target (database), the reference and partitioned relations not created yet."""
+    missing = {}
+    for target, dsn in targets(settings).items():
+        with connect(dsn, autocommit=True, purpose="setup") as conn:
+            missing[target] = {
+                name
+                for name in (*REFERENCE_RELATIONS, *PARTITIONED_RELATIONS)
+                if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()[0]
+            }
+    return missing
 
 
 def setup(settings: Settings):
@@ -70,13 +84,8 @@ def setup(settings: Settings):
     prepare(settings)
     defs = build_definitions(settings)
     reference = [AssetKey(["reference", "fx_rates"]), AssetKey(["stg", "stg_transactions"])]
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="setup") as conn:
-        missing = {
-            name
-            for name in (*REFERENCE_RELATIONS, *PARTITIONED_RELATIONS)
-            if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()[0]
-        }
-    if missing & set(REFERENCE_RELATIONS) or any(
+    missing = _missing(settings)
+    if any(names & set(REFERENCE_RELATIONS) for names in missing.values()) or any(
         instance.get_latest_materialization_event(key) is None for key in reference
     ):
         result = defs.resolve_job_def("reference").execute_in_process(
@@ -84,8 +93,9 @@ def setup(settings: Settings):
         )
         if not result.success:
             raise OrchestrationError(f"building the reference models failed (run {result.run_id})")
-    if missing & set(PARTITIONED_RELATIONS):
-        _create_partitioned_tables(settings)
+    for target, names in missing.items():
+        if names & set(PARTITIONED_RELATIONS):
+            _create_partitioned_tables(settings, target)
     return defs, instance
 
 

@@ -102,12 +102,29 @@ def _topological(manifest: dict) -> list[str]:
     return order
 
 
-def profiles_dir(settings: Settings) -> Path:
-    """The directory of the profiles.yml txmon's own dbt runs use (the CLI's and in-process), written
-    from the settings into the private state directory: the home database as the transformation role,
-    its password from the secrets. dbt reads no connection setting from the environment."""
-    parts = conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))
-    target = {
+HOME_TARGET = "warehouse"
+
+
+def targets(settings: Settings) -> dict[str, str]:
+    """dbt's target per database, as the transformation role: ``warehouse`` for the home database,
+    ``regional_<regions>`` for each regional one (TXMON_REGION_DSNS). A region's models live in the
+    database that holds its events."""
+    found = {}
+    for dsn, regions in settings.databases().items():
+        name = HOME_TARGET if dsn == settings.warehouse_dsn else "regional_" + "_".join(regions).lower()
+        found[re.sub(r"[^a-z0-9_]", "_", name)] = settings.as_role(dsn, Role.TRANSFORM)
+    return found
+
+
+def target_for(settings: Settings, region: str) -> str:
+    """The dbt target of the database holding ``region``'s data."""
+    dsn = settings.as_role(settings.dsn_for_region(region), Role.TRANSFORM)
+    return next(name for name, target_dsn in targets(settings).items() if target_dsn == dsn)
+
+
+def _output(settings: Settings, dsn: str) -> dict:
+    parts = conninfo_to_dict(dsn)
+    return {
         "type": "postgres",
         "host": str(parts.get("host", "127.0.0.1")),
         "port": int(str(parts.get("port", 5432))),
@@ -120,23 +137,35 @@ def profiles_dir(settings: Settings) -> Path:
         # TLS settings of the URL (the others a URL may carry do not reach dbt-postgres).
         **{key: str(parts[key]) for key in ("sslmode", "sslrootcert", "sslcert", "sslkey") if key in parts},
     }
-    profile = {"txmon": {"target": "warehouse", "outputs": {"warehouse": target}}}
+
+
+def profiles_dir(settings: Settings) -> Path:
+    """The directory of the profiles.yml txmon's own dbt runs use (the CLI's and in-process), written
+    from the settings into the private state directory: one target per database (``targets``), as the
+    transformation role, its password from the secrets. dbt reads no connection setting from the
+    environment."""
+    outputs = {name: _output(settings, dsn) for name, dsn in targets(settings).items()}
+    profile = {"txmon": {"target": HOME_TARGET, "outputs": outputs}}
     text = "# Written by txmon from its settings (txmon/core/dbt.py); do not edit.\n" + yaml.safe_dump(profile)
-    # One directory per database: processes of different settings (tests, benchmarks, the platform)
-    # sharing a state directory never read each other's profile.
-    target_name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{target['dbname']}@{target['host']}_{target['port']}")
+    # One directory per home database: processes of different settings (tests, benchmarks, the
+    # platform) sharing a state directory never read each other's profile.
+    home = outputs[HOME_TARGET]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{home['dbname']}@{home['host']}_{home['port']}")
     credentials.private_dir(settings.state_dir / "dbt")
-    directory = credentials.private_dir(settings.state_dir / "dbt" / target_name)
+    directory = credentials.private_dir(settings.state_dir / "dbt" / name)
     path = directory / "profiles.yml"
     if not path.exists() or path.read_text() != text:
         credentials.write_private(path, text)
     return directory
 
 
-def run_dbt(settings: Settings, args: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
-    """dbt on the project with txmon's connection (the one way txmon calls the dbt CLI itself)."""
+def run_dbt(
+    settings: Settings, args: list[str], *, capture: bool = False, target: str | None = None
+) -> subprocess.CompletedProcess:
+    """dbt on the project with txmon's connection (the one way txmon calls the dbt CLI itself); on the
+    home database unless ``target`` names another (``targets``)."""
     return subprocess.run(
-        [str(DBT_EXECUTABLE), *args],
+        [str(DBT_EXECUTABLE), *args, *(["--target", target] if target else [])],
         cwd=DBT_PROJECT_DIR,
         env={**os.environ, "DBT_PROFILES_DIR": str(profiles_dir(settings))},
         capture_output=capture,
@@ -198,7 +227,7 @@ def vars_arg(variables: dict) -> list[str]:
 
 
 class InProcessDbt:
-    """dbt inside this process (dbtRunner), the project parsed once and the manifest reused.
+    """dbt inside this process (dbtRunner), the project parsed once per database and the manifest reused.
 
     A refresh then costs about a second of dbt overhead instead of the CLI's start-up and the full
     re-parse that every change of --vars forces. Calls are serialised (dbt keeps global state), and
@@ -208,10 +237,10 @@ class InProcessDbt:
     TARGET = DBT_PROJECT_DIR / "target" / "in_process"
 
     def __init__(self) -> None:
-        self._manifest = None
+        self._manifests: dict[tuple[str, str], Any] = {}  # (profiles dir, target) -> parsed manifest
         self._lock = threading.Lock()
 
-    def _args(self, settings: Settings, args: list[str]) -> list[str]:
+    def _args(self, settings: Settings, args: list[str], target: str) -> list[str]:
         return [
             # Results are reported by the caller (txmon.quality.refresh): nothing on the console,
             # errors in the log file.
@@ -224,6 +253,8 @@ class InProcessDbt:
             str(DBT_PROJECT_DIR),
             "--profiles-dir",
             str(profiles_dir(settings)),
+            "--target",
+            target,
             "--target-path",
             str(self.TARGET),
             "--log-path",
@@ -237,15 +268,19 @@ class InProcessDbt:
         types are not imported either."""
         return importlib.import_module("dbt.cli.main").dbtRunner
 
-    def _parse(self, settings: Settings) -> None:
-        if self._manifest is None:
-            parsed = self._runner()().invoke(self._args(settings, ["parse"]))
+    def _parse(self, settings: Settings, target: str) -> Any:
+        """The manifest for the target's database (its relations name that database)."""
+        key = (str(profiles_dir(settings)), target)
+        if key not in self._manifests:
+            parsed = self._runner()().invoke(self._args(settings, ["parse"], target))
             if not parsed.success:
                 raise RuntimeError(f"dbt parse failed: {parsed.exception}")
-            self._manifest = parsed.result
+            self._manifests[key] = parsed.result
+        return self._manifests[key]
 
-    def invoke(self, settings: Settings, args: list[str]) -> Any:
-        """Run one dbt command; returns dbt's dbtRunnerResult (success, result, exception)."""
+    def invoke(self, settings: Settings, args: list[str], *, target: str = HOME_TARGET) -> Any:
+        """Run one dbt command on the target's database; returns dbt's dbtRunnerResult (success, result,
+        exception)."""
         with self._lock:
-            self._parse(settings)
-            return self._runner()(manifest=self._manifest).invoke(self._args(settings, args))
+            manifest = self._parse(settings, target)
+            return self._runner()(manifest=manifest).invoke(self._args(settings, args, target))

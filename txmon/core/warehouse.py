@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from txmon.core import credentials
 from txmon.core.db import connect
@@ -73,20 +74,45 @@ def migrate_database(dsn: str) -> list[str]:
     return applied_now
 
 
-def require_migrated(dsn: str) -> None:
-    """Raise MigrationError unless the database has every migration (components by duty never migrate)."""
+def identity(conn: psycopg.Connection) -> str:
+    """What a database is, whatever the URL that reached it: its cluster's system identifier and its name."""
+    row = conn.execute(
+        "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()"
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def one_url_each(identities: dict[str, str]) -> None:
+    """Refuse two URLs of one database (e.g. 127.0.0.1 and localhost): their sinks would share one
+    positions table and fence each other on every batch. ``identities``: URL -> ``identity``."""
+    seen: dict[str, str] = {}
+    for dsn, found in identities.items():
+        if found in seen:
+            raise MigrationError(
+                f"{where(seen[found])} and {where(dsn)} are one database (cluster/name {found}): "
+                "give it one URL in TXMON_WAREHOUSE_DSN / TXMON_REGION_DSNS"
+            )
+        seen[found] = dsn
+
+
+def require_migrated(dsn: str) -> str:
+    """Raise MigrationError unless the database has every migration (components by duty never migrate);
+    returns its ``identity``."""
     latest = migrations()[-1].version
-    try:
-        with connect(dsn, autocommit=True, purpose="schema-check") as conn:
+    with connect(dsn, autocommit=True, purpose="schema-check") as conn:
+        found = identity(conn)
+        try:
             row = conn.execute("SELECT max(version) FROM txmon.schema_migrations").fetchone()
             assert row is not None  # an aggregate: always one row
             current = row[0] or 0
-    except psycopg.errors.UndefinedTable:
-        current = 0
+        except psycopg.errors.UndefinedTable:
+            current = 0
     if current < latest:
         raise MigrationError(
             f"{where(dsn)} is at migration {current:04d}, this txmon needs {latest:04d}: run `txmon migrate`"
         )
+    return found
 
 
 def scram_verifier(conn: psycopg.Connection, role: str, secret: str) -> str:
@@ -162,9 +188,40 @@ def prepare_dagster_database(settings: Settings) -> None:
         conn.execute(DAGSTER_OWNERSHIP)
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _on_cluster(dsn: str, cluster_dsn: str) -> bool:
+    """Whether ``dsn`` points at the server of ``cluster_dsn`` (loopback names count as one)."""
+    a, b = conninfo_to_dict(dsn), conninfo_to_dict(cluster_dsn)
+    hosts = {str(a.get("host", "localhost")), str(b.get("host", "localhost"))}
+    same_host = len(hosts) == 1 or hosts <= LOOPBACK
+    return same_host and str(a.get("port", 5432)) == str(b.get("port", 5432))
+
+
+def create_local_databases(settings: Settings) -> None:
+    """Create the regional databases (TXMON_REGION_DSNS) on the local cluster that do not exist yet;
+    a database on another server must exist already."""
+    wanted = {
+        str(conninfo_to_dict(dsn).get("dbname", ""))
+        for dsn in settings.databases()
+        if _on_cluster(dsn, settings.admin_dsn)
+    }
+    with connect(settings.admin_dsn, autocommit=True, purpose="migrate") as conn:
+        existing = {name for (name,) in conn.execute("SELECT datname FROM pg_database")}
+        for name in sorted(wanted - existing - {""}):
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def migrate(settings: Settings) -> dict[str, list[str]]:
     """Apply pending migrations to every regional database, set the roles' passwords, prepare Dagster's database."""
     credentials.ensure(settings)
+    create_local_databases(settings)
+    identities = {}
+    for dsn in settings.databases():
+        with connect(dsn, autocommit=True, purpose="migrate") as conn:
+            identities[dsn] = identity(conn)
+    one_url_each(identities)
     applied = {}
     for dsn in settings.databases():
         applied[dsn] = migrate_database(dsn)

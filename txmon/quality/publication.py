@@ -91,7 +91,7 @@ def slice_lock(settings: Settings, day: date, region: str) -> Iterator[None]:
     schedule may meet on one slice). Only the transformation role may take advisory locks.
     """
     key = f"txmon slice|{day}|{region}"
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="slice-lock") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="slice-lock") as conn:
         conn.execute(f"SET lock_timeout = '{SLICE_LOCK_TIMEOUT}'")
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
@@ -130,7 +130,7 @@ def publish(
         raise NotPublished(f"{where}: checks failed: {', '.join(failed)}")
     summary = json.dumps({c.name: {"passed": c.passed, "summary": c.summary} for c in checks}, sort_keys=True)
     published = []
-    with connect(settings.home_dsn(Role.PUBLISH), purpose="publish") as conn:
+    with connect(settings.dsn_for_region(region, Role.PUBLISH), purpose="publish") as conn:
         # One snapshot for the verification and every copy. Two publications of one partition never
         # meet (each holds the slice lock); if they did, the second would fail to serialise, not mix.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -174,3 +174,68 @@ def _copy(conn, source: Table, day: date, region: str) -> int:
         ),
         (day, region),
     ).rowcount
+
+
+# What crosses regions: each region's published daily settlements (aggregates, no identifiers), rolled
+# up into the home database's reporting.global_daily_settlements whenever the region publishes them.
+ROLLED_UP = "daily_settlements"
+GLOBAL_SETTLEMENTS = "global_daily_settlements"
+GLOBAL_CHECK = "global_settlements_match"
+GLOBAL_CHECK_DESCRIPTION = (
+    "After publication: the home database's roll-up of the region-day equals the region's published daily "
+    "settlements (aggregates only cross regions)."
+)
+SETTLEMENT_COLUMNS = ("settlement_date", "region", "currency", "transaction_count", "settled_count", "settled_volume")
+
+
+def published_settlements(settings: Settings, day: date, region: str) -> list[tuple]:
+    """The region's published daily settlements of the day, from its own database."""
+    columns = sql.SQL(", ").join(map(sql.Identifier, SETTLEMENT_COLUMNS))
+    with connect(settings.dsn_for_region(region, Role.PUBLISH), autocommit=True, purpose="roll-up") as conn:
+        return conn.execute(
+            sql.SQL(
+                "SELECT {c} FROM reporting.daily_settlements WHERE settlement_date = %s AND region = %s"
+                " ORDER BY currency"
+            ).format(c=columns),
+            (day, region),
+        ).fetchall()
+
+
+def roll_up(settings: Settings, day: date, region: str) -> Publication:
+    """Replace the region-day's rows of the home database's global roll-up with the region's published
+    daily settlements (one transaction in the home database, after the region's own publication)."""
+    rows = published_settlements(settings, day, region)
+    columns = sql.SQL(", ").join(map(sql.Identifier, SETTLEMENT_COLUMNS))
+    with connect(settings.home_dsn(Role.PUBLISH), purpose="roll-up") as conn:
+        conn.execute(
+            "DELETE FROM reporting.global_daily_settlements WHERE settlement_date = %s AND region = %s", (day, region)
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL("INSERT INTO reporting.global_daily_settlements ({c}) VALUES (%s, %s, %s, %s, %s, %s)").format(
+                    c=columns
+                ),
+                rows,
+            )
+    return Publication(GLOBAL_SETTLEMENTS, day, region, len(rows))
+
+
+def global_settlements_match(settings: Settings, day: date, region: str) -> CheckOutcome:
+    """The home database's roll-up of the region-day equals the region's published daily settlements."""
+    expected = published_settlements(settings, day, region)
+    columns = sql.SQL(", ").join(map(sql.Identifier, SETTLEMENT_COLUMNS))
+    with connect(settings.home_dsn(Role.PUBLISH), autocommit=True, purpose="check") as conn:
+        actual = conn.execute(
+            sql.SQL(
+                "SELECT {c} FROM reporting.global_daily_settlements WHERE settlement_date = %s AND region = %s"
+                " ORDER BY currency"
+            ).format(c=columns),
+            (day, region),
+        ).fetchall()
+    passed = actual == expected
+    summary = (
+        f"{len(actual)} currencies, equal to {region}'s published daily settlements"
+        if passed
+        else f"{len(actual)} rows in the roll-up, {len(expected)} published in {region}: they differ"
+    )
+    return CheckOutcome(GLOBAL_CHECK, passed, summary, {"rows": len(actual)})

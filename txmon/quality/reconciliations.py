@@ -120,7 +120,7 @@ def settlements_reconcile(
     params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         expected = {currency: (n, s, v) for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)}
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         actual = {
             currency: (n, s, v)
             for currency, n, s, v in conn.execute(
@@ -161,7 +161,7 @@ def suspicious_in_staging(
     settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
 ) -> CheckOutcome:
     """Every row of marts.suspicious_activity for the slice (rebuilt since `since`) is an event landed in staging."""
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         rows = conn.execute(
             """SELECT transaction_id, event_time, amount, currency FROM marts.suspicious_activity
                WHERE event_date = %s AND region = %s AND refreshed_at >= %s""",
@@ -215,7 +215,7 @@ def suspicious_complete(
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
         expected = {tx for (tx,) in conn.execute(query, params)}
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         in_mart = {
             tx
             for (tx,) in conn.execute(

@@ -30,11 +30,23 @@ from txmon.core.dbt import (
     partitioned_tables,
     slice_processed_before,
     source_checks,
+    target_for,
     vars_arg,
 )
 from txmon.core.errors import first_line
 from txmon.core.settings import Role, Settings
-from txmon.quality.publication import NotPublished, Publication, Watermarks, publish, slice_lock, slice_watermarks
+from txmon.quality.publication import (
+    GLOBAL_SETTLEMENTS,
+    ROLLED_UP,
+    NotPublished,
+    Publication,
+    Watermarks,
+    global_settlements_match,
+    publish,
+    roll_up,
+    slice_lock,
+    slice_watermarks,
+)
 from txmon.quality.reconciliations import run_check
 
 
@@ -147,7 +159,7 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
     selection = ["--select", *(t.model for t in tables), *vars_arg(variables)]
     node_results = []
     for command in (["run"], ["test", "--indirect-selection", "cautious"]):
-        outcome = dbt.invoke(settings, [*command, *selection])
+        outcome = dbt.invoke(settings, [*command, *selection], target=target_for(settings, result.region))
         if outcome.result is None or not hasattr(outcome.result, "results"):
             result.error = f"dbt {command[0]} failed: {first_line(outcome.exception) if outcome.exception else '?'}"
             return
@@ -195,7 +207,7 @@ def checked_through(settings: Settings, day: date, region: str, tables: list[Tab
     """How far staging was checked by the partition's last publication of every published table
     being refreshed (None: one of them was never published, or not since staging_as_of existed)."""
     published = [t.name for t in tables if t.published]
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         count, since = conn.execute(
             """SELECT count(staging_as_of), min(staging_as_of) FROM reporting.published_partitions
                WHERE partition_date = %s AND region = %s AND table_name = ANY(%s)""",
@@ -206,7 +218,7 @@ def checked_through(settings: Settings, day: date, region: str, tables: list[Tab
 
 def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     day, region = result.day, result.region
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         result.watermarks = slice_watermarks(conn, day, region)
     result.as_of = built_as_of(result.watermarks, tables)
     targets = [(t.schema, t.name, name) for t in tables for name in t.checks]
@@ -237,3 +249,11 @@ def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_
         )
     except NotPublished as exc:
         result.not_published = f"not published: {exc}"
+        return
+    if any(p.table == ROLLED_UP for p in result.published):
+        result.published.append(roll_up(settings, result.day, result.region))
+        started = time.monotonic()
+        outcome = global_settlements_match(settings, result.day, result.region)
+        result.checks.append(
+            CheckRun("reporting", GLOBAL_SETTLEMENTS, outcome, seconds=round(time.monotonic() - started, 3))
+        )

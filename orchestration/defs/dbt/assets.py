@@ -35,15 +35,18 @@ from dagster_dbt.asset_utils import build_dbt_specs
 from orchestration.partitions import parse_partition_key, region_day_partitions
 from orchestration.resources import TxmonResource
 from txmon.core.dbt import (
+    HOME_TARGET,
     PARTITIONED,
     InProcessDbt,
     Table,
     dbt_vars,
     partitioned_tables,
     source_checks,
+    targets,
     vars_arg,
 )
 from txmon.core.settings import Settings
+from txmon.quality.publication import GLOBAL_CHECK, GLOBAL_CHECK_DESCRIPTION, GLOBAL_SETTLEMENTS, ROLLED_UP
 from txmon.quality.reconciliations import DESCRIPTIONS
 from txmon.quality.refresh import SliceRefresh, refresh_slice
 
@@ -138,7 +141,13 @@ def freshness(settings: Settings, table: Table) -> FreshnessPolicy:
 def reference_assets(manifest: dict) -> AssetsDefinition:
     @dbt_assets(manifest=manifest, exclude=PARTITIONED, dagster_dbt_translator=TRANSLATOR, name="reference_dbt_models")
     def reference_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, txmon: TxmonResource):
-        yield from dbt.cli(dbt_build_args(txmon.settings()), context=context).stream()
+        settings = txmon.settings()
+        # Every database that holds a region's models gets the FX seed and the staging view too; the
+        # home database's build is the one reported.
+        for target in targets(settings):
+            if target != HOME_TARGET:
+                dbt.cli([*dbt_build_args(settings), "--target", target], context=context).wait()
+        yield from dbt.cli(dbt_build_args(settings), context=context).stream()
 
     return reference_dbt_models
 
@@ -186,6 +195,17 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
         for t in tables
         if t.published
     ]
+    reporting_specs += [
+        AssetSpec(
+            key=AssetKey(["reporting", GLOBAL_SETTLEMENTS]),
+            deps=[AssetKey(["reporting", ROLLED_UP])],
+            group_name="reporting",
+            kinds={"postgres"},
+            skippable=True,
+            description="reporting.global_daily_settlements, in the home database: every region's published daily "
+            "settlements, aggregates only (what crosses regions), replaced per region-day at each publication.",
+        )
+    ]
     check_specs = [readable_check(spec, manifest, partitions_def) for spec in test_specs]
     check_specs += [
         AssetCheckSpec(
@@ -211,6 +231,15 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
         for source, names in sorted(source_checks(manifest).items())
         for name in names
     ]
+    check_specs.append(
+        AssetCheckSpec(
+            GLOBAL_CHECK,
+            asset=AssetKey(["reporting", GLOBAL_SETTLEMENTS]),
+            description=GLOBAL_CHECK_DESCRIPTION,
+            blocking=False,
+            partitions_def=partitions_def,
+        )
+    )
 
     @multi_asset(
         name="refresh_region_day",

@@ -120,9 +120,12 @@ def run_config(partitions: list[str], full: bool = False) -> dict:
 
 def marked_slices(settings: Settings) -> set[str]:
     """Slices that a neighbour's refresh marked for their next one."""
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="report") as conn:
-        rows = conn.execute("SELECT DISTINCT slice_date, region FROM intermediate.slice_dirty").fetchall()
-    return {f"{day.isoformat()}|{region}" for day, region in rows}
+    marked = set()
+    for dsn in settings.databases():
+        with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="report") as conn:
+            rows = conn.execute("SELECT DISTINCT slice_date, region FROM intermediate.slice_dirty").fetchall()
+        marked |= {f"{day.isoformat()}|{region}" for day, region in rows}
+    return marked
 
 
 def in_partitions(settings: Settings, key: str, today: date) -> bool:

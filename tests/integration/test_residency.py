@@ -1,0 +1,179 @@
+"""Data residency: regions in their own databases (shared/CONTRACT.md section 4), end to end through
+the real services: landing, quarantine, dbt, checks, publication and the global roll-up."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from psycopg import sql
+
+from tests.integration.test_ingest import event, line
+from txmon.core.db import connect
+from txmon.core.settings import Settings
+
+DAY = date(2026, 11, 20)
+REGIONAL = ("EU", "US")  # each in a database of its own; APAC stays in the home database
+ID_COLUMNS = ("transaction_id", "account_id")
+
+
+def _url(settings: Settings, database: str, host: str | None = None) -> str:
+    return f"postgresql://{settings.pg_user}@{host or settings.pg_host}:{settings.pg_port}/{database}"
+
+
+@pytest.fixture
+def regions(platform):
+    """The platform with EU and US in regional databases (created by `txmon migrate`)."""
+    name = platform.settings.warehouse_db
+    databases = {region: f"{name}_{region.lower()}" for region in REGIONAL}
+    region_dsns = json.dumps({region: _url(platform.settings, db) for region, db in databases.items()})
+    extra = {"TXMON_REGION_DSNS": region_dsns}
+    settings = Settings.from_env({**platform.env, **extra})
+    yield platform, extra, settings, databases
+    with connect(platform.settings.admin_dsn, autocommit=True, purpose="test") as conn:
+        for db in databases.values():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def _events() -> tuple[list[dict], dict[str, str]]:
+    """Three regions' events (settled, pending then settled, suspicious, fraud-flagged); id -> region."""
+    events, owner = [], {}
+    for region, currency in (("EU", "EUR"), ("US", "USD"), ("APAC", "SGD")):
+        for i, (amount, status, cur, flagged) in enumerate(
+            [
+                ("10.01", "settled", currency, False),
+                ("20.02", "pending", currency, False),
+                ("25000.00", "settled", "USD", False),
+                ("5.00", "settled", currency, True),
+            ]
+        ):
+            tx = f"res-{region}-{i}"
+            owner[tx] = owner[f"acc-{tx}"] = region
+            fields = {"fraud_flag": True} if flagged else {}
+            events.append(
+                event(tx, status, amount=amount, currency=cur, region=region, event_time=f"{DAY}T1{i}:00:00Z", **fields)
+            )
+        settled_later = event(
+            f"res-{region}-1",
+            "settled",
+            amount="20.02",
+            currency=currency,
+            region=region,
+            event_time=f"{DAY}T15:00:00Z",
+        )
+        events.append(settled_later)
+    return events, owner
+
+
+def _expected_settlements(events: list[dict]) -> dict[tuple, tuple]:
+    latest: dict[str, dict] = {}
+    for e in sorted(events, key=lambda e: e["event_time"]):
+        latest[e["transaction_id"]] = e
+    out: dict[tuple, list] = defaultdict(lambda: [0, 0, Decimal("0")])
+    for e in latest.values():
+        row = out[(e["region"], e["currency"])]
+        row[0] += 1
+        if e["status"] == "settled":
+            row[1] += 1
+            row[2] += Decimal(e["amount"])
+    return {k: (n, s, v) for k, (n, s, v) in out.items()}
+
+
+def _ids_in(dsn: str) -> dict[str, set[str]]:
+    """Every transaction or account identifier stored in any table of the database, per table."""
+    found: dict[str, set[str]] = {}
+    with connect(dsn, autocommit=True, purpose="test") as conn:
+        columns = conn.execute(
+            """SELECT c.table_schema, c.table_name, c.column_name FROM information_schema.columns c
+               JOIN information_schema.tables t USING (table_schema, table_name)
+               WHERE c.column_name = ANY(%s) AND t.table_type = 'BASE TABLE'
+                 AND c.table_schema NOT IN ('pg_catalog', 'information_schema')""",
+            (list(ID_COLUMNS),),
+        ).fetchall()
+        for schema, table, column in columns:
+            rows = conn.execute(
+                sql.SQL("SELECT DISTINCT {c}::text FROM {s}.{t}").format(
+                    c=sql.Identifier(column), s=sql.Identifier(schema), t=sql.Identifier(table)
+                )
+            ).fetchall()
+            found.setdefault(f"{schema}.{table}", set()).update(v for (v,) in rows if v is not None)
+        raw = conn.execute("SELECT convert_from(raw_value, 'UTF8') FROM staging.rejected_transactions").fetchall()
+    found["staging.rejected_transactions(raw)"] = {v for (v,) in raw}
+    return found
+
+
+def test_each_region_lives_in_its_own_database_end_to_end(regions, tmp_path):
+    platform, extra, settings, databases = regions
+    events, owner = _events()
+    malformed = [
+        json.dumps({"transaction_id": "res-bad-EU", "region": "EU", "amount": "not money"}),
+        json.dumps({"transaction_id": "res-bad-none", "amount": "1.00"}),
+    ]
+    source = tmp_path / "residency.jsonl"
+    source.write_text("\n".join([*(line(e) for e in events), *malformed]) + "\n")
+
+    platform.txmon("migrate", env_extra=extra)  # creates the regional databases on the local cluster
+    platform.txmon("produce", str(source), env_extra=extra)
+    platform.txmon("ingest", "--until-idle", env_extra=extra)
+    for region in settings.regions:
+        platform.txmon("materialize", "--date", DAY.isoformat(), "--region", region, env_extra=extra)
+
+    home = settings.warehouse_dsn
+    holds = {home: {"APAC"}, **{settings.dsn_for_region(r): {r} for r in REGIONAL}}
+    assert len(holds) == 3
+    for dsn, mine in holds.items():
+        for table, ids in _ids_in(dsn).items():
+            if table.endswith("(raw)"):
+                continue
+            foreign = {i for i in ids if owner.get(i, "?") not in mine}
+            assert foreign == set(), f"{table} in the database of {sorted(mine)} holds {sorted(foreign)[:5]}"
+
+    # A malformed message is quarantined where the region it names lives; one naming none at home.
+    quarantined = {dsn: _ids_in(dsn)["staging.rejected_transactions(raw)"] for dsn in holds}
+    eu = settings.dsn_for_region("EU")
+    assert [v for v in quarantined[eu] if "res-bad-EU" in v] and not [v for v in quarantined[home] if "res-bad-EU" in v]
+    assert [v for v in quarantined[home] if "res-bad-none" in v]
+
+    # Each region's published marts are right to the cent, in its own database; never empty.
+    expected = _expected_settlements(events)
+    published = {}
+    for region in settings.regions:
+        rows = platform.query(
+            """SELECT region, currency, transaction_count, settled_count, settled_volume
+               FROM reporting.daily_settlements WHERE settlement_date = %s""",
+            (DAY,),
+            dsn=settings.dsn_for_region(region),
+        )
+        assert rows, f"{region}: nothing published"
+        assert {r[0] for r in rows} == {region}
+        published.update({(r[0], r[1]): (r[2], r[3], r[4]) for r in rows})
+        suspicious = platform.query(
+            "SELECT transaction_id FROM reporting.suspicious_activity WHERE event_date = %s",
+            (DAY,),
+            dsn=settings.dsn_for_region(region),
+        )
+        assert {tx for (tx,) in suspicious} == {f"res-{region}-2", f"res-{region}-3"}
+    assert published == expected
+
+    # The home database's roll-up equals every region's published settlements, aggregates only.
+    rolled = platform.query(
+        """SELECT region, currency, transaction_count, settled_count, settled_volume
+           FROM reporting.global_daily_settlements WHERE settlement_date = %s""",
+        (DAY,),
+        dsn=home,
+    )
+    assert {(r[0], r[1]): (r[2], r[3], r[4]) for r in rolled} == expected
+
+
+def test_one_database_under_two_urls_is_refused(platform):
+    settings = platform.settings
+    alias = _url(settings, settings.warehouse_db, host="localhost")  # the home database, spelled otherwise
+    extra = {"TXMON_REGION_DSNS": json.dumps({"EU": alias})}
+    for command in (("migrate",), ("ingest", "--until-idle")):
+        proc = platform.txmon(*command, check=False, env_extra=extra)
+        assert proc.returncode != 0, command
+        message = proc.stderr.strip()
+        assert "are one database" in message and "\n" not in message and "Traceback" not in message, message
