@@ -8,7 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from txmon.core.db import connect
-from txmon.core.settings import Role, Settings, where
+from txmon.core.settings import Role, Settings
+from txmon.core.urls import where
 
 # A batch's row is written just before its commit; reading only rows older than this lets a batch
 # that took an earlier id but committed later still be seen before the cursor passes it.

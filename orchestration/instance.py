@@ -13,7 +13,7 @@ from txmon.core.settings import REPO_ROOT, Settings
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
 
 
-DEFAULT_DAGSTER_DB = Settings.dagster_db  # its home keeps the plain name
+DEFAULT_DAGSTER_DB = Settings.model_fields["dagster_db"].default  # its home keeps the plain name
 
 
 class OrchestrationError(RuntimeError):

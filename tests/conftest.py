@@ -6,12 +6,12 @@ import os
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from txmon.core.settings import Settings
+from txmon.core.settings import Settings, replace
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from tests.integration.test_ingest import event, line
-from txmon.core.settings import Settings
+from txmon.core.settings import Settings, replace
 
 D1, D2 = "2026-11-20", "2026-11-21"
 

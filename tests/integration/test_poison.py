@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -21,6 +20,7 @@ from contracts.transaction import CONTRACT_FIELDS, Transaction
 from ingestion.sink import Message, WarehouseSink
 from ingestion.validate import to_message, validator_for
 from tests.integration.test_ingest import assert_every_offset_accounted_for, event
+from txmon.core.settings import replace
 
 NOW = datetime.now(UTC)
 PROPERTY_SETTINGS = settings(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from tests.integration.test_ingest import line
 from tests.integration.test_marts import D1, EVENTS, EXPECTED_SETTLEMENTS, LATE
+from txmon.core.settings import replace
 
 DAY = date.fromisoformat(D1)
 

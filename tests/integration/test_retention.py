@@ -5,7 +5,6 @@ is past its age, the offset audit still adding up after pruning, Dagster's check
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +12,7 @@ from psycopg import sql
 
 from tests.integration.test_ingest import assert_every_offset_accounted_for, event, line
 from txmon.core import retention
+from txmon.core.settings import replace
 from txmon.quality.reconciliations import kafka_offsets_accounted
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-from dataclasses import replace
 
 import psycopg
 import pytest
@@ -11,7 +10,7 @@ from psycopg import errors
 
 from txmon.core import credentials
 from txmon.core.db import connect
-from txmon.core.settings import Role
+from txmon.core.settings import Role, replace
 from txmon.core.warehouse import set_role_passwords
 
 DAY = "2026-11-24"

@@ -14,7 +14,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import REPO
 from txmon.core import credentials
-from txmon.core.settings import ConfigError, Role, Settings, redact
+from txmon.core.settings import ConfigError, Role, Settings
+from txmon.core.urls import redact
 
 
 def mode(path) -> int:

@@ -1,9 +1,7 @@
 """How `txmon ingest` shares partitions between processes and sums their reports."""
 
-from dataclasses import replace
-
 from ingestion.processes import merge, process_count, split
-from txmon.core.settings import Settings
+from txmon.core.settings import Settings, replace
 
 
 def test_partitions_are_split_round_robin_without_empty_shares():

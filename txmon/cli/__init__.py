@@ -257,7 +257,7 @@ def cmd_info(args, settings) -> int:
 
 
 def cmd_migrate(args, settings) -> int:
-    from txmon.core.settings import where
+    from txmon.core.urls import where
     from txmon.core.warehouse import migrate
 
     for dsn, applied in migrate(settings).items():
@@ -306,10 +306,9 @@ def _stop_on_signals() -> threading.Event:
 
 
 def cmd_ingest(args, settings) -> int:
-    from dataclasses import replace
-
     from ingestion import processes
     from ingestion.consumer import Ingestor
+    from txmon.core.settings import replace
 
     stop = _stop_on_signals()
     if args.lease:
@@ -505,9 +504,8 @@ def cmd_dagster(args, settings) -> int:
 
 
 def cmd_run(args, settings) -> int:
-    from dataclasses import replace
-
     from ingestion.processes import stop_landing
+    from txmon.core.settings import replace
     from txmon.devtools import services
 
     for s in services.up(settings):

@@ -14,7 +14,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from txmon.core import credentials
 from txmon.core.db import connect
-from txmon.core.settings import Role, Settings, where
+from txmon.core.settings import Role, Settings
+from txmon.core.urls import where
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 LOCK_KEY = 0x7478_6D6F_6E  # "txmon"
