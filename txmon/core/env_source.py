@@ -32,10 +32,12 @@ class MappingEnvSource(EnvSettingsSource):
             if name.startswith(self.env_prefix) and name.isupper() and (value or not self.env_ignore_empty)
         }
 
-    def _extract_field_info(self, field: FieldInfo, field_name: str) -> list[tuple[str, str, bool]]:
+    def _extract_field_info(
+        self, field: FieldInfo, field_name: str, model_config: Mapping[str, Any] | None = None
+    ) -> list[tuple[str, str, bool]]:
         key = (self.settings_cls, field_name)
         if key not in self._field_info:
-            self._field_info[key] = super()._extract_field_info(field, field_name)
+            self._field_info[key] = super()._extract_field_info(field, field_name, model_config)
         return self._field_info[key]
 
     def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:

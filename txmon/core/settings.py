@@ -1,14 +1,13 @@
-"""The one settings object of txmon.
-
-Every component (CLI, ingestion, services, Dagster, dbt vars, benchmarks) reads its settings from
-``Settings.from_env()``; nothing else reads ``TXMON_*`` variables. Each setting has a default that
-runs the whole platform on one machine; ``txmon info --json`` prints the effective values.
-
-Each setting is a field read from ``TXMON_<FIELD>`` (the ``*_override`` fields from the variable
-their alias names): lists comma-separated (``TXMON_REGIONS=EU,US``), mappings JSON objects
-(``TXMON_REGION_DSNS={"EU": "postgresql://..."}``). An empty variable is unset; other ``TXMON_*``
-variables are ignored. A bad value is a ``ConfigError`` of one line naming the variable.
-"""
+"""The one settings object of txmon: typed fields read from ``TXMON_*`` variables, validated, with
+one-line errors that name the variable."""
+# Every component (CLI, ingestion, services, Dagster, dbt vars, benchmarks) reads its settings from
+# ``Settings.from_env()``; nothing else reads ``TXMON_*`` variables. Each setting has a default that
+# runs the whole platform on one machine; ``txmon info --json`` prints the effective values.
+#
+# Each setting is a field read from ``TXMON_<FIELD>`` (the ``*_override`` fields from the variable
+# their alias names): lists comma-separated (``TXMON_REGIONS=EU,US``), mappings JSON objects
+# (``TXMON_REGION_DSNS={"EU": "postgresql://..."}``). An empty variable is unset; other ``TXMON_*``
+# variables are ignored. A bad value is a ``ConfigError`` of one line naming the variable.
 
 from __future__ import annotations
 
@@ -297,7 +296,8 @@ class Settings(BaseSettings):
         """Settings from ``TXMON_*`` environment variables (``env``, else ``os.environ``) over the defaults."""
         environ = os.environ if env is None else env
         try:
-            return cls(_build_sources=((MappingEnvSource(cls, environ),), {}))
+            # `_build_sources`: pydantic-settings' constructor argument for the sources (not in the model's signature).
+            return cls(_build_sources=((MappingEnvSource(cls, environ),), {}))  # type: ignore[call-arg]
         except ValidationError as exc:
             raise cls._one_line(exc.errors()[0], environ) from None
 
@@ -323,7 +323,8 @@ class Settings(BaseSettings):
         field = cls.model_fields[name]
         variable = str(field.validation_alias or f"TXMON_{name.upper()}")
         value = given.get(variable, given.get(name, error["input"]))
-        kind, what = field.annotation, field.description or error["msg"]
+        kind: Any = field.annotation
+        what = field.description or error["msg"]
         if get_origin(kind) is Literal:
             *others, last = get_args(kind)
             return ConfigError(f"{variable}={value!r}: use {', '.join(others)} or {last}")
