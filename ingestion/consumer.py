@@ -182,6 +182,11 @@ def partitions_of(consumer: Consumer, settings: Settings) -> list[int]:
     return sorted(meta.partitions)
 
 
+def check_databases(settings: Settings) -> None:
+    """Every database a worker lands in is migrated and named by one URL only (MigrationError if not)."""
+    one_url_each({dsn: require_migrated(settings.as_role(dsn, Role.INGEST)) for dsn in settings.databases()})
+
+
 class Ingestor:
     """Moves messages from the topic into PostgreSQL, exactly once, in bounded micro-batches."""
 
@@ -260,11 +265,9 @@ class Ingestor:
         databases = self.settings.databases()
         sinks = []
         try:
-            identities = {}
+            check_databases(self.settings)
             for dsn, regions in databases.items():
                 ingest = self.settings.as_role(dsn, Role.INGEST)
-                identities[dsn] = require_migrated(ingest)
-                one_url_each(identities)
                 sinks.append(
                     WarehouseSink(
                         ingest,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import ast
+import json
+import os
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
+import click
 import pytest
 
+from txmon.cli import COMMANDS, cli
+from txmon.cli.orchestrate import dagster_process_env
+from txmon.core.settings import Settings
 from txmon.devtools.produce import key_of
+
+CLI_DIR = Path(__file__).resolve().parents[2] / "txmon" / "cli"
 
 
 def run(*args):
@@ -49,8 +60,6 @@ def test_bad_setting_is_one_line():
 
 
 def test_info_json_has_the_contract_keys():
-    import json
-
     info = json.loads(run("info", "--json").stdout)
     assert {"warehouse_dsn", "kafka_bootstrap", "topic", "regions", "suspicious_threshold_usd"} <= set(info)
 
@@ -60,3 +69,52 @@ def test_message_key_is_the_account_id():
     assert key_of(b"not json") is None
     assert key_of(b'["acc-1"]') is None
     assert key_of(b'{"account_id": 7}') is None
+
+
+def test_help_lists_every_command_without_importing_one():
+    probe = (
+        "import sys; from txmon.cli import main; code = main(['--help']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('txmon.cli.', 'dagster', 'dbt', 'psycopg'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    *help_lines, loaded = proc.stdout.strip().splitlines()
+    assert loaded == "[]"
+    listed = {line.split()[0] for line in help_lines if line.startswith("  ") and line.split()}
+    assert set(COMMANDS) <= listed
+
+
+def test_every_command_loads_under_its_name():
+    ctx = click.Context(cli, info_name="txmon")
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name and command.help, name
+    assert cli.get_command(ctx, "frobnicate") is None
+
+
+def test_dagster_gets_the_ingest_mode_in_its_environment_not_through_this_process():
+    before = dict(os.environ)
+    env = dagster_process_env(replace(Settings.from_env({}), ingest_mode="worker"))
+    assert env["TXMON_INGEST_MODE"] == "worker" and env["DAGSTER_HOME"]
+    assert dict(os.environ) == before
+
+
+def _writes_environment(node: ast.AST) -> bool:
+    def is_environ(target: ast.AST) -> bool:
+        return isinstance(target, ast.Attribute) and target.attr == "environ"
+
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        return any(isinstance(t, ast.Subscript) and is_environ(t.value) for t in targets)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        owner = node.func.value
+        return (is_environ(owner) and node.func.attr in ("update", "setdefault", "pop", "clear")) or (
+            node.func.attr in ("putenv", "unsetenv")
+        )
+    return False
+
+
+@pytest.mark.parametrize("path", sorted(CLI_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_the_cli_hands_settings_on_explicitly_never_through_its_own_environment(path):
+    tree = ast.parse(path.read_text())
+    assert [node.lineno for node in ast.walk(tree) if _writes_environment(node)] == []

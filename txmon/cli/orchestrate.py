@@ -1,0 +1,115 @@
+"""`txmon materialize`, `publish`, `backfill`, `dagster-setup` and `dagster`: region-day partitions run
+through Dagster from the command line, and Dagster's webserver and daemon started and watched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from ingestion.processes import stop_landing
+from orchestration import runner
+from orchestration.instance import dagster_env
+from txmon.cli import EXIT_FAILURE
+from txmon.cli.common import BadArgument, pass_settings, supervise
+from txmon.cli.params import DAY
+from txmon.core.settings import Settings
+from txmon.core.warehouse import migrate
+
+
+def _materialize(settings: Settings, partitions: list[tuple[date, str]], *, full: bool = True) -> int:
+    for day, region in partitions:
+        try:
+            runner.check_partition(settings, day, region)
+        except ValueError as exc:
+            raise BadArgument(f"txmon: {exc}") from None
+    outcomes = runner.materialize(settings, partitions, full=full)
+    for outcome in outcomes:
+        click.echo(outcome.line())
+    failed = [o for o in outcomes if not o.success]
+    if failed:
+        click.echo(f"txmon: {len(failed)} of {len(outcomes)} partitions failed", err=True)
+        return EXIT_FAILURE
+    return 0
+
+
+@click.command("materialize")
+@click.option("--date", "day", type=DAY, required=True, help="the UTC day")
+@click.option("--region", required=True)
+@pass_settings
+def materialize(settings: Settings, day: date, region: str) -> int:
+    return _materialize(settings, [(day, region)])
+
+
+@click.command("publish")
+@click.option("--date", "day", type=DAY, required=True, help="the UTC day")
+@click.option("--region", required=True)
+@pass_settings
+def publish(settings: Settings, day: date, region: str) -> int:
+    return _materialize(settings, [(day, region)], full=False)
+
+
+@click.command("backfill")
+@click.option("--from", "first", type=DAY, required=True, help="the first day")
+@click.option("--to", "last", type=DAY, required=True, help="the last day (inclusive)")
+@click.option("--region", help="one region (default: all)")
+@pass_settings
+def backfill(settings: Settings, first: date, last: date, region: str | None) -> int:
+    try:
+        span = runner.days(first, last)
+    except ValueError as exc:
+        raise BadArgument(f"txmon backfill: {exc}") from None
+    regions = [region] if region else list(settings.regions)
+    return _materialize(settings, [(day, r) for day in span for r in regions])
+
+
+@click.command("dagster-setup")
+@pass_settings
+def dagster_setup(settings: Settings) -> int:
+    _, instance = runner.setup(settings)
+    instance.dispose()
+    click.echo(f"Dagster home {dagster_env(settings)['DAGSTER_HOME']} ready")
+    return 0
+
+
+def dagster_process_env(settings: Settings) -> dict[str, str]:
+    """The environment of Dagster's processes: this one's, with the Dagster home and the ingest mode of
+    ``settings`` (the daemon's sensors read their settings from it)."""
+    return {**os.environ, **dagster_env(settings), "TXMON_INGEST_MODE": settings.ingest_mode}
+
+
+def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
+    """Prepare Dagster (home, manifest, reference models, mart tables), then start its webserver on
+    127.0.0.1:``port`` and its daemon, logging to <state dir>/logs."""
+    runner.setup(settings)
+    bin_dir = Path(sys.executable).parent
+    log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dagster_process_env(settings)
+    module = ["-m", "orchestration.definitions"]
+    commands = {
+        "webserver": [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
+    }
+    children = []
+    for name, argv in commands.items():
+        with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            children.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
+    return children
+
+
+@click.command("dagster")
+@click.option("--port", type=int, default=3000, help="Dagster UI port")
+@pass_settings
+def dagster(settings: Settings, port: int) -> int:
+    migrate(settings)  # the components by duty never migrate; the operator's start command does
+    children = start_dagster(settings, port)
+    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (logs in .txmon/logs; Ctrl-C stops)")
+    try:
+        return supervise(children)
+    finally:
+        stop_landing(settings)  # the sensor's lander, if it started one
