@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,7 +14,7 @@ import pytest
 
 from txmon.cli import COMMANDS, cli
 from txmon.cli.orchestrate import dagster_process_env
-from txmon.core.settings import Settings
+from txmon.core.settings import Settings, replace
 from txmon.devtools.produce import key_of
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "txmon" / "cli"
