@@ -3,6 +3,7 @@ through Dagster from the command line, and Dagster's webserver and daemon starte
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,9 +78,10 @@ def dagster_setup(settings: Settings) -> int:
 
 
 def dagster_process_env(settings: Settings) -> dict[str, str]:
-    """The environment of Dagster's processes: this one's, with the Dagster home and the ingest mode of
-    ``settings`` (the daemon's sensors read their settings from it)."""
-    return {**os.environ, **dagster_env(settings), "TXMON_INGEST_MODE": settings.ingest_mode}
+    """The environment of Dagster's processes: this one's, with the Dagster home, the ingest mode and the
+    regional databases of ``settings`` (the daemon's sensors read their settings from it)."""
+    regional = {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
+    return {**os.environ, **dagster_env(settings), "TXMON_INGEST_MODE": settings.ingest_mode, **regional}
 
 
 def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:

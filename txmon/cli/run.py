@@ -11,11 +11,13 @@ import click
 from ingestion.processes import stop_landing
 from txmon.cli.common import pass_settings, supervise
 from txmon.cli.ingest import status_line
-from txmon.cli.orchestrate import start_dagster
+from txmon.cli.orchestrate import dagster_process_env, start_dagster
 from txmon.cli.params import NON_NEGATIVE, POSITIVE
 from txmon.cli.services import show
 from txmon.core.settings import Settings, replace
+from txmon.core.urls import where
 from txmon.devtools import services as local_services
+from txmon.devtools.services.postgres import local_region_dsns
 
 
 @click.command("run")
@@ -23,19 +25,29 @@ from txmon.devtools import services as local_services
 @click.option("--duration", type=NON_NEGATIVE, default=0.0, help="seconds (0: until Ctrl-C)")
 @click.option("--worker", is_flag=True, help="land with a standalone worker; the Dagster sensor then only reports")
 @click.option("--port", type=int, default=3000, help="Dagster UI port")
+@click.option(
+    "--multi-region",
+    is_flag=True,
+    help="every region but the last in a database of its own on the local cluster (<db>_eu, <db>_us)",
+)
 @pass_settings
-def run(settings: Settings, tps: float, duration: float, worker: bool, port: int) -> int:
+def run(settings: Settings, tps: float, duration: float, worker: bool, port: int, multi_region: bool) -> int:
+    if multi_region:
+        settings = replace(settings, region_dsns=local_region_dsns(settings))
     show(local_services.up(settings))
     if worker:
         settings = replace(settings, ingest_mode="worker")  # Dagster's processes get it in their environment
     children = start_dagster(settings, port)
     txmon = [sys.executable, "-m", "txmon.cli"]
     if worker:
-        children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL))
+        worker_env = dagster_process_env(settings)  # the regional databases, when given by a flag
+        children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=worker_env))
     children.append(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )
     lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
+    for region in settings.regions:
+        click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
     click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
     try:

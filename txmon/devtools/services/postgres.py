@@ -251,3 +251,13 @@ class Postgres:
             return ServiceStatus("postgres", True, f"PostgreSQL {version} at {where}, data {self.data}")
         except psycopg.OperationalError as exc:
             return ServiceStatus("postgres", False, f"not answering at {where}: {str(exc).strip().splitlines()[0]}")
+
+
+def local_region_dsns(settings: Settings) -> dict[str, str]:
+    """A local multi-region layout (`txmon run --multi-region`): every region but the last in a database
+    of its own on the local cluster, named after the warehouse (txmon_eu, txmon_us); the last at home."""
+    return {
+        region: f"postgresql://{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/"
+        f"{settings.warehouse_db}_{region.lower()}"
+        for region in settings.regions[:-1]
+    }
