@@ -96,13 +96,18 @@ def ingest(
 
 def status_line(settings: Settings) -> str:
     """Rows landed, quarantined and duplicated, consumer lag, time of the last landing: one line."""
-    with connect(settings.home_dsn(Role.TRANSFORM), autocommit=True, purpose="status") as conn:
-        # From the batch log, not count(*): the status line must stay cheap on a large table.
-        landed, quarantined, dupes, latest = conn.execute(
-            """SELECT coalesce(sum(landed), 0), coalesce(sum(quarantined), 0), coalesce(sum(duplicates), 0),
-                      max(committed_at)
-               FROM staging.ingest_batches"""
-        ).fetchone()
+    landed = quarantined = dupes = 0
+    latest = None
+    for dsn in settings.databases():  # every regional database logs its own part of each batch
+        with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="status") as conn:
+            # From the batch log, not count(*): the status line must stay cheap on a large table.
+            rows, rejected, duplicates, last = conn.execute(
+                """SELECT coalesce(sum(landed), 0), coalesce(sum(quarantined), 0), coalesce(sum(duplicates), 0),
+                          max(committed_at)
+                   FROM staging.ingest_batches"""
+            ).fetchone()
+        landed, quarantined, dupes = landed + rows, quarantined + rejected, dupes + duplicates
+        latest = max(filter(None, (latest, last)), default=None)
     lag = sum(consumer_lag(settings).values())
     when = latest.strftime("%H:%M:%S") if latest else "-"
     return (
