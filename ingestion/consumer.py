@@ -215,6 +215,12 @@ class Ingestor:
         self.source = Source(None, None)
         self._source_checked = 0.0
         self._quarantine_producer: Producer | None = None
+        self._regional = {  # the regions whose databases are not the home one
+            region
+            for dsn, regions in settings.databases().items()
+            if dsn != settings.warehouse_dsn
+            for region in regions
+        }
         self.consumer = kafka_clients.consumer(
             settings,
             **{
@@ -457,13 +463,7 @@ class Ingestor:
             pass  # only for Kafka's own lag tools: PostgreSQL holds the positions
         reasons = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
         # A message kept in a regional database (it names that region) is not copied to the shared topic.
-        regional = {
-            r
-            for dsn, regions in self.settings.databases().items()
-            if dsn != self.settings.warehouse_dsn
-            for r in regions
-        }
-        rejected = [(m, reason) for m, reason in reasons if reason is not None and m.region not in regional]
+        rejected = [(m, reason) for m, reason in reasons if reason is not None and m.region not in self._regional]
         if not rejected:
             return
         # Best effort, after the commit: the table is the record; the topic lets producers listen.
