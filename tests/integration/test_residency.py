@@ -19,6 +19,7 @@ from tests.integration.test_ingest import event, line
 from tests.integration.test_live import BOUND_SECONDS, expected, free_port, wait_for_ticks
 from txmon.core.db import connect
 from txmon.core.settings import Settings
+from txmon.devtools.services.postgres import local_region_dsns
 from txmon.quality.reconciliations import run_check
 
 DAY = date(2026, 11, 20)
@@ -33,10 +34,11 @@ def _url(settings: Settings, database: str, host: str | None = None) -> str:
 @pytest.fixture
 def regions(platform):
     """The platform with EU and US in regional databases (created by `txmon migrate`)."""
-    name = platform.settings.warehouse_db
-    databases = {region: f"{name}_{region.lower()}" for region in REGIONAL}
-    region_dsns = json.dumps({region: _url(platform.settings, db) for region, db in databases.items()})
-    extra = {"TXMON_REGION_DSNS": region_dsns}
+    # The local multi-region mode (`txmon run --multi-region`): EU and US in <db>_eu and <db>_us.
+    dsns = local_region_dsns(platform.settings)
+    assert sorted(dsns) == sorted(REGIONAL)
+    databases = {region: f"{platform.settings.warehouse_db}_{region.lower()}" for region in REGIONAL}
+    extra = {"TXMON_REGION_DSNS": json.dumps(dsns)}
     settings = Settings.from_env({**platform.env, **extra})
     yield platform, extra, settings, databases
     with connect(platform.settings.admin_dsn, autocommit=True, purpose="test") as conn:
