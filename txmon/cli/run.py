@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, time, timedelta
 
 import click
 
@@ -42,6 +43,13 @@ def run(settings: Settings, tps: float, duration: float, worker: bool, port: int
     if worker:
         worker_env = dagster_process_env(settings)  # the regional databases, when given by a flag
         children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=worker_env))
+    if multi_region:
+        # Late data for yesterday (closed): its refresh publishes every region's settlements, in its own
+        # database, and the home database's global roll-up within minutes.
+        yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
+        late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
+        subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
+        click.echo(f"late data: 10,000 events of {yesterday.date()} sent (reporting.global_daily_settlements)")
     children.append(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )
