@@ -6,7 +6,7 @@ from __future__ import annotations
 from dagster import Definitions, definitions, in_process_executor
 
 from orchestration.defs import dbt, ingestion, maintenance, quality
-from orchestration.instance import prepare
+from orchestration.instance import flag_env, prepare
 from orchestration.resources import TxmonResource, dbt_resource
 from txmon.core.dbt import manifest
 from txmon.core.settings import Settings
@@ -20,7 +20,10 @@ def build_definitions(settings: Settings) -> Definitions:
         maintenance.build(),
         quality.build(),
         # One process per run: a run's steps share the code location and dbt's parsed project.
-        Definitions(resources={"txmon": TxmonResource(), "dbt": dbt_resource(settings)}, executor=in_process_executor),
+        Definitions(
+            resources={"txmon": TxmonResource(overrides=flag_env(settings)), "dbt": dbt_resource(settings)},
+            executor=in_process_executor,
+        ),
     )
 
 

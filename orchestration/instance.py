@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,13 @@ def dagster_env(settings: Settings) -> dict[str, str]:
     """DAGSTER_HOME: <state dir>/dagster, one per Dagster database."""
     home = "dagster" if settings.dagster_db == DEFAULT_DAGSTER_DB else f"dagster-{settings.dagster_db}"
     return {"DAGSTER_HOME": str(settings.state_dir / home)}
+
+
+def flag_env(settings: Settings) -> dict[str, str]:
+    """The settings a command may take as flags (`txmon run --worker --multi-region`), as the TXMON_*
+    variables that hand them to Dagster's processes and resource."""
+    regional = {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
+    return {"TXMON_INGEST_MODE": settings.ingest_mode, **regional}
 
 
 def storage_url(settings: Settings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import psycopg
 from dagster import ConfigurableResource, SkipReason
@@ -15,10 +16,13 @@ from txmon.core.settings import Settings
 
 
 class TxmonResource(ConfigurableResource):
-    """txmon's one settings object (read from TXMON_* variables) for assets and sensors."""
+    """txmon's one settings object for assets and sensors: the process's TXMON_* variables, with
+    ``overrides`` (TXMON_* variables the command that built the definitions was given as flags)."""
+
+    overrides: dict[str, str] = {}
 
     def settings(self) -> Settings:
-        return Settings.from_env()
+        return Settings.from_env({**os.environ, **self.overrides}) if self.overrides else Settings.from_env()
 
 
 def dbt_resource(settings: Settings) -> DbtCliResource:

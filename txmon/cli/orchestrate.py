@@ -3,7 +3,6 @@ through Dagster from the command line, and Dagster's webserver and daemon starte
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import click
 
 from ingestion.processes import stop_landing
 from orchestration import runner
-from orchestration.instance import dagster_env
+from orchestration.instance import dagster_env, flag_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, supervise
 from txmon.cli.params import DAY
@@ -80,8 +79,7 @@ def dagster_setup(settings: Settings) -> int:
 def dagster_process_env(settings: Settings) -> dict[str, str]:
     """The environment of Dagster's processes: this one's, with the Dagster home, the ingest mode and the
     regional databases of ``settings`` (the daemon's sensors read their settings from it)."""
-    regional = {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
-    return {**os.environ, **dagster_env(settings), "TXMON_INGEST_MODE": settings.ingest_mode, **regional}
+    return {**os.environ, **dagster_env(settings), **flag_env(settings)}
 
 
 def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
