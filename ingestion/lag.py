@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import psycopg
 from confluent_kafka import TopicPartition
 
 from txmon.core import kafka as kafka_clients
 from txmon.core.db import connect
 from txmon.core.settings import Role, Settings
 
+POSITIONS = 'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s'
 
-def consumer_lag(settings: Settings) -> dict[int, int]:
-    """Messages on the topic not yet accounted for in every database, per partition."""
+
+def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Each partition of the topic: its (low, high) watermarks, asked of the brokers."""
     consumer = kafka_clients.consumer(settings)
     try:
-        meta = consumer.list_topics(settings.topic, timeout=10).topics[settings.topic]
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.topic, p), timeout=10, cached=False)
+        meta = consumer.list_topics(settings.topic, timeout=timeout).topics[settings.topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.topic, p), timeout=timeout, cached=False)
             for p in sorted(meta.partitions)
         }
     finally:
         consumer.close()
-    lag: dict[int, int] = {}
+
+
+def positions(conn: psycopg.Connection, topic: str) -> dict[int, int]:
+    """The next offset to land of each partition, as one database stores it."""
+    return dict(conn.execute(POSITIONS, (topic,)).fetchall())
+
+
+def lag(ends: dict[int, tuple[int, int]], stored: Iterable[dict[int, int]]) -> dict[int, int]:
+    """Per partition, the messages not yet accounted for in every database (the largest gap of any)."""
+    out: dict[int, int] = {p: 0 for p in ends}
+    for by_partition in stored:
+        for p, (low, high) in ends.items():
+            out[p] = max(out[p], high - max(by_partition.get(p, low), low))
+    return out
+
+
+def consumer_lag(settings: Settings) -> dict[int, int]:
+    """Messages on the topic not yet accounted for in every database, per partition."""
+    ends = end_offsets(settings)
+    stored = []
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.INGEST), autocommit=True, purpose="lag") as conn:
-            stored: dict[int, int] = dict(
-                conn.execute(
-                    'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s', (settings.topic,)
-                ).fetchall()
-            )
-        for p, (low, high) in ends.items():
-            lag[p] = max(lag.get(p, 0), high - max(stored.get(p, low), low))
-    return lag
+            stored.append(positions(conn, settings.topic))
+    return lag(ends, stored)

@@ -122,7 +122,7 @@ def test_txmon_info_prints_no_secret(tmp_path):
     assert proc.returncode == 0, proc.stderr
     secrets_dir = tmp_path / "state" / "secrets"
     secrets = [p.read_text().strip() for p in secrets_dir.iterdir()] + ["bi-s3cret"]
-    assert len(secrets) == len(credentials.GENERATED) + 1
+    assert len(secrets) == len(credentials.GENERATED) + 2  # the API's local key, bi_reader's given one
     for secret in secrets:
         assert secret not in proc.stdout
     info = json.loads(proc.stdout)

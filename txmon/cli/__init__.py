@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "txmon.cli.orchestrate:dagster_setup",
         "prepare Dagster's home, the dbt manifest, reference models and mart tables",
     ),
+    "api": ("txmon.cli.api:api", "the read-only HTTP API and the monitoring web page, to Ctrl-C"),
     "run": (
         "txmon.cli.run:run",
         "services up, synthetic payments, ingestion, Dagster UI and daemon, live status (Ctrl-C stops)",

@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from txmon.core.settings import ConfigError, Role, Settings
+from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 
 FILES = {
     Role.ADMIN: "postgres-admin",
@@ -24,9 +24,15 @@ FILES = {
     Role.PUBLISH: "postgres-publish",
     Role.DAGSTER: "postgres-dagster",
     Role.BI_READER: "bi-reader",  # never generated: bi_reader has no login until someone gives it a password
+    Role.API_REGULATOR: "postgres-api-regulator",
+    Role.API_ANALYST: "postgres-api-analyst",
+    Role.API_MONITOR: "postgres-api-monitor",
 }
-GENERATED = (Role.ADMIN, Role.INGEST, Role.TRANSFORM, Role.PUBLISH, Role.DAGSTER)
+GENERATED: tuple[Role, ...] = tuple(role for role in Role if role is not Role.BI_READER)
 KAFKA_FILE = "kafka-password"
+# The HTTP API's local key (analyst, every region), used when TXMON_API_KEYS is empty.
+API_KEY_FILE = "api-key"
+LOCAL_API_GRANT = ApiGrant(role="analyst", regions=("*",))
 
 
 def private_dir(path: Path, mode: int = 0o700) -> Path:
@@ -80,6 +86,21 @@ def kafka_password(settings: Settings) -> str:
     return value
 
 
+def local_api_key(settings: Settings) -> str | None:
+    """The local key of the HTTP API (generated with the other secrets), or None where none was made."""
+    return _read(settings, API_KEY_FILE)
+
+
+def api_keys(settings: Settings) -> dict[str, ApiGrant]:
+    """The HTTP API's keys: TXMON_API_KEYS, else the local key with every region's analyst access."""
+    if settings.api_keys:
+        return dict(settings.api_keys)
+    key = local_api_key(settings)
+    if key is None:
+        raise ConfigError(f"TXMON_API_KEYS is empty and there is no local key in {settings.secrets_dir / API_KEY_FILE}")
+    return {key: LOCAL_API_GRANT}
+
+
 def _pgpass_line(user: str, secret: str) -> str:
     escaped = secret.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:{user}:{escaped}\n"
@@ -98,6 +119,8 @@ def ensure(settings: Settings) -> None:
             path = settings.secrets_dir / FILES[role]
             if not path.exists() and not (role is Role.ADMIN and settings.pg_password):
                 write_private(path, secrets.token_urlsafe(24) + "\n")
+        if not (settings.secrets_dir / API_KEY_FILE).exists():
+            write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
     lines = []
     for role in Role:
         value = password(settings, role)

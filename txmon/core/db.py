@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 APPLICATION_NAME = "txmon"
 
@@ -18,13 +19,10 @@ def refused(exc: BaseException) -> bool:
     return state.startswith("28") or state == "42501" or any(text in str(exc) for text in _REFUSED)
 
 
-def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
-    """A psycopg 3 connection with txmon's session defaults (UTC, a named application)."""
-    name = f"{APPLICATION_NAME}:{purpose}" if purpose else APPLICATION_NAME
-    return psycopg.connect(
-        dsn,
-        autocommit=autocommit,
-        application_name=name,
+def _session(purpose: str) -> dict:
+    """txmon's session defaults: UTC, a named application, dead servers noticed in about 30 s."""
+    return dict(
+        application_name=f"{APPLICATION_NAME}:{purpose}" if purpose else APPLICATION_NAME,
         options="-c timezone=UTC",
         connect_timeout=10,
         # A server that vanished (fail-over, network) is noticed in about 30 s, not after the OS's 2 hours.
@@ -33,4 +31,23 @@ def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
         keepalives_interval=5,
         keepalives_count=4,
         tcp_user_timeout=30_000,  # ms: data unacknowledged this long (a blackholed server) is a lost connection
+    )
+
+
+def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
+    """A psycopg 3 connection with txmon's session defaults (UTC, a named application)."""
+    return psycopg.connect(dsn, autocommit=autocommit, **_session(purpose))
+
+
+def pool(dsn: str, *, size: int, purpose: str) -> ConnectionPool:
+    """A pool of up to ``size`` autocommit connections with the same defaults, opened on first use
+    (a database that is down does not stop its creator; a request then waits at most its timeout)."""
+    return ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        kwargs={"autocommit": True, **_session(purpose)},
+        open=False,
+        name=purpose,
+        reconnect_timeout=30,
     )

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BeforeValidator, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -50,6 +50,9 @@ class Role(StrEnum):
     PUBLISH = "txmon_publish"  # copies checked mart partitions to reporting, appends the publication log
     DAGSTER = "txmon_dagster"  # Dagster's own storage (the dagster database)
     BI_READER = "bi_reader"  # BI tools and regulators: reads reporting, nothing else
+    API_REGULATOR = "txmon_api_regulator"  # the HTTP API for a regulator's key: reads reporting only
+    API_ANALYST = "txmon_api_analyst"  # the HTTP API for an analyst's key: reporting and staging's landed events
+    API_MONITOR = "txmon_api_monitor"  # the API's /health and /metrics: positions and the publication log
 
 
 def _json_number(value: Decimal) -> int | float | str:
@@ -83,12 +86,25 @@ Currencies = Annotated[
     tuple[Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")], ...], NoDecode, _text(_csv), Field(min_length=1)
 ]
 FieldNames = Annotated[tuple[str, ...], NoDecode, _text(lambda text: tuple(dict.fromkeys(_csv(text))))]
-PositiveDecimal = Annotated[Decimal, Field(gt=0)]  # and finite: a Decimal field refuses NaN and Infinity
+PositiveDecimal = Annotated[Decimal, Field(gt=0)]
+ApiRegions = Annotated[tuple[str, ...], Field(min_length=1)]  # and finite: a Decimal field refuses NaN and Infinity
 
 # What the text of a variable that does not parse is not, by the field's type; the errors of one
 # that parses but is out of bounds.
 _NOT_A = {int: "a whole number", float: "a number", Decimal: "a decimal", date: "a YYYY-MM-DD date"}
 _OUT_OF_BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
+class ApiGrant(BaseModel):
+    """What one key of the HTTP API may read: a role's paths, in some regions (``*``: every region)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["regulator", "analyst"]
+    regions: ApiRegions
+
+    def region_list(self, configured: tuple[str, ...]) -> tuple[str, ...]:
+        return configured if "*" in self.regions else tuple(r for r in configured if r in self.regions)
 
 
 class Settings(BaseSettings):
@@ -167,6 +183,16 @@ class Settings(BaseSettings):
     # the migrations from TXMON_BI_READER_PASSWORD or <secrets dir>/bi-reader (NOLOGIN without one).
     bi_reader_password: str | None = Field(None, repr=False)
 
+    # The HTTP API (`txmon api`, shared/CONTRACT.md section 5): each bearer key's role and regions. Empty:
+    # one local key (analyst, every region) generated in the secrets directory, which `txmon run` prints.
+    api_keys: dict[str, ApiGrant] = Field(
+        default_factory=dict,
+        repr=False,
+        description='a JSON object like {"KEY": {"role": "regulator", "regions": ["EU"]}} (roles: regulator, analyst)',
+    )
+    # Connections the API keeps open per database and role (a pool each).
+    api_pool_size: Whole = Field(4, ge=1, le=100)
+
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: Whole = Field(20000, ge=1, le=1_000_000)
     batch_max_bytes: Whole = Field(16 * 1024 * 1024, ge=1_048_576, le=1_073_741_824)
@@ -196,6 +222,11 @@ class Settings(BaseSettings):
             unknown = set(mapping) - set(self.regions)
             if unknown:
                 raise ConfigError(f"{variable} names regions that are not configured: {sorted(unknown)}")
+        for grant in self.api_keys.values():
+            if unknown := set(grant.regions) - set(self.regions) - {"*"}:
+                raise ConfigError(f"TXMON_API_KEYS names regions that are not configured: {sorted(unknown)}")
+        if any(not key.strip() or key != key.strip() for key in self.api_keys):
+            raise ConfigError("TXMON_API_KEYS: a key is empty or has spaces around it")
         return self
 
     # ------------------------------------------------------------------ derived values
@@ -271,7 +302,7 @@ class Settings(BaseSettings):
         out = {
             key: (str(value) if isinstance(value, Path | Decimal | date) else value)
             for key, value in self.model_dump().items()
-            if not key.endswith("_override") and key not in ("pg_password", "bi_reader_password")
+            if not key.endswith("_override") and key not in ("pg_password", "bi_reader_password", "api_keys")
         }
         out.update(
             # A JSON number when it is one exactly (10000, 12500.5), else the decimal's text.

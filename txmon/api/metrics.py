@@ -1,0 +1,100 @@
+"""`/metrics`: the platform's state read at each scrape (consumer lag, mart freshness, last publication)
+and the API's own requests, in Prometheus' text format (the official client library)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ingestion.lag import end_offsets, lag
+from txmon.api.store import Store
+
+log = logging.getLogger("txmon.api")
+KAFKA_TIMEOUT = 3.0
+
+
+class PlatformCollector(Collector):
+    """Reads Kafka's end offsets and the databases' positions and publication log when scraped."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "txmon_source_up", "Whether a source answered this scrape (1) or not (0)", labels=["source"]
+        )
+        yield from self._lag(up)
+        yield from self._publications(up)
+        yield up
+
+    def _lag(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        try:
+            ends = end_offsets(self.store.settings, timeout=KAFKA_TIMEOUT)
+            up.add_metric(["kafka"], 1)
+        except Exception as exc:
+            log.warning("metrics: Kafka did not answer: %s", exc)
+            up.add_metric(["kafka"], 0)
+            return
+        try:
+            stored = self.store.stored_positions()
+        except Exception as exc:
+            log.warning("metrics: a database did not answer: %s", exc)
+            return
+        gauge = GaugeMetricFamily(
+            "txmon_consumer_lag",
+            "Messages on the topic not yet landed (end offset minus stored position)",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(lag(ends, stored).items()):
+            gauge.add_metric([str(partition)], behind)
+        yield gauge
+
+    def _publications(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        try:
+            rows = self.store.latest_publications()
+            up.add_metric(["postgresql"], 1)
+        except Exception as exc:
+            log.warning("metrics: a database did not answer: %s", exc)
+            up.add_metric(["postgresql"], 0)
+            return
+        now = time.time()
+        freshness = GaugeMetricFamily(
+            "txmon_mart_freshness_seconds",
+            "Age of the staging data behind a mart's latest publication in a region (now - staging_as_of)",
+            labels=["mart", "region"],
+        )
+        published = GaugeMetricFamily(
+            "txmon_last_published_timestamp_seconds",
+            "When a mart last published a partition of a region (Unix time)",
+            labels=["mart", "region"],
+        )
+        for row in rows:
+            labels = [row["table_name"], row["region"]]
+            as_of = row["staging_as_of"] or row["published_at"]
+            freshness.add_metric(labels, max(0.0, now - as_of.timestamp()))
+            published.add_metric(labels, row["published_at"].timestamp())
+        yield freshness
+        yield published
+
+
+class Metrics:
+    """The API's registry: the platform collector and the request counters."""
+
+    def __init__(self, store: Store) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(PlatformCollector(store))
+        self.requests = Counter(
+            "txmon_api_requests", "HTTP requests answered", ["path", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "txmon_api_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["path"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )

@@ -1,0 +1,102 @@
+"""The API's response shapes: money as decimal strings, times in UTC (RFC 3339), as the OpenAPI document shows."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, WithJsonSchema
+
+# Money: pydantic writes a Decimal as its exact text; the schema says so (a string, never a JSON number).
+Money = Annotated[Decimal, WithJsonSchema({"type": "string", "format": "decimal", "examples": ["10000.0100"]})]
+
+
+class Model(BaseModel):
+    """A response object: datetimes from the database are UTC (the session's time zone) and written with a Z."""
+
+
+class Suspicious(Model):
+    transaction_id: str
+    account_id: str
+    counterparty_id: str | None
+    region: str
+    amount: Money
+    currency: str
+    amount_usd: Money
+    threshold_usd: Money | None
+    status: str
+    event_time: datetime
+    event_date: date
+    reasons: list[str]
+    refreshed_at: datetime | None
+
+
+class SuspiciousPage(Model):
+    items: list[Suspicious]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
+
+
+class Settlement(Model):
+    settlement_date: date
+    region: str
+    currency: str
+    transaction_count: int
+    settled_count: int
+    settled_volume: Money
+
+
+class Settlements(Model):
+    items: list[Settlement]
+
+
+class Event(Model):
+    transaction_id: str
+    status: str
+    event_time: datetime
+    account_id: str
+    counterparty_id: str | None
+    amount: Money
+    currency: str
+    region: str
+    fraud_flag: bool
+    ingested_at: datetime
+    topic: str
+    partition: int
+    offset: int
+
+
+class Events(Model):
+    items: list[Event]
+    truncated: bool = Field(False, description="true when an account's day had more events than were returned")
+
+
+class Partition(Model):
+    table_name: str
+    partition_date: date
+    region: str
+    published_at: datetime
+    run_id: str
+    row_count: int
+    checks: dict[str, dict[str, Any]]
+    staging_as_of: datetime | None
+    built_as_of: datetime | None
+    launched_by: str
+
+
+class Partitions(Model):
+    items: list[Partition]
+
+
+class Grant(Model):
+    role: str
+    regions: list[str]
+
+
+class Health(Model):
+    status: str
+    databases: dict[str, str]
+
+
+class Error(Model):
+    error: str
