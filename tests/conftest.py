@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +80,9 @@ def base_settings() -> Settings:
     return replace(settings, dagster_db=TEST_DAGSTER_DB)
 
 
-@pytest.fixture
-def platform(base_settings: Settings) -> Platform:
+@contextmanager
+def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
+    """A platform of its own: a migrated warehouse database and a topic pair, dropped afterwards."""
     from psycopg import sql
 
     from txmon.core import kafka as kafka_clients
@@ -108,3 +111,16 @@ def platform(base_settings: Settings) -> Platform:
     admin = kafka_clients.admin(settings)
     for future in admin.delete_topics([settings.topic, settings.quarantine_topic]).values():
         future.result(timeout=30)
+
+
+@pytest.fixture
+def platform(base_settings: Settings) -> Iterator[Platform]:
+    with isolated_platform(base_settings) as each:
+        yield each
+
+
+@pytest.fixture(scope="module")
+def module_platform(base_settings: Settings) -> Iterator[Platform]:
+    """One platform for every test of a module (tests that only read what its fixture set up)."""
+    with isolated_platform(base_settings) as each:
+        yield each

@@ -1,0 +1,382 @@
+"""`txmon api` as users run it (a real server process over the real PostgreSQL and Kafka): keys and roles,
+exact money, keyset pagination under concurrent inserts, hostile identifiers, bad parameters, health."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import date, timedelta
+from decimal import Decimal
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.test_ingest import event, line
+from tests.integration.test_live import expected, free_port
+from txmon.core.db import connect
+from txmon.core.settings import Role
+
+DAY = date(2026, 11, 20)  # landed and published through the real path (produce, ingest, materialize)
+PAGED = date(2026, 11, 21)  # many published rows, for pagination
+KEYS = {
+    "analyst-key-all": {"role": "analyst", "regions": ["*"]},
+    "regulator-key-all": {"role": "regulator", "regions": ["*"]},
+    "regulator-key-eu": {"role": "regulator", "regions": ["EU"]},
+    "analyst-key-us": {"role": "analyst", "regions": ["US"]},
+}
+HOSTILE = [
+    "x' OR '1'='1",
+    "%",
+    "_",
+    "日本-💸",
+    'a"; DROP TABLE staging.transactions; --',
+    "  spaced  ",
+    "back\\slash",
+]
+HOSTILE_ACCOUNT = "acc' OR 1=1 --"
+
+
+def at(hour: int, minute: int = 0) -> str:
+    return f"{DAY}T{hour:02d}:{minute:02d}:00Z"
+
+
+EVENTS = [
+    event("api-eu-1", amount="10000.0100", currency="USD", region="EU", event_time=at(9)),
+    event("api-eu-2", amount="12.34", currency="EUR", region="EU", fraud_flag=True, event_time=at(9, 5)),
+    event("api-eu-3", amount="0.10", currency="EUR", region="EU", event_time=at(9, 10)),
+    event("api-eu-4", amount="0.20", currency="EUR", region="EU", event_time=at(9, 11)),
+    event("api-us-1", "pending", amount="25000.00", currency="USD", region="US", event_time=at(10)),
+    event("api-us-1", "settled", amount="25000.00", currency="USD", region="US", event_time=at(10, 30)),
+    event("api-us-2", amount="99.99", currency="USD", region="US", event_time=at(11)),
+    *[
+        event(tx, amount=f"{i + 1}.01", currency="EUR", region="EU", event_time=at(12, i), account_id=HOSTILE_ACCOUNT)
+        for i, tx in enumerate(HOSTILE)
+    ],
+]
+
+
+class Api:
+    def __init__(self, base: str, proc: subprocess.Popen, log) -> None:
+        self.base, self.proc, self.log = base, proc, log
+        self.client = httpx.Client(base_url=base, timeout=30)
+
+    def get(self, path: str, key: str | None = "analyst-key-all", **params) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.client.get(path, params=params, headers=headers)
+
+    def ok(self, path: str, key: str | None = "analyst-key-all", **params) -> dict:
+        response = self.get(path, key, **params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@contextmanager
+def running_api(platform, tmp_path, env_extra: dict[str, str] | None = None, ready: int = 200):
+    """`txmon api` on a free port, its log in tmp_path; waits until /health answers ``ready``."""
+    port = free_port()
+    log = tmp_path / f"api-{port}.log"
+    env = {**platform.env, "TXMON_API_KEYS": json.dumps(KEYS), **(env_extra or {})}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "txmon.cli", "api", "--port", str(port)], env=env, cwd=REPO, stdout=out, stderr=out
+        )
+    api = Api(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if api.client.get("/health").status_code == ready:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"the API did not answer: {log.read_text()}"
+            time.sleep(0.2)
+        yield api
+    finally:
+        api.client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def landed(module_platform, tmp_path_factory):
+    """DAY's events produced, landed and published for EU and US; PAGED's rows published directly."""
+    platform = module_platform
+    source = tmp_path_factory.mktemp("api") / "events.jsonl"
+    source.write_text("\n".join(line(e) for e in EVENTS) + "\n")
+    platform.txmon("produce", str(source))
+    platform.txmon("ingest", "--until-idle")
+    for region in ("EU", "US"):
+        platform.txmon("materialize", "--date", DAY.isoformat(), "--region", region)
+    insert_published(platform, PAGED, [(f"p-{i:05d}", ("EU", "US", "APAC")[i % 3]) for i in range(2500)])
+    return platform
+
+
+def insert_published(platform, day: date, rows: list[tuple[str, str]]) -> None:
+    """Rows in reporting.suspicious_activity, as a publication leaves them."""
+    with connect(platform.settings.warehouse_dsn, purpose="test") as conn, conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO reporting.suspicious_activity (transaction_id, account_id, counterparty_id, region, amount,
+                   currency, amount_usd, threshold_usd, status, event_time, event_date, reasons, refreshed_at)
+               VALUES (%s, 'acc-' || %s, NULL, %s, 20000.0000, 'USD', 20000.0000, 10000, 'settled',
+                       %s::date + time '12:00', %s, ARRAY['amount_over_threshold'], now())""",
+            [(tx, tx, region, day, day) for tx, region in rows],
+        )
+
+
+@pytest.fixture(scope="module")
+def api(landed, tmp_path_factory):
+    with running_api(landed, tmp_path_factory.mktemp("api-log")) as running:
+        yield running
+
+
+# ---------------------------------------------------------------------------------- keys and roles
+def test_keys_roles_and_regions(api):
+    for key in (None, "wrong-key"):
+        response = api.get("/suspicious", key, date=str(DAY))
+        assert response.status_code == 401, response.text
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "key" in response.json()["error"]
+    basic = api.client.get("/suspicious", params={"date": str(DAY)}, headers={"Authorization": "Basic YTpi"})
+    assert basic.status_code == 401
+
+    # A regulator reads the published tables, never staging.
+    assert api.get("/transactions", "regulator-key-all", transaction_id="api-eu-1").status_code == 403
+    assert api.ok("/suspicious", "regulator-key-all", date=str(DAY))["items"]
+    # Region scoping: asked for a region outside the key: 403; not asked: the key's regions only.
+    assert api.get("/suspicious", "regulator-key-eu", date=str(DAY), region="US").status_code == 403
+    assert api.get("/settlements", "regulator-key-eu", date=str(DAY), region="US").status_code == 403
+    assert {i["region"] for i in api.ok("/suspicious", "regulator-key-eu", date=str(DAY))["items"]} == {"EU"}
+    assert {i["region"] for i in api.ok("/settlements", "regulator-key-eu", date=str(DAY))["items"]} == {"EU"}
+    assert {i["region"] for i in api.ok("/suspicious", "analyst-key-all", date=str(DAY))["items"]} == {"EU", "US"}
+    # An analyst of US does not find an EU transaction (it exists: the EU-wide analyst finds it).
+    assert api.ok("/transactions", "analyst-key-us", transaction_id="api-eu-1")["items"] == []
+    assert len(api.ok("/transactions", "analyst-key-all", transaction_id="api-eu-1")["items"]) == 1
+    assert api.ok("/me", "regulator-key-eu") == {"role": "regulator", "regions": ["EU"]}
+
+
+def test_database_roles_hold_the_same_limits(landed):
+    """The API's database roles: a regulator's connection cannot read staging, none can write."""
+    settings = landed.settings
+    with connect(settings.home_dsn(Role.API_REGULATOR), autocommit=True, purpose="test") as conn:
+        assert conn.execute("SELECT count(*) FROM reporting.suspicious_activity").fetchone()[0] > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT 1 FROM staging.transactions LIMIT 1")
+    with connect(settings.home_dsn(Role.API_ANALYST), autocommit=True, purpose="test") as conn:
+        assert conn.execute("SELECT count(*) FROM staging.transactions").fetchone()[0] == len(EVENTS)
+        for statement in (
+            "SELECT 1 FROM staging.rejected_transactions",
+            "SELECT 1 FROM staging.raw_events",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        conn.execute("SET default_transaction_read_only = off")  # the role may; its grants still refuse
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM reporting.suspicious_activity")
+    with connect(settings.home_dsn(Role.API_MONITOR), autocommit=True, purpose="test") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT 1 FROM reporting.suspicious_activity")
+
+
+# ---------------------------------------------------------------------------------- the data, exactly
+def test_money_is_exact_and_times_are_utc(api):
+    raw = api.get("/suspicious", date=str(DAY), region="EU")
+    assert '"amount":"10000.0100"' in raw.text, "money is a decimal string, never a JSON number"
+    items = {i["transaction_id"]: i for i in raw.json()["items"]}
+    assert set(items) == {"api-eu-1", "api-eu-2"}
+    assert items["api-eu-1"]["amount"] == "10000.0100"
+    assert Decimal(items["api-eu-1"]["amount_usd"]) == Decimal("10000.01")
+    assert items["api-eu-1"]["reasons"] == ["amount_over_threshold"]
+    assert items["api-eu-2"]["reasons"] == ["fraud_flag"]
+    assert items["api-eu-1"]["event_time"] == "2026-11-20T09:00:00Z"
+
+    settlements, suspicious = expected(EVENTS)
+    got = {
+        (date.fromisoformat(i["settlement_date"]), i["region"], i["currency"]): (
+            i["transaction_count"],
+            i["settled_count"],
+            i["settled_volume"],
+        )
+        for i in api.ok("/settlements", date=str(DAY))["items"]
+    }
+    assert got == {k: (n, s, f"{v:.4f}") for k, (n, s, v) in settlements.items() if k[0] == DAY}
+    assert got[(DAY, "EU", "EUR")][2] == "40.7100"  # 12.34 + 0.10 + 0.20 + (1.01 + 2.01 + ... + 7.01), to the cent
+    by_reason = api.ok("/suspicious", date=str(DAY), reason="fraud_flag")["items"]
+    assert [i["transaction_id"] for i in by_reason] == ["api-eu-2"]
+    assert {tx for tx, (d, _, _) in suspicious.items() if d == DAY} == {
+        i["transaction_id"] for i in api.ok("/suspicious", date=str(DAY))["items"]
+    }
+
+
+def test_transactions_carry_their_kafka_position(api, landed):
+    items = api.ok("/transactions", transaction_id="api-us-1")["items"]
+    assert [i["status"] for i in items] == ["pending", "settled"]
+    stored = landed.query(
+        """SELECT status, topic, "partition", "offset" FROM staging.transactions
+           WHERE transaction_id = 'api-us-1' ORDER BY event_time"""
+    )
+    assert [(i["status"], i["topic"], i["partition"], i["offset"]) for i in items] == [tuple(r) for r in stored]
+    assert items[0]["amount"] == "25000.0000"
+
+
+def test_hostile_identifiers_are_looked_up_verbatim(api):
+    for tx in HOSTILE:
+        items = api.ok("/transactions", transaction_id=tx)["items"]
+        assert [i["transaction_id"] for i in items] == [tx], tx
+    assert api.ok("/transactions", transaction_id="x")["items"] == []
+    assert api.ok("/transactions", transaction_id="'")["items"] == []
+    by_account = api.ok("/transactions", account_id=HOSTILE_ACCOUNT, date=str(DAY))
+    assert sorted(i["transaction_id"] for i in by_account["items"]) == sorted(HOSTILE)
+    assert by_account["truncated"] is False
+    assert api.ok("/transactions", account_id="acc' OR 1=1 -", date=str(DAY))["items"] == []
+
+
+# ---------------------------------------------------------------------------------- pagination
+def walk(api, limit: int, **params) -> list[str]:
+    seen, cursor = [], None
+    while True:
+        page = api.ok("/suspicious", date=str(PAGED), limit=limit, **({"cursor": cursor} if cursor else {}), **params)
+        assert len(page["items"]) <= limit
+        seen += [i["transaction_id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def test_pagination_walks_every_row_once_while_rows_are_inserted(api, landed):
+    before = {
+        tx
+        for (tx,) in landed.query(
+            "SELECT transaction_id FROM reporting.suspicious_activity WHERE event_date = %s", (PAGED,)
+        )
+    }
+    stop = threading.Event()
+
+    def insert() -> None:
+        n = 0
+        while not stop.is_set():
+            insert_published(
+                landed,
+                PAGED,
+                [(f"{prefix}-new-{n}", region) for prefix, region in (("a", "EU"), ("p-00500", "US"), ("z", "APAC"))],
+            )
+            n += 1
+            time.sleep(0.01)
+
+    writer = threading.Thread(target=insert)
+    writer.start()
+    try:
+        seen = walk(api, 97)
+    finally:
+        stop.set()
+        writer.join()
+    assert len(seen) == len(set(seen)), "no row twice"
+    assert before <= set(seen), f"missed {len(before - set(seen))} rows"
+    regions = [tx for tx in seen if tx in before]
+    assert len(regions) == 2500
+
+    eu_only = walk(api, 1000, region="EU")
+    assert all(tx.startswith(("p-", "a-new", "p-00500-new")) for tx in eu_only)
+    assert len(set(eu_only)) == len(eu_only)
+
+
+def test_a_cursor_is_tied_to_its_query(api):
+    first = api.ok("/suspicious", date=str(PAGED), limit=10)
+    assert first["next_cursor"]
+    other_day = api.get("/suspicious", date=str(DAY), cursor=first["next_cursor"])
+    assert other_day.status_code == 400 and "another query" in other_day.json()["error"]
+    for bad in ("garbage", "W10", "eyJhIjoxfQ", "!!!"):
+        response = api.get("/suspicious", date=str(PAGED), cursor=bad)
+        assert response.status_code == 400 and "cursor" in response.json()["error"], bad
+    # A cursor stops in a region: one that stopped in US does not take an EU regulator there.
+    into_us = api.ok("/suspicious", date=str(PAGED), limit=900)  # EU holds 834 of PAGED's rows
+    assert into_us["items"][-1]["region"] == "US"
+    eu = api.get("/suspicious", "regulator-key-eu", date=str(PAGED), cursor=into_us["next_cursor"])
+    assert eu.status_code == 400, eu.text
+
+
+# ---------------------------------------------------------------------------------- bad input, health
+@pytest.mark.parametrize(
+    ("path", "params", "says"),
+    [
+        ("/suspicious", {}, "date"),
+        ("/suspicious", {"date": "2026-02-30"}, "calendar day"),
+        ("/suspicious", {"date": "20-11-2026"}, "YYYY-MM-DD"),
+        ("/suspicious", {"date": "2026-11-20T00:00:00"}, "YYYY-MM-DD"),
+        ("/suspicious", {"date": str(DAY), "limit": "0"}, "limit"),
+        ("/suspicious", {"date": str(DAY), "limit": "1001"}, "limit"),
+        ("/suspicious", {"date": str(DAY), "limit": "ten"}, "limit"),
+        ("/suspicious", {"date": str(DAY), "region": "MARS"}, "region"),
+        ("/suspicious", {"date": str(DAY), "region": "eu"}, "region"),
+        ("/suspicious", {"date": str(DAY), "reason": "x'; --"}, "reason"),
+        ("/settlements", {"date": "yesterday"}, "date"),
+        ("/transactions", {}, "transaction_id"),
+        ("/transactions", {"transaction_id": "a", "account_id": "b"}, "either"),
+        ("/transactions", {"account_id": "b"}, "either"),
+        ("/transactions", {"transaction_id": "x" * 65}, "1 to 64"),
+        ("/transactions", {"transaction_id": "a\x00b"}, "NUL"),
+    ],
+)
+def test_bad_parameters_are_400_with_a_readable_error(api, path, params, says):
+    response = api.get(path, **params)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert set(body) == {"error"} and says in body["error"]
+    assert "Traceback" not in response.text
+
+
+def test_health_metrics_and_openapi(api):
+    assert api.ok("/health", None)["status"] == "ok"
+    metrics = api.get("/metrics", None)
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'txmon_consumer_lag{partition="0"} 0.0' in text
+    for mart in ("suspicious_activity", "daily_settlements"):
+        for region in ("EU", "US"):
+            assert f'txmon_mart_freshness_seconds{{mart="{mart}",region="{region}"}}' in text
+    assert 'txmon_api_requests_total{path="/health",status="200"}' in text
+    spec = api.ok("/openapi.json", None)
+    assert {"/suspicious", "/settlements", "/transactions", "/health", "/metrics"} <= set(spec["paths"])
+    assert spec["components"]["schemas"]["Suspicious"]["properties"]["amount"]["type"] == "string"
+    assert "422" not in json.dumps(spec["paths"])
+    docs = api.get("/docs", None)
+    assert docs.status_code == 200 and "/static-docs/swagger-ui-bundle.js" in docs.text
+    assert api.get("/static-docs/swagger-ui-bundle.js", None).status_code == 200
+
+
+def test_request_log_names_no_account(api):
+    api.ok("/transactions", account_id=HOSTILE_ACCOUNT, date=str(DAY))
+    api.ok("/transactions", transaction_id="api-eu-1")
+    time.sleep(0.5)
+    log = api.log.read_text()
+    assert "GET /transactions 200" in log and "params=account_id,date" in log
+    assert HOSTILE_ACCOUNT not in log and "api-eu-1" not in log and "acc-api" not in log
+
+
+def test_health_is_503_when_the_database_is_down(landed, tmp_path):
+    with running_api(landed, tmp_path, {"TXMON_PG_PORT": str(free_port())}, ready=503) as down:
+        health = down.get("/health", None)
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        response = down.get("/suspicious", date=str(DAY))
+        assert response.status_code == 503 and "not answering" in response.json()["error"]
+        assert "Traceback" not in response.text
+        assert 'txmon_source_up{source="postgresql"} 0.0' in down.get("/metrics", None).text
+
+
+def test_a_day_without_publications_is_empty_not_an_error(api):
+    future = (DAY - timedelta(days=300)).isoformat()
+    assert api.ok("/suspicious", date=future) == {"items": [], "next_cursor": None}
+    assert api.ok("/settlements", date=future) == {"items": []}
+    assert api.ok("/partitions", date=future) == {"items": []}
+    partitions = api.ok("/partitions", date=str(DAY))["items"]
+    assert {(p["table_name"], p["region"]) for p in partitions} == {
+        (t, r) for t in ("daily_settlements", "suspicious_activity") for r in ("EU", "US")
+    }
+    assert all(all(c["passed"] for c in p["checks"].values()) for p in partitions)
