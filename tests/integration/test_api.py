@@ -15,6 +15,7 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import sync_playwright
 
 from tests.conftest import REPO
 from tests.integration.test_ingest import event, line
@@ -380,3 +381,59 @@ def test_a_day_without_publications_is_empty_not_an_error(api):
         (t, r) for t in ("daily_settlements", "suspicious_activity") for r in ("EU", "US")
     }
     assert all(all(c["passed"] for c in p["checks"].values()) for p in partitions)
+
+
+# ---------------------------------------------------------------------------------- the web page, in Chromium
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/bootstrap (Playwright's own download cannot work here)
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",  # the tests may run as root
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine's network is closed: no calls home
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_the_web_page_shows_published_activity_and_settlements(api):
+    settled_eu = sum(i["settled_count"] for i in api.ok("/settlements", date=str(DAY), region="EU")["items"])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(api.base + "/")
+            page.fill("#key", "wrong-key")
+            page.click("#key-form button")
+            page.wait_for_selector("#error:not([hidden])")
+            assert "unknown key" in page.inner_text("#error")
+
+            page.fill("#key", "analyst-key-all")
+            page.click("#key-form button")
+            page.wait_for_selector("#main:not([hidden])")
+            page.fill("#day", str(DAY))
+            page.dispatch_event("#day", "change")
+            row = page.wait_for_selector('#suspicious tr[data-transaction-id="api-eu-1"]')
+            assert row.query_selector(".amount").inner_text() == "10000.0100"
+            assert "amount_over_threshold" in row.inner_text()
+            assert page.query_selector('#suspicious tr[data-transaction-id="api-eu-2"]') is not None
+
+            bar = page.wait_for_selector(
+                f'#settlements-chart rect[data-day="{DAY}"][data-region="EU"]', state="attached"
+            )
+            assert int(bar.get_attribute("data-value")) == settled_eu > 0
+            assert float(bar.get_attribute("height")) > 0
+            assert "EUR" in page.inner_text("#settlements") and "40.7100" in page.inner_text("#settlements")
+            page.wait_for_selector("#partitions td.ok")
+            assert "suspicious_activity" in page.inner_text("#partitions")
+
+            page.select_option("#reason", "fraud_flag")
+            page.wait_for_function(
+                "document.querySelectorAll('#suspicious tbody tr').length === 1"
+                " && document.querySelector('#suspicious tbody tr').dataset.transactionId === 'api-eu-2'"
+            )
+            assert errors == []
+        finally:
+            browser.close()

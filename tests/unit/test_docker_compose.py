@@ -97,6 +97,7 @@ def test_the_platform_is_all_there():
         "generator",
         "dagster-webserver",
         "dagster-daemon",
+        "api",
     } <= set(SERVICES)
 
 
@@ -147,7 +148,9 @@ def test_settings_in_compose_are_ones_txmon_reads():
 
 # Least privilege: each service gets the secrets of the roles it connects as, no more.
 SERVICE_SECRETS = {
-    "setup": TXMON_SECRETS | {"bi-reader"},  # migrates and sets every role's password
+    # migrates and sets every role's password
+    "setup": TXMON_SECRETS | {"bi-reader", "postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor"},
+    "api": {"postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "api-key", "kafka-password"},
     "ingest": {"postgres-ingest", "kafka-password"},
     "generator": {"kafka-password"},
     "dagster-webserver": {

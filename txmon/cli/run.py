@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 import click
 
 from ingestion.processes import stop_landing
+from txmon.cli.api import key_line
 from txmon.cli.common import pass_settings, supervise
 from txmon.cli.ingest import status_line
 from txmon.cli.orchestrate import dagster_process_env, start_dagster
@@ -26,13 +27,16 @@ from txmon.devtools.services.postgres import local_region_dsns
 @click.option("--duration", type=NON_NEGATIVE, default=0.0, help="seconds (0: until Ctrl-C)")
 @click.option("--worker", is_flag=True, help="land with a standalone worker; the Dagster sensor then only reports")
 @click.option("--port", type=int, default=3000, help="Dagster UI port")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=8080, help="the HTTP API and web page's port")
 @click.option(
     "--multi-region",
     is_flag=True,
     help="every region but the last in a database of its own on the local cluster (<db>_eu, <db>_us)",
 )
 @pass_settings
-def run(settings: Settings, tps: float, duration: float, worker: bool, port: int, multi_region: bool) -> int:
+def run(
+    settings: Settings, tps: float, duration: float, worker: bool, port: int, api_port: int, multi_region: bool
+) -> int:
     if multi_region:
         settings = replace(settings, region_dsns=local_region_dsns(settings))
     show(local_services.up(settings))
@@ -40,9 +44,9 @@ def run(settings: Settings, tps: float, duration: float, worker: bool, port: int
         settings = replace(settings, ingest_mode="worker")  # Dagster's processes get it in their environment
     children = start_dagster(settings, port)
     txmon = [sys.executable, "-m", "txmon.cli"]
+    child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
     if worker:
-        worker_env = dagster_process_env(settings)  # the regional databases, when given by a flag
-        children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=worker_env))
+        children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=child_env))
     if multi_region:
         # Late data for yesterday (closed): its refresh publishes every region's settlements, in its own
         # database, and the home database's global roll-up within minutes.
@@ -53,11 +57,15 @@ def run(settings: Settings, tps: float, duration: float, worker: bool, port: int
     children.append(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )
+    with open(settings.state_dir / "logs" / "api.log", "ab") as log:  # the child keeps its own descriptor
+        api = [*txmon, "api", "--port", str(api_port)]
+        children.append(subprocess.Popen(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
     lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
     for region in settings.regions:
         click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
     click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
+    click.echo(f"API and web page: http://127.0.0.1:{api_port}/  ({key_line(settings)}; OpenAPI at /docs)")
     try:
         return supervise(children, duration, lambda: status_line(settings))
     finally:
