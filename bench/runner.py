@@ -7,10 +7,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest, scaling, settlement
+from bench import api, freshness, ingest, scaling, settlement
 from bench.common import RESULTS_DIR, BenchError, bench_env, bench_settings, machine
 
-SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling")
+SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api")
 
 
 def _get(results: dict, path: str):
@@ -57,6 +57,13 @@ ROWS = [
     ("late data: landed -> published p50 (s)", "late.seconds_landed_to_published.p50", None, False),
     ("late data: landed -> published max (s)", "late.seconds_landed_to_published.max", 120.0, False),
     ("late data: produced -> all published (s)", "late.seconds_produced_to_all_published", None, False),
+    ("api: published rows of the day", "api.rows", None, True),
+    ("api: /suspicious page of 100 p50 (ms)", "api.page_ms.p50", None, False),
+    ("api: /suspicious page of 100 p99 (ms)", "api.page_ms.p99", 50.0, False),
+    ("api: full walk through the cursor rows/s", "api.walk_rows_per_second", None, True),
+    ("api: same keyset query, psycopg p99 (ms)", "api.plain_select.keyset_page_ms.p99", None, False),
+    ("api: plain SELECT of the day rows/s", "api.plain_select.rows_per_second", None, True),
+    ("api: walk / plain SELECT", "api.walk_to_select", None, True),
 ]
 
 
@@ -112,6 +119,7 @@ def run_bench(args) -> dict:
             settings, env, events=args.settlement_events, backfill_events=args.backfill_events
         ),
         "scaling": lambda: scaling.run(events=args.scaling_events),
+        "api": lambda: api.run(settings, env, rows=args.api_rows),
     }
     for name in SECTIONS:
         if name not in args.sections:

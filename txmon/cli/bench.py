@@ -44,6 +44,7 @@ def _sections(text: str) -> tuple[str, ...]:
     "--backfill-events", type=WHOLE, default=250_000, help="settlement: events per region-day of the 7-day backfill"
 )
 @click.option("--scaling-events", type=WHOLE, default=500_000, help="scaling: events per configuration")
+@click.option("--api-rows", type=WHOLE, default=100_000, help="api: published suspicious rows of the day walked")
 @click.option("--output", type=click.Path(path_type=Path), help="JSON file (default: bench/results/bench-<time>.json)")
 @pass_settings
 def bench(settings: Settings, **parameters) -> int:
