@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import REPO
+from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
 from tests.integration.test_live import BOUND_SECONDS, expected, free_port, wait_for_ticks
 from txmon.core.db import connect
@@ -174,6 +175,22 @@ def test_each_region_lives_in_its_own_database_end_to_end(regions, tmp_path):
         dsn=home,
     )
     assert {(r[0], r[1]): (r[2], r[3], r[4]) for r in rolled} == expected
+
+    # The HTTP API reads each region in its own database: the same numbers, every region.
+    with running_api(platform, tmp_path, extra) as api:
+        served = {
+            (i["region"], i["currency"]): (i["transaction_count"], i["settled_count"], Decimal(i["settled_volume"]))
+            for i in api.ok("/settlements", date=str(DAY))["items"]
+        }
+        assert served == expected
+        suspicious = api.ok("/suspicious", date=str(DAY), limit=2)
+        walked = [i["transaction_id"] for i in suspicious["items"]]
+        while suspicious["next_cursor"]:
+            suspicious = api.ok("/suspicious", date=str(DAY), limit=2, cursor=suspicious["next_cursor"])
+            walked += [i["transaction_id"] for i in suspicious["items"]]
+        assert sorted(walked) == sorted(f"res-{r}-{n}" for r in settings.regions for n in (2, 3))
+        assert [i["region"] for i in api.ok("/transactions", transaction_id="res-EU-1")["items"]] == ["EU", "EU"]
+        assert api.ok("/health", None)["databases"] == {"APAC": "ok", "EU": "ok", "US": "ok"}
 
     # A mart emptied over a non-empty slice is caught by its checks, in the region's database.
     eu_rows = platform.query("SELECT count(*) FROM staging.transactions", dsn=eu)[0][0]
