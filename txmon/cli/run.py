@@ -47,13 +47,13 @@ def run(
     child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
     if worker:
         children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=child_env))
-    if multi_region:
-        # Late data for yesterday (closed): its refresh publishes every region's settlements, in its own
-        # database, and the home database's global roll-up within minutes.
-        yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
-        late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
-        subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
-        click.echo(f"late data: 10,000 events of {yesterday.date()} sent (reporting.global_daily_settlements)")
+    # Late data for yesterday (a closed day): its refresh publishes every region's daily settlements (and,
+    # with regional databases, the home database's global roll-up) within minutes, so the web page and
+    # `reporting` show settlements from the start, not only after midnight UTC.
+    yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
+    late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
+    subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
+    click.echo(f"late data: 10,000 events of {yesterday.date()} sent (a closed day: its settlements publish)")
     children.append(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )

@@ -135,6 +135,10 @@ async function loadSettlements() {
     cell(row, item.settled_count.toLocaleString("en-US"), "num");
     cell(row, item.settled_volume, "num");
   }
+  if (!body.rows.length) {
+    const row = body.insertRow();
+    cell(row, "nothing published for this day: a day's settlements publish once it has closed (00:15 UTC)", "muted").colSpan = 5;
+  }
 }
 
 // ------------------------------------------------------------------ partitions
