@@ -111,3 +111,37 @@ def test_a_bad_retention_is_one_line_naming_the_variable():
     with pytest.raises(ConfigError) as err:
         Settings.from_env({"TXMON_QUARANTINE_RETENTION_DAYS": "0"})
     assert str(err.value) == "TXMON_QUARANTINE_RETENTION_DAYS=0 is outside 1..3660"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not json",
+        '["s3cret-key"]',
+        '{"s3cret-key": {"role": "admin", "regions": ["EU"]}}',
+        '{"s3cret-key": {"role": "analyst", "regions": []}}',
+        '{"s3cret-key": {"role": "analyst", "regions": ["MARS"]}}',
+        '{"s3cret-key": {"role": "analyst"}}',
+        '{"s3cret-key": {"role": "analyst", "regions": ["EU"], "admin": true}}',
+        '{" s3cret-key": {"role": "analyst", "regions": ["EU"]}}',
+    ],
+)
+def test_bad_api_keys_are_one_line_that_never_shows_a_key(value):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"TXMON_API_KEYS": value})
+    message = str(err.value)
+    assert message.startswith("TXMON_API_KEYS") and "\n" not in message
+    assert "s3cret" not in message
+
+
+def test_api_keys_give_each_key_its_role_and_regions():
+    s = Settings.from_env(
+        {
+            "TXMON_API_KEYS": '{"k1": {"role": "regulator", "regions": ["US", "EU"]},'
+            ' "k2": {"role": "analyst", "regions": ["*"]}}'
+        }
+    )
+    assert s.api_keys["k1"].role == "regulator"
+    assert s.api_keys["k1"].region_list(s.regions) == ("EU", "US")  # in the configured order
+    assert s.api_keys["k2"].region_list(s.regions) == ("EU", "US", "APAC")
+    assert "k1" not in repr(s) and "api_keys" not in s.info()

@@ -55,6 +55,29 @@ def test_a_given_secrets_dir_is_read_never_written(tmp_path):
     assert credentials.password(settings, Role.INGEST) == "from-the-orchestrator"
 
 
+def test_the_api_has_a_private_local_key_unless_keys_are_given(tmp_path):
+    settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path / "state")})
+    credentials.ensure(settings)
+    key = credentials.local_api_key(settings)
+    assert key and len(key) >= 24 and mode(settings.secrets_dir / credentials.API_KEY_FILE) == 0o600
+    assert credentials.api_keys(settings) == {key: credentials.LOCAL_API_GRANT}
+    assert key not in settings.passfile.read_text()
+    given = Settings.from_env(
+        {
+            "TXMON_STATE_DIR": str(tmp_path / "state"),
+            "TXMON_API_KEYS": '{"k": {"role": "regulator", "regions": ["EU"]}}',
+        }
+    )
+    assert list(credentials.api_keys(given)) == ["k"], "given keys replace the local one"
+    orchestrated = Settings.from_env(
+        {"TXMON_STATE_DIR": str(tmp_path / "other"), "TXMON_SECRETS_DIR": str(tmp_path / "run-secrets")}
+    )
+    (tmp_path / "run-secrets").mkdir()
+    credentials.ensure(orchestrated)
+    with pytest.raises(ConfigError, match="TXMON_API_KEYS is empty"):
+        credentials.api_keys(orchestrated)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
 def test_a_state_dir_of_another_user_or_a_symlink_is_refused(tmp_path):
     theirs = tmp_path / "theirs"
