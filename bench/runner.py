@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench import api, freshness, ingest, scaling, settlement
 from bench.common import RESULTS_DIR, BenchError, bench_env, bench_settings, machine
+from txmon.core.progress import Progress
 
 SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api")
 
@@ -121,13 +122,18 @@ def run_bench(args) -> dict:
         "scaling": lambda: scaling.run(events=args.scaling_events),
         "api": lambda: api.run(settings, env, rows=args.api_rows),
     }
-    for name in SECTIONS:
-        if name not in args.sections:
-            continue
-        try:
-            results[name] = sections[name]()
-        except BenchError as exc:  # the other sections still run; the failure is in the table and the JSON
-            results.setdefault("failed", {})[name] = str(exc)[-2000:]
+    chosen = [name for name in SECTIONS if name in args.sections]
+    with Progress("bench sections done", len(chosen)) as progress:
+        for done, name in enumerate(chosen):
+            progress.update(done, f"running {name}")
+            began = time.monotonic()
+            try:
+                results[name] = sections[name]()
+                progress.line(f"bench: {name} done in {time.monotonic() - began:.0f}s")
+            except BenchError as exc:  # the other sections still run; the failure is in the table and the JSON
+                results.setdefault("failed", {})[name] = str(exc)[-2000:]
+                progress.line(f"bench: {name} FAILED after {time.monotonic() - began:.0f}s")
+        progress.update(len(chosen))
     results["seconds"] = round(time.monotonic() - started, 1)
     output = Path(args.output) if args.output else RESULTS_DIR / f"bench-{results['started_at'][:19]}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from ingestion import metrics
 from ingestion import positions as position_checks
 from ingestion.positions import PositionError, Source
 from ingestion.sink import BatchResult, Message, OffsetConflict, WarehouseSink
@@ -489,6 +490,18 @@ class Ingestor:
         except KafkaException as exc:
             log.warning("quarantine topic: copies not sent: %s", exc)
 
+    def _high_watermarks(self, result: BatchResult) -> dict[int, int]:
+        """The broker's high watermark of each partition in the batch, as the consumer last fetched it (no request)."""
+        ends = {}
+        for p in result.offsets:
+            try:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                ends[p] = high
+        return ends
+
     def caught_up(self) -> bool:
         """True when every assigned partition is landed up to its current end."""
         if not self.assigned:
@@ -530,7 +543,7 @@ class Ingestor:
         report = IngestReport()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="txmon-land") as lander:
-            landing: tuple[list[Message], Future[BatchResult]] | None = None
+            landing: tuple[list[Message], Future[BatchResult], float] | None = None
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 if self._held and landing is None:
                     held, self._held = self._held, False
@@ -557,7 +570,7 @@ class Ingestor:
                             self._check_source()  # a busy worker too: a topic recreated under it stops it
                         except (*PG_TRANSIENT, KafkaException):
                             pass  # checked again on the next batch; the landing meets the outage itself
-                    landing = (batch, lander.submit(self._land, batch))
+                    landing = (batch, lander.submit(self._land, batch), time.monotonic())
                     continue
                 try:
                     if self._idle(until_idle):
@@ -571,12 +584,12 @@ class Ingestor:
 
     def _finish(
         self,
-        landing: tuple[list[Message], Future[BatchResult]],
+        landing: tuple[list[Message], Future[BatchResult], float],
         report: IngestReport,
         on_batch: Callable[[BatchResult], object] | None,
     ) -> bool:
         """Wait for a batch's commit and account for it; False when it was not written (or not known to be)."""
-        batch, future = landing
+        batch, future, handed = landing
         try:
             result = future.result()
         except OffsetConflict as exc:
@@ -590,6 +603,7 @@ class Ingestor:
         report.last_commit, report.last_commit_at = time.monotonic(), time.time()
         report.batches += 1
         report.total.add(result)
+        metrics.batch_committed(batch, result, time.monotonic() - handed, self._high_watermarks(result))
         self._after_commit(batch, result)
         if on_batch is not None:
             on_batch(result)

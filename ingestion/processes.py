@@ -106,14 +106,27 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def run_processes(child_args: list[list[str]], stop: threading.Event) -> dict:
-    """Run one `txmon ingest --processes 1 ARGS` child per entry until they exit; ``stop`` ends them gracefully."""
+def run_processes(child_args: list[list[str]], stop: threading.Event, env: dict[str, str] | None = None) -> dict:
+    """Run one `txmon ingest --processes 1 ARGS` child per entry until they exit; ``stop`` ends them gracefully.
+    The children serve no metrics of their own (their parent serves their sum, when ``env`` says where)."""
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "txmon.cli", "ingest", "--processes", "1", *args],
+            [
+                sys.executable,
+                "-m",
+                "txmon.cli",
+                "ingest",
+                "--processes",
+                "1",
+                "--metrics-port",
+                "0",
+                "--no-progress",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=_die_with_parent,
+            env=env,
         )
         for args in child_args
     ]

@@ -31,7 +31,11 @@ def flag_env(settings: Settings) -> dict[str, str]:
     """The settings a command may take as flags (`txmon run --worker --multi-region`), as the TXMON_*
     variables that hand them to Dagster's processes and resource."""
     regional = {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
-    return {"TXMON_INGEST_MODE": settings.ingest_mode, **regional}
+    return {
+        "TXMON_INGEST_MODE": settings.ingest_mode,
+        "TXMON_INGEST_METRICS_PORT": str(settings.ingest_metrics_port),
+        **regional,
+    }
 
 
 def storage_url(settings: Settings) -> str:

@@ -98,6 +98,9 @@ def test_the_platform_is_all_there():
         "dagster-webserver",
         "dagster-daemon",
         "api",
+        "prometheus",
+        "postgres-exporter",
+        "grafana",
     } <= set(SERVICES)
 
 
@@ -149,7 +152,8 @@ def test_settings_in_compose_are_ones_txmon_reads():
 # Least privilege: each service gets the secrets of the roles it connects as, no more.
 SERVICE_SECRETS = {
     # migrates and sets every role's password
-    "setup": TXMON_SECRETS | {"bi-reader", "postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor"},
+    "setup": TXMON_SECRETS
+    | {"bi-reader", "postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "postgres-exporter"},
     "api": {"postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "api-key", "kafka-password"},
     "ingest": {"postgres-ingest", "kafka-password"},
     "generator": {"kafka-password"},

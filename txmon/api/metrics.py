@@ -3,9 +3,11 @@ and the API's own requests, in Prometheus' text format (the official client libr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -30,6 +32,8 @@ class PlatformCollector(Collector):
         )
         yield from self._lag(up)
         yield from self._publications(up)
+        yield from self._quarantine()
+        yield from self._dagster(up)
         yield up
 
     def _lag(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
@@ -73,13 +77,77 @@ class PlatformCollector(Collector):
             "When a mart last published a partition of a region (Unix time)",
             labels=["mart", "region"],
         )
+        latest_day = GaugeMetricFamily(
+            "txmon_latest_published_day_timestamp_seconds",
+            "The latest business day a mart has published for a region (its midnight UTC, Unix time)",
+            labels=["mart", "region"],
+        )
         for row in rows:
             labels = [row["table_name"], row["region"]]
             as_of = row["staging_as_of"] or row["published_at"]
             freshness.add_metric(labels, max(0.0, now - as_of.timestamp()))
             published.add_metric(labels, row["published_at"].timestamp())
+            midnight = datetime.combine(row["latest_day"], datetime.min.time(), UTC)
+            latest_day.add_metric(labels, midnight.timestamp())
         yield freshness
         yield published
+        yield latest_day
+
+    def _quarantine(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            quarantined, consumed = self.store.recent_batches()
+        except Exception as exc:
+            log.warning("metrics: a database did not answer: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "txmon_quarantined_messages_15m", "Messages quarantined in the last 15 minutes", value=quarantined
+        )
+        yield GaugeMetricFamily(
+            "txmon_quarantine_ratio",
+            "Share of the messages consumed in the last 15 minutes that were quarantined",
+            value=quarantined / consumed if consumed else 0.0,
+        )
+
+    def _dagster(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+        try:
+            found = self.store.dagster()
+            up.add_metric(["dagster"], 1)
+        except Exception as exc:
+            log.warning("metrics: Dagster's storage did not answer: %s", exc)
+            up.add_metric(["dagster"], 0)
+            return
+        failed = GaugeMetricFamily(
+            "txmon_failed_checks",
+            "Checks whose latest evaluation of a partition failed (last two days; the partition is not published)",
+            labels=["asset", "partition"],
+        )
+        for row in found["failed_checks"]:
+            failed.add_metric(["/".join(json.loads(row["asset_key"])), row["partition"] or ""], row["failed"])
+        yield failed
+        runs = GaugeMetricFamily("txmon_dagster_runs", "Dagster runs queued or in progress", labels=["status"])
+        in_flight = {row["status"]: row["runs"] for row in found["runs"]}
+        for status in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"):
+            runs.add_metric([status], in_flight.get(status, 0))
+        yield runs
+        (last_failed,) = found["last_failed_run"]
+        if last_failed["at"] is not None:
+            yield GaugeMetricFamily(
+                "txmon_dagster_last_failed_run_timestamp_seconds",
+                "When a Dagster run last failed (Unix time)",
+                value=float(last_failed["at"]),
+            )
+        (ticks,) = found["sensor_ticks"]
+        if ticks["last_tick"] is not None:
+            yield GaugeMetricFamily(
+                "txmon_dagster_last_sensor_tick_timestamp_seconds",
+                "When a Dagster sensor last ticked (Unix time)",
+                value=float(ticks["last_tick"]),
+            )
+        yield GaugeMetricFamily(
+            "txmon_dagster_failed_sensor_ticks_10m",
+            "Sensor ticks that failed in the last 10 minutes",
+            value=ticks["failed_10m"],
+        )
 
 
 class Metrics:

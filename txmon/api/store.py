@@ -72,14 +72,53 @@ WITH RECURSIVE pairs AS (
         ORDER BY l.table_name, l.region LIMIT 1
     ) n
 )
-SELECT p.table_name, p.region, l.published_at, l.staging_as_of, l.partition_date
+SELECT p.table_name, p.region, l.published_at, l.staging_as_of, d.latest_day
 FROM pairs p
 CROSS JOIN LATERAL (
-    SELECT published_at, staging_as_of, partition_date FROM reporting.publication_log l
+    SELECT published_at, staging_as_of FROM reporting.publication_log l
     WHERE l.table_name = p.table_name AND l.region = p.region
     ORDER BY l.publication_id DESC LIMIT 1
 ) l
+CROSS JOIN LATERAL (
+    SELECT partition_date AS latest_day FROM reporting.publication_log l
+    WHERE l.table_name = p.table_name AND l.region = p.region
+    ORDER BY l.partition_date DESC LIMIT 1
+) d
 WHERE p.region = ANY (%(regions)s)
+"""
+# The batch log's counts of the last 15 minutes (BRIN index on committed_at).
+RECENT_BATCHES = """
+SELECT coalesce(sum(quarantined), 0) AS quarantined,
+       coalesce(sum(landed + duplicates + quarantined), 0) AS consumed
+FROM staging.ingest_batches
+WHERE committed_at > now() - interval '15 minutes'
+"""
+# Dagster's storage: each check's latest evaluation per partition (the last two days), failures counted.
+FAILED_CHECKS = """
+SELECT asset_key, partition, count(*) AS failed
+FROM (
+    SELECT DISTINCT ON (asset_key, check_name, partition) asset_key, partition, execution_status
+    FROM asset_check_executions
+    WHERE create_timestamp > (now() AT TIME ZONE 'UTC') - interval '2 days'
+      AND execution_status IN ('SUCCEEDED', 'FAILED')
+    ORDER BY asset_key, check_name, partition, id DESC
+) latest
+WHERE execution_status = 'FAILED'
+GROUP BY asset_key, partition
+"""
+DAGSTER_RUNS = """
+SELECT status, count(*) AS runs FROM runs
+WHERE status IN ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING')
+GROUP BY status
+"""
+LAST_FAILED_RUN = """
+SELECT extract(epoch FROM max(update_timestamp) AT TIME ZONE 'UTC') AS at FROM runs WHERE status = 'FAILURE'
+"""
+SENSOR_TICKS = """
+SELECT extract(epoch FROM max(timestamp) AT TIME ZONE 'UTC') AS last_tick,
+       count(*) FILTER (WHERE status = 'FAILURE'
+                        AND timestamp > (now() AT TIME ZONE 'UTC') - interval '10 minutes') AS failed_10m
+FROM job_ticks WHERE type = 'SENSOR'
 """
 
 
@@ -218,3 +257,24 @@ class Store:
         for dsn, held in self.monitored().items():
             rows += self._rows(dsn, Role.API_MONITOR, LATEST_PUBLICATIONS, {"regions": list(held)}, HEALTH_TIMEOUT)
         return rows
+
+    def recent_batches(self) -> tuple[int, int]:
+        """Messages quarantined and consumed in the last 15 minutes, over every database."""
+        quarantined = consumed = 0
+        for dsn in self.monitored():
+            (row,) = self._rows(dsn, Role.API_MONITOR, RECENT_BATCHES, {}, HEALTH_TIMEOUT)
+            quarantined, consumed = quarantined + row["quarantined"], consumed + row["consumed"]
+        return quarantined, consumed
+
+    def dagster(self) -> dict[str, list[dict]]:
+        """Failed checks per partition, runs in flight, the last failed run, the sensors' ticks."""
+        dsn = self.settings.as_role(self.settings.dagster_admin_dsn, Role.API_MONITOR)
+        return {
+            name: self._rows(dsn, Role.API_MONITOR, query, {}, HEALTH_TIMEOUT)
+            for name, query in (
+                ("failed_checks", FAILED_CHECKS),
+                ("runs", DAGSTER_RUNS),
+                ("last_failed_run", LAST_FAILED_RUN),
+                ("sensor_ticks", SENSOR_TICKS),
+            )
+        }

@@ -35,9 +35,10 @@ def key_line(settings: Settings) -> str:
 
 @click.command("api")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="port to listen on (default TXMON_API_PORT, 8080)")
 @pass_settings
-def api(settings: Settings, host: str, port: int) -> int:
+def api(settings: Settings, host: str, port: int | None) -> int:
+    port = port or settings.api_port
     check_databases(settings)
     app = create_app(settings)
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a database that is down: /health says so

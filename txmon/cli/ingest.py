@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import click
 import psycopg
+from confluent_kafka import KafkaException
 
-from ingestion import processes
+from ingestion import metrics, processes
 from ingestion.consumer import Ingestor, check_databases
 from ingestion.lag import consumer_lag
 from ingestion.sink import BatchResult
 from txmon.cli.common import BadArgument, pass_settings, stop_on_signals
 from txmon.cli.params import COUNT, PARTITIONS, POSITIVE
 from txmon.core.db import connect
+from txmon.core.progress import Progress
 from txmon.core.settings import Role, Settings, replace
 
 log = logging.getLogger("txmon.ingest")
@@ -37,6 +40,12 @@ log = logging.getLogger("txmon.ingest")
     type=COUNT,
     help="processes sharing the partitions (default TXMON_INGEST_PROCESSES; 0: one per CPU core)",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="serve Prometheus metrics on 127.0.0.1:PORT (default TXMON_INGEST_METRICS_PORT; 0: none)",
+)
+@click.option("--no-progress", is_flag=True, hidden=True, help="no progress line (the processes of a parent)")
 @pass_settings
 def ingest(
     settings: Settings,
@@ -46,12 +55,37 @@ def ingest(
     max_seconds: float | None,
     lease: Path | None,
     process_count: int | None,
+    metrics_port: int | None,
+    no_progress: bool,
+) -> int:
+    with Progress("landing") as progress:
+        if until_idle and not no_progress and progress.shown:  # what is on the topic now, counted down
+            try:
+                total = sum(consumer_lag(settings).values())
+            except (KafkaException, psycopg.Error):
+                total = None  # not answering yet: the worker rides it out; no progress line
+            if total is not None:
+                progress.total = total
+                progress.follow(lambda: (total - sum(consumer_lag(settings).values()), "messages"))
+        return _ingest(settings, until_idle, partitions, group, max_seconds, lease, process_count, metrics_port)
+
+
+def _ingest(
+    settings: Settings,
+    until_idle: bool,
+    partitions: list[int] | None,
+    group: bool,
+    max_seconds: float | None,
+    lease: Path | None,
+    process_count: int | None,
+    metrics_port: int | None,
 ) -> int:
     stop = stop_on_signals()
     if lease:
         processes.watch_lease(lease, stop)
     if process_count is not None:
         settings = replace(settings, ingest_processes=process_count)
+    port = settings.ingest_metrics_port if metrics_port is None else metrics_port
     if settings.ingest_processes != 1:
         try:  # a wrong set of databases is said once, here, not by every process
             check_databases(settings)
@@ -74,9 +108,16 @@ def ingest(
             shares = processes.split(wanted, processes.process_count(settings, len(wanted)))
             child_args = [["--partitions", ",".join(map(str, share)), *common] for share in shares]
         if len(child_args) > 1:
-            click.echo(json.dumps(processes.run_processes(child_args, stop)))
+            env = None
+            if port:  # the children write their values to one directory; this process serves their sum
+                shared = metrics.multiprocess_dir(settings.state_dir, port)
+                metrics.serve(settings.metrics_host, port, shared)
+                env = {**os.environ, metrics.MULTIPROC_VARIABLE: str(shared)}
+            click.echo(json.dumps(processes.run_processes(child_args, stop, env)))
             return 0
     processes.give_memory_back()
+    if port:
+        metrics.serve(settings.metrics_host, port)
     ingestor = Ingestor(settings, partitions=partitions, group=group, stop=stop)
     progress = {"at": time.monotonic(), "landed": 0}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import click
@@ -17,8 +17,24 @@ from orchestration.instance import dagster_env, flag_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, supervise
 from txmon.cli.params import DAY
+from txmon.core.db import connect
+from txmon.core.progress import Progress
 from txmon.core.settings import Settings
-from txmon.core.warehouse import migrate
+from txmon.core.warehouse import migrate, prepare_dagster_database
+
+
+def _published_since(settings: Settings, since: datetime) -> int:
+    """Partitions the CLI has published since ``since`` (every database's publication log)."""
+    count = 0
+    for dsn in settings.databases():
+        with connect(dsn, autocommit=True, purpose="progress") as conn:
+            row = conn.execute(
+                """SELECT count(DISTINCT (partition_date, region)) FROM reporting.publication_log
+                   WHERE published_at >= %s AND launched_by LIKE 'txmon CLI%%'""",
+                (since,),
+            ).fetchone()
+            count += row[0] if row else 0
+    return count
 
 
 def _materialize(settings: Settings, partitions: list[tuple[date, str]], *, full: bool = True) -> int:
@@ -27,7 +43,10 @@ def _materialize(settings: Settings, partitions: list[tuple[date, str]], *, full
             runner.check_partition(settings, day, region)
         except ValueError as exc:
             raise BadArgument(f"txmon: {exc}") from None
-    outcomes = runner.materialize(settings, partitions, full=full)
+    started = datetime.now(UTC)
+    with Progress("partitions published", len(partitions)) as progress:
+        progress.follow(lambda: (_published_since(settings, started), ""), interval=2.0)
+        outcomes = runner.materialize(settings, partitions, full=full)
     for outcome in outcomes:
         click.echo(outcome.line())
     failed = [o for o in outcomes if not o.success]
@@ -86,6 +105,7 @@ def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
     """Prepare Dagster (home, manifest, reference models, mart tables), then start its webserver on
     127.0.0.1:``port`` and its daemon, logging to <state dir>/logs."""
     runner.setup(settings)
+    prepare_dagster_database(settings)  # its tables exist now: the API's monitoring role may read its runs
     bin_dir = Path(sys.executable).parent
     log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
     log_dir.mkdir(parents=True, exist_ok=True)

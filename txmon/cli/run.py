@@ -19,6 +19,7 @@ from txmon.cli.services import show
 from txmon.core.settings import Settings, replace
 from txmon.core.urls import where
 from txmon.devtools import services as local_services
+from txmon.devtools.services.monitoring import INGEST_METRICS_PORT
 from txmon.devtools.services.postgres import local_region_dsns
 
 
@@ -27,7 +28,7 @@ from txmon.devtools.services.postgres import local_region_dsns
 @click.option("--duration", type=NON_NEGATIVE, default=0.0, help="seconds (0: until Ctrl-C)")
 @click.option("--worker", is_flag=True, help="land with a standalone worker; the Dagster sensor then only reports")
 @click.option("--port", type=int, default=3000, help="Dagster UI port")
-@click.option("--api-port", type=click.IntRange(1, 65535), default=8080, help="the HTTP API and web page's port")
+@click.option("--api-port", type=click.IntRange(1, 65535), help="the HTTP API and web page's port (default 8080)")
 @click.option(
     "--multi-region",
     is_flag=True,
@@ -35,11 +36,17 @@ from txmon.devtools.services.postgres import local_region_dsns
 )
 @pass_settings
 def run(
-    settings: Settings, tps: float, duration: float, worker: bool, port: int, api_port: int, multi_region: bool
+    settings: Settings, tps: float, duration: float, worker: bool, port: int, api_port: int | None, multi_region: bool
 ) -> int:
     if multi_region:
         settings = replace(settings, region_dsns=local_region_dsns(settings))
-    show(local_services.up(settings))
+    # Prometheus scrapes the API and the ingest processes (the sensor's lander or the worker) on these ports.
+    settings = replace(
+        settings,
+        api_port=api_port or settings.api_port,
+        ingest_metrics_port=settings.ingest_metrics_port or INGEST_METRICS_PORT,
+    )
+    show(local_services.up(settings, monitoring=True))
     if worker:
         settings = replace(settings, ingest_mode="worker")  # Dagster's processes get it in their environment
     children = start_dagster(settings, port)
@@ -58,14 +65,18 @@ def run(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )
     with open(settings.state_dir / "logs" / "api.log", "ab") as log:  # the child keeps its own descriptor
-        api = [*txmon, "api", "--port", str(api_port)]
+        api = [*txmon, "api", "--port", str(settings.api_port)]
         children.append(subprocess.Popen(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
     lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
     for region in settings.regions:
         click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
     click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
-    click.echo(f"API and web page: http://127.0.0.1:{api_port}/  ({key_line(settings)}; OpenAPI at /docs)")
+    click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key_line(settings)}; OpenAPI at /docs)")
+    click.echo(
+        f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  (scraping the API, the ingest processes on "
+        f":{settings.ingest_metrics_port} and the PostgreSQL exporter; alert rules in services/prometheus/rules)"
+    )
     try:
         return supervise(children, duration, lambda: status_line(settings))
     finally:

@@ -26,10 +26,11 @@ def show(statuses: Iterable[ServiceStatus]) -> None:
 
 @click.command("services")
 @click.argument("action", type=click.Choice(["up", "down", "status"]))
+@click.option("--monitoring", is_flag=True, help="up: also Prometheus and the PostgreSQL exporter")
 @pass_settings
-def services(settings: Settings, action: str) -> int:
+def services(settings: Settings, action: str, monitoring: bool) -> int:
     if action == "up":
-        statuses = local_services.up(settings)
+        statuses = local_services.up(settings, monitoring=monitoring)
     elif action == "down":
         local_services.down(settings)
         statuses = local_services.status(settings)

@@ -27,6 +27,7 @@ FILES = {
     Role.API_REGULATOR: "postgres-api-regulator",
     Role.API_ANALYST: "postgres-api-analyst",
     Role.API_MONITOR: "postgres-api-monitor",
+    Role.EXPORTER: "postgres-exporter",
 }
 GENERATED: tuple[Role, ...] = tuple(role for role in Role if role is not Role.BI_READER)
 KAFKA_FILE = "kafka-password"

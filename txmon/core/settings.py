@@ -52,7 +52,8 @@ class Role(StrEnum):
     BI_READER = "bi_reader"  # BI tools and regulators: reads reporting, nothing else
     API_REGULATOR = "txmon_api_regulator"  # the HTTP API for a regulator's key: reads reporting only
     API_ANALYST = "txmon_api_analyst"  # the HTTP API for an analyst's key: reporting and staging's landed events
-    API_MONITOR = "txmon_api_monitor"  # the API's /health and /metrics: positions and the publication log
+    API_MONITOR = "txmon_api_monitor"  # the API's /health and /metrics: positions, batch counts, publications, Dagster
+    EXPORTER = "txmon_exporter"  # the PostgreSQL exporter: the server's statistics (pg_monitor), no table of txmon's
 
 
 def _json_number(value: Decimal) -> int | float | str:
@@ -171,6 +172,14 @@ class Settings(BaseSettings):
     ingest_mode: Literal["sensor", "worker"] = "sensor"
     # Processes of one `txmon ingest` (the topic's partitions split between them); 0: one per CPU core.
     ingest_processes: Whole = Field(0, ge=0, le=256)
+    # Monitoring (docs/monitoring.md). Where an ingest process (`txmon ingest`, the sensor's lander)
+    # serves its Prometheus metrics (`--metrics-port` overrides it; 0: not served; `txmon run` uses 9464),
+    # on which address (0.0.0.0 in a container); the ports of the API, Prometheus and the exporter.
+    ingest_metrics_port: Whole = Field(0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    api_port: Whole = Field(8080, ge=1, le=65535)
+    prometheus_port: Whole = Field(9090, ge=1, le=65535)
+    postgres_exporter_port: Whole = Field(9187, ge=1, le=65535)
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: Whole = Field(30, ge=1, le=3660)
 

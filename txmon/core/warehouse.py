@@ -183,10 +183,32 @@ $$;
 """
 
 
+# The API's /metrics reads Dagster's runs, check executions and sensor ticks (not its event logs, whose
+# metadata may name transactions); the tables exist once Dagster has opened its storage.
+DAGSTER_MONITORED = ("runs", "asset_check_executions", "job_ticks")
+DAGSTER_READS = """
+DO $$
+DECLARE
+    name text;
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO txmon_api_monitor', current_database());
+    GRANT USAGE ON SCHEMA public TO txmon_api_monitor;
+    FOREACH name IN ARRAY {tables}::text[] LOOP
+        IF to_regclass('public.' || name) IS NOT NULL THEN
+            EXECUTE format('GRANT SELECT ON public.%I TO txmon_api_monitor', name);
+        END IF;
+    END LOOP;
+END
+$$;
+"""
+
+
 def prepare_dagster_database(settings: Settings) -> None:
-    """Hand the Dagster database to txmon_dagster (when it exists: local services and compose create it)."""
+    """Hand the Dagster database to txmon_dagster (when it exists: local services and compose create it)
+    and let the API's monitoring role read the tables its metrics need."""
     with connect(settings.dagster_admin_dsn, autocommit=True, purpose="migrate") as conn:
         conn.execute(DAGSTER_OWNERSHIP)
+        conn.execute(sql.SQL(DAGSTER_READS).format(tables=sql.Literal(list(DAGSTER_MONITORED))))
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
