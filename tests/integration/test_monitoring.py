@@ -12,11 +12,13 @@ from pathlib import Path
 
 import httpx
 
+from orchestration.instance import open_instance
 from tests.conftest import REPO
 from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
 from tests.integration.test_live import free_port
 from txmon.core.settings import replace
+from txmon.core.warehouse import prepare_dagster_database
 from txmon.devtools.services.monitoring import Monitoring
 
 DASHBOARDS = sorted((REPO / "services" / "grafana" / "dashboards").glob("*.json"))
@@ -47,6 +49,8 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
     events = [event(f"mon-{i}", amount=f"{i + 1}.00", event_time="2026-11-24T10:00:00Z") for i in range(VALID)]
     source.write_text("\n".join([*(line(e) for e in events), *MALFORMED]) + "\n")
     platform.txmon("produce", str(source))
+    open_instance(platform.settings).dispose()  # Dagster's tables exist: the monitoring role may read them
+    prepare_dagster_database(platform.settings)
 
     ingest_port = free_port()
     log = open(tmp_path / "ingest.log", "wb")
