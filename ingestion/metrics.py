@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
+from contracts.transaction import CONTRACT_FIELDS
 from ingestion.sink import BatchResult, Message
 
 log = logging.getLogger("txmon.ingest")
@@ -39,17 +40,6 @@ LAST_LANDED = Gauge(
 
 # A reason's kind: the field it names, or what kind of message it was. Reasons are free text (they quote
 # values); a label takes one of these few words.
-FIELDS = (
-    "transaction_id",
-    "account_id",
-    "counterparty_id",
-    "amount",
-    "currency",
-    "region",
-    "status",
-    "fraud_flag",
-    "event_time",
-)
 KINDS = (
     ("missing required", "missing_field"),
     ("not valid JSON", "not_json"),
@@ -70,7 +60,7 @@ def reason_kind(reason: str) -> str:
         if reason.startswith(prefix):
             return kind
     head = reason.lstrip("'\"$.[] ").split(" ", 1)[0].strip("'\":,.")
-    for name in FIELDS:
+    for name in sorted(CONTRACT_FIELDS):
         if head == name or head.startswith(f"{name}.") or f"'{name}'" in reason[:60]:
             return name
     return "other"

@@ -47,19 +47,9 @@ log = logging.getLogger("txmon.ingest")
 )
 @click.option("--no-progress", is_flag=True, hidden=True, help="no progress line (the processes of a parent)")
 @pass_settings
-def ingest(
-    settings: Settings,
-    until_idle: bool,
-    partitions: list[int] | None,
-    group: bool,
-    max_seconds: float | None,
-    lease: Path | None,
-    process_count: int | None,
-    metrics_port: int | None,
-    no_progress: bool,
-) -> int:
+def ingest(settings: Settings, no_progress: bool, **options) -> int:
     with Progress("landing") as progress:
-        if until_idle and not no_progress and progress.shown:  # what is on the topic now, counted down
+        if options["until_idle"] and not no_progress and progress.shown:  # what is on the topic now, counted down
             try:
                 total = sum(consumer_lag(settings).values())
             except (KafkaException, psycopg.Error):
@@ -67,7 +57,7 @@ def ingest(
             if total is not None:
                 progress.total = total
                 progress.follow(lambda: (total - sum(consumer_lag(settings).values()), "messages"))
-        return _ingest(settings, until_idle, partitions, group, max_seconds, lease, process_count, metrics_port)
+        return _ingest(settings, **options)
 
 
 def _ingest(
