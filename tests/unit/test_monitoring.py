@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ingestion.metrics import reason_kind
+from ingestion.validate import to_message, validator_for
 from txmon.core.settings import Settings
 from txmon.devtools.services.monitoring import CONFIG_DIR, targets
 
@@ -115,3 +117,34 @@ def _debian_prometheus_version() -> str:
     proc = promtool("--version")
     match = re.search(r"version (\d+\.\d+\.\d+)", proc.stdout + proc.stderr)
     return match.group(1) if match else "?"
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (b"not json", "not_json"),
+        (b"[1, 2]", "not_an_object"),
+        (None, "empty"),  # a tombstone
+        (b'{"transaction_id": "t"}', "missing_field"),
+        (
+            b'{"transaction_id": "t", "account_id": "a", "amount": "x", "currency": "EUR", "region": "EU",'
+            b' "status": "settled", "event_time": "2026-11-20T10:00:00Z"}',
+            "amount",
+        ),
+        (
+            b'{"transaction_id": "t", "account_id": "a", "amount": "1", "currency": "XXX", "region": "EU",'
+            b' "status": "settled", "event_time": "2026-11-20T10:00:00Z"}',
+            "currency",
+        ),
+        (
+            b'{"transaction_id": "t", "account_id": "a", "amount": "1", "currency": "EUR", "region": "EU",'
+            b' "status": "settled", "event_time": "yesterday"}',
+            "event_time",
+        ),
+    ],
+)
+def test_quarantine_reasons_become_a_few_label_values(value, kind):
+    """The validator's real reasons (free text quoting values) map to one word each, never the text."""
+    message = to_message(validator_for(Settings.from_env({})), 0, 1, None, value, None)
+    assert message.reason, value
+    assert reason_kind(message.reason) == kind, message.reason
