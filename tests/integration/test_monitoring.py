@@ -37,10 +37,11 @@ def value(prometheus: httpx.Client, expr: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition, timeout: float, what) -> None:
+    """Poll ``condition`` each second; on timeout fail with ``what`` (a text, or a callable saying it then)."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, what
+        assert time.monotonic() < deadline, what() if callable(what) else what
         time.sleep(1)
 
 
@@ -80,7 +81,11 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
                 "the landed events never reached Prometheus",
             )
             for job in ("txmon_api", "txmon_ingest", "postgres", "prometheus"):
-                assert value(prometheus, f'min(up{{job="{job}"}})') == 1, job
+                wait_for(
+                    lambda job=job: value(prometheus, f'min(up{{job="{job}"}})') == 1,
+                    30,
+                    lambda job=job: f"{job} not up: {prometheus.get('/api/v1/targets').text[:3000]}",
+                )
             quarantined = {
                 r["metric"]["reason"]: float(r["value"][1])
                 for r in query(prometheus, "sum by (reason) (txmon_ingest_quarantined_events_total)")
@@ -110,8 +115,8 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
                         assert body["status"] == "success", (path.name, panel["title"], body)
                         evaluated += 1
             assert evaluated >= 24
-            landing = query(prometheus, "sum(rate(txmon_ingest_landed_events_total[1m]))")
-            assert landing, "the landing-rate panel has data"
+            # The landing-rate panel has data once two scrapes saw the counter.
+            wait_for(lambda: query(prometheus, "sum(rate(txmon_ingest_landed_events_total[1m]))"), 30, "no rate")
         finally:
             prometheus.close()
             monitoring.stop()

@@ -82,9 +82,10 @@ class Monitoring:
             "PGPASSFILE": str(self.settings.passfile),
         }
 
-    def _start(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> None:
+    def _start(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> bool:
+        """Start ``argv`` unless something listens on ``port`` already; whether it was started."""
         if _listening(port):
-            return
+            return False
         binary = shutil.which(argv[0])
         if binary is None:
             raise ServiceError(f"{argv[0]} is not installed: install {PACKAGES}")
@@ -106,6 +107,7 @@ class Monitoring:
             if time.monotonic() > deadline:
                 raise ServiceError(f"{name} did not listen on port {port} in 60s; log {log}")
             time.sleep(0.3)
+        return True
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -113,11 +115,11 @@ class Monitoring:
         s = self.settings
         self._start(
             "postgres-exporter",
-            [EXPORTER, f"--web.listen-address=127.0.0.1:{s.postgres_exporter_port}", "--auto-discover-databases"],
+            [EXPORTER, f"--web.listen-address=127.0.0.1:{s.postgres_exporter_port}"],
             s.postgres_exporter_port,
             self._exporter_env(),
         )
-        self._start(
+        started = self._start(
             "prometheus",
             [
                 PROMETHEUS,
@@ -130,7 +132,8 @@ class Monitoring:
             ],
             s.prometheus_port,
         )
-        self.reload()
+        if not started:
+            self.reload()  # one that was running reads the configuration, rules and targets written above
 
     def reload(self) -> None:
         """Prometheus re-reads its configuration and rules (SIGHUP)."""
