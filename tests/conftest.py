@@ -40,8 +40,9 @@ class Platform:
             raise AssertionError(f"txmon {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
         return proc
 
-    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "txmon.cli", *args], env=self.env, cwd=REPO, **kwargs)
+    def popen(self, *args: str, env_extra: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        env = {**self.env, **(env_extra or {})}
+        return subprocess.Popen([sys.executable, "-m", "txmon.cli", *args], env=env, cwd=REPO, **kwargs)
 
     def query(self, sql: str, params=(), dsn: str | None = None) -> list[tuple]:
         from txmon.core.db import connect

@@ -1,6 +1,7 @@
-"""The live platform, as the README starts it (`txmon dagster`: webserver + daemon, nobody clicking):
-late events for closed days reach `reporting` by themselves, right to the cent, with no failed run
-and no failed check."""
+"""The live platform, as the README starts it (`txmon dagster`: webserver + daemon, nobody clicking), with
+EU and US in databases of their own and APAC at home (`txmon run --multi-region`): late events for
+closed days reach each region's `reporting` and the home roll-up by themselves, right to the cent, with
+no failed run and no failed check."""
 
 from __future__ import annotations
 
@@ -50,37 +51,53 @@ def expected(events: list[dict]) -> tuple[dict, dict]:
     return {k: tuple(v) for k, v in settlements.items()}, suspicious
 
 
-def published(platform, days) -> tuple[dict, dict]:
-    if platform.query(
-        "SELECT to_regclass('reporting.suspicious_activity') IS NULL OR "
-        "to_regclass('reporting.daily_settlements') IS NULL"
-    )[0][0]:
-        return {}, {}  # nothing published yet
-    settlements = {
+def published(platform, settings, days) -> tuple[dict, dict, dict]:
+    """Every region's published settlements and suspicious activity, each read in its own database, and
+    the home database's roll-up."""
+    settlements, suspicious = {}, {}
+    for dsn, held in settings.databases().items():
+        if not held:
+            continue
+        settlements.update(
+            {
+                (d, r, c): (n, s, v)
+                for d, r, c, n, s, v in platform.query(
+                    "SELECT settlement_date, region, currency, transaction_count, settled_count, settled_volume"
+                    " FROM reporting.daily_settlements WHERE settlement_date = ANY(%s) AND region = ANY(%s)",
+                    (days, list(held)),
+                    dsn=dsn,
+                )
+            }
+        )
+        suspicious.update(
+            {
+                tx: (d, r, list(reasons))
+                for tx, d, r, reasons in platform.query(
+                    "SELECT transaction_id, event_date, region, reasons FROM reporting.suspicious_activity"
+                    " WHERE event_date = ANY(%s) AND region = ANY(%s)",
+                    (days, list(held)),
+                    dsn=dsn,
+                )
+            }
+        )
+    rolled = {
         (d, r, c): (n, s, v)
         for d, r, c, n, s, v in platform.query(
             "SELECT settlement_date, region, currency, transaction_count, settled_count, settled_volume"
-            " FROM reporting.daily_settlements WHERE settlement_date = ANY(%s)",
+            " FROM reporting.global_daily_settlements WHERE settlement_date = ANY(%s)",
             (days,),
         )
     }
-    suspicious = {
-        tx: (d, r, list(reasons))
-        for tx, d, r, reasons in platform.query(
-            "SELECT transaction_id, event_date, region, reasons FROM reporting.suspicious_activity"
-            " WHERE event_date = ANY(%s)",
-            (days,),
-        )
-    }
-    return settlements, suspicious
+    return settlements, suspicious, rolled
 
 
-def wait_published(platform, events, days, what: str) -> float:
-    want = expected(events)
+def wait_published(platform, settings, events, days, what: str) -> float:
+    settlements, suspicious = expected(events)
+    want = (settlements, suspicious, settlements)  # the roll-up holds the same numbers
     started = time.monotonic()
     got = None
     while time.monotonic() - started < BOUND_SECONDS:
-        got = published(platform, days)
+        got = published(platform, settings, days)
         if got == want:
             return time.monotonic() - started
         time.sleep(2)
@@ -103,13 +120,14 @@ def wait_for_ticks(platform, since: datetime, timeout: float = 240) -> None:
     raise AssertionError("the marts_refresh sensor did not tick (see .txmon/logs/daemon.log)")
 
 
-def assert_roles_by_duty(platform) -> None:
-    """The live platform's sessions: Dagster's storage as its role, nothing in the warehouse as the admin."""
+def assert_roles_by_duty(platform, regional: list[str]) -> None:
+    """The live platform's sessions: Dagster's storage as its role, nothing in any warehouse database as
+    the admin."""
     settings = platform.settings
     sessions = platform.query(
         """SELECT datname, usename, application_name FROM pg_stat_activity
            WHERE datname = ANY(%s) AND pid <> pg_backend_pid() AND backend_type = 'client backend'""",
-        ([settings.warehouse_db, settings.dagster_db],),
+        ([settings.warehouse_db, settings.dagster_db, *regional],),
     )
     users = {(db, user) for db, user, _ in sessions}
     assert (settings.warehouse_db, "txmon_ingest") in users, sessions  # the sensor's lander
@@ -123,7 +141,8 @@ def assert_roles_by_duty(platform) -> None:
             assert user in ("txmon_ingest", "txmon_transform", "txmon_publish"), (db, user, app)
 
 
-def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
+def test_late_data_reaches_reporting_by_itself(regions, tmp_path):
+    platform, extra, settings, databases = regions
     started = datetime.now(UTC)
     today = started.date()
     days = [today - timedelta(days=n) for n in (5, 3, 2)]
@@ -199,11 +218,13 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
             ),
         ]
 
+    platform.txmon("migrate", env_extra=extra)  # creates the regional databases on the local cluster
     port = free_port()
     dagster = platform.popen(
         "dagster",
         "--port",
         str(port),
+        env_extra=extra,
         stdout=open(tmp_path / "dagster.log", "wb"),
         stderr=open(tmp_path / "dagster.err", "wb"),
     )
@@ -212,13 +233,13 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
         source = tmp_path / "first.jsonl"
         source.write_text("\n".join(line(e) for e in first))
         platform.txmon("produce", str(source))
-        first_seconds = wait_published(platform, first, days, "first wave")
-        assert_roles_by_duty(platform)
+        first_seconds = wait_published(platform, settings, first, days, "first wave")
+        assert_roles_by_duty(platform, list(databases.values()))
 
         source = tmp_path / "second.jsonl"
         source.write_text("\n".join(line(e) for e in second))
         platform.txmon("produce", str(source))
-        second_seconds = wait_published(platform, first + second, days, "second wave")
+        second_seconds = wait_published(platform, settings, first + second, days, "second wave")
         time.sleep(5)  # let a run that is finishing record its end
     finally:
         dagster.terminate()
@@ -239,8 +260,15 @@ def test_late_data_reaches_reporting_by_itself(platform, tmp_path):
     assert {p for p, _, _ in checks} == set(keys)
     failed = [(p, c) for p, c, s in checks if s != "SUCCEEDED"]
     assert not failed, failed
-    recorded = platform.query(
-        "SELECT DISTINCT partition_date || '|' || region FROM reporting.published_partitions WHERE run_id = ANY(%s)",
-        ([r for r, _ in runs],),
-    )
-    assert {k for (k,) in recorded} == set(keys)
+    recorded = set()
+    for dsn in settings.databases():  # each region's publications are logged in its own database
+        recorded |= {
+            k
+            for (k,) in platform.query(
+                "SELECT DISTINCT partition_date || '|' || region FROM reporting.published_partitions"
+                " WHERE run_id = ANY(%s)",
+                ([r for r, _ in runs],),
+                dsn=dsn,
+            )
+        }
+    assert recorded == set(keys)

@@ -1,50 +1,29 @@
 """Data residency: regions in their own databases (shared/CONTRACT.md section 4), end to end through
-the real services: landing, quarantine, dbt, checks, publication and the global roll-up."""
+the real services: landing, quarantine, dbt, checks, publication and the global roll-up (the live
+platform with regional databases: tests/integration/test_live.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 
-import pytest
 from psycopg import sql
 
-from tests.conftest import REPO
+from tests.integration.conftest import REGIONAL
 from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
-from tests.integration.test_live import BOUND_SECONDS, expected, free_port, wait_for_ticks
 from txmon.core.db import connect
 from txmon.core.settings import Settings
-from txmon.devtools.services.postgres import local_region_dsns
 from txmon.quality.reconciliations import run_check
 
 DAY = date(2026, 11, 20)
-REGIONAL = ("EU", "US")  # each in a database of its own; APAC stays in the home database
 ID_COLUMNS = ("transaction_id", "account_id")
 
 
 def _url(settings: Settings, database: str, host: str | None = None) -> str:
     return f"postgresql://{settings.pg_user}@{host or settings.pg_host}:{settings.pg_port}/{database}"
-
-
-@pytest.fixture
-def regions(platform):
-    """The platform with EU and US in regional databases (created by `txmon migrate`)."""
-    # The local multi-region mode (`txmon run --multi-region`): EU and US in <db>_eu and <db>_us.
-    dsns = local_region_dsns(platform.settings)
-    assert sorted(dsns) == sorted(REGIONAL)
-    databases = {region: f"{platform.settings.warehouse_db}_{region.lower()}" for region in REGIONAL}
-    extra = {"TXMON_REGION_DSNS": json.dumps(dsns)}
-    settings = Settings.from_env({**platform.env, **extra})
-    yield platform, extra, settings, databases
-    with connect(platform.settings.admin_dsn, autocommit=True, purpose="test") as conn:
-        for db in databases.values():
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
 
 
 def _events() -> tuple[list[dict], dict[str, str]]:
@@ -211,103 +190,3 @@ def test_one_database_under_two_urls_is_refused(platform):
         assert proc.returncode != 0, command
         message = proc.stderr.strip()
         assert "are one database" in message and "\n" not in message and "Traceback" not in message, message
-
-
-def test_the_live_platform_publishes_each_region_in_its_own_database(regions, tmp_path):
-    """`txmon dagster` with regional databases, nobody clicking: late events of three regions reach each
-    region's own `reporting` and the home roll-up, with no failed run."""
-    platform, extra, settings, _ = regions
-    started = datetime.now(UTC)
-    days = [started.date() - timedelta(days=n) for n in (3, 2)]
-    currency = {"EU": "EUR", "US": "USD", "APAC": "SGD"}
-    events = []
-    for day in days:
-        for region in settings.regions:
-            t = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
-            base = f"live-res-{day:%m%d}-{region}"
-            events += [
-                event(
-                    f"{base}-a",
-                    "pending",
-                    amount="12.34",
-                    currency=currency[region],
-                    region=region,
-                    event_time=t.isoformat(),
-                ),
-                event(
-                    f"{base}-a",
-                    "settled",
-                    amount="12.34",
-                    currency=currency[region],
-                    region=region,
-                    event_time=(t + timedelta(seconds=5)).isoformat(),
-                ),
-                event(f"{base}-d", amount="10000.01", currency="USD", region=region, event_time=t.isoformat()),
-            ]
-    want_settlements, want_suspicious = expected(events)
-
-    platform.txmon("migrate", env_extra=extra)
-    port = free_port()
-    dagster = subprocess.Popen(
-        [sys.executable, "-m", "txmon.cli", "dagster", "--port", str(port)],
-        env={**platform.env, **extra},
-        cwd=REPO,
-        stdout=open(tmp_path / "dagster.log", "wb"),
-        stderr=open(tmp_path / "dagster.err", "wb"),
-    )
-    try:
-        wait_for_ticks(platform, started)
-        source = tmp_path / "late.jsonl"
-        source.write_text("\n".join(line(e) for e in events))
-        platform.txmon("produce", str(source), env_extra=extra)
-        deadline = time.monotonic() + BOUND_SECONDS
-        got: tuple = ()
-        while time.monotonic() < deadline:
-            settlements, suspicious = {}, {}
-            for region in settings.regions:
-                dsn = settings.dsn_for_region(region)
-                settlements.update(
-                    {
-                        (d, r, c): (n, s, v)
-                        for d, r, c, n, s, v in platform.query(
-                            "SELECT settlement_date, region, currency, transaction_count, settled_count,"
-                            " settled_volume FROM reporting.daily_settlements WHERE settlement_date = ANY(%s)",
-                            (days,),
-                            dsn=dsn,
-                        )
-                    }
-                )
-                suspicious.update(
-                    {
-                        tx: (d, r, list(reasons))
-                        for tx, d, r, reasons in platform.query(
-                            "SELECT transaction_id, event_date, region, reasons FROM reporting.suspicious_activity"
-                            " WHERE event_date = ANY(%s)",
-                            (days,),
-                            dsn=dsn,
-                        )
-                    }
-                )
-            rolled = {
-                (d, r, c): (n, s, v)
-                for d, r, c, n, s, v in platform.query(
-                    "SELECT settlement_date, region, currency, transaction_count, settled_count, settled_volume"
-                    " FROM reporting.global_daily_settlements WHERE settlement_date = ANY(%s)",
-                    (days,),
-                )
-            }
-            got = (settlements, suspicious, rolled)
-            if got == (want_settlements, want_suspicious, want_settlements):
-                break
-            time.sleep(2)
-        else:
-            raise AssertionError(f"not published in {BOUND_SECONDS}s\nwant {want_settlements}\ngot  {got}")
-        time.sleep(5)  # let a run that is finishing record its end
-    finally:
-        dagster.terminate()
-        dagster.wait(timeout=120)
-    failed = platform.query_dagster(
-        "SELECT run_id, status FROM runs WHERE create_timestamp > %s AND status IN ('FAILURE', 'CANCELED')",
-        (started.replace(tzinfo=None),),
-    )
-    assert failed == []
