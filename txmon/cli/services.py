@@ -21,7 +21,7 @@ EXIT_NOT_UP = 3  # `txmon services status` when a service is down
 
 def show(statuses: Iterable[ServiceStatus]) -> None:
     for s in statuses:
-        click.echo(f"{s.name:<9} {'up' if s.up else 'down':<5} {s.detail}")
+        click.echo(f"{s.name:<10} {'up' if s.up else 'down':<5} {s.detail}")
 
 
 @click.command("services")
