@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -18,6 +19,7 @@ from txmon.api.store import Store
 
 log = logging.getLogger("txmon.api")
 KAFKA_TIMEOUT = 3.0
+T = TypeVar("T")
 
 
 class PlatformCollector(Collector):
@@ -30,25 +32,35 @@ class PlatformCollector(Collector):
         up = GaugeMetricFamily(
             "txmon_source_up", "Whether a source answered this scrape (1) or not (0)", labels=["source"]
         )
-        yield from self._lag(up)
-        yield from self._publications(up)
-        yield from self._quarantine()
-        yield from self._dagster(up)
+        store = self.store
+        ends = self._read(up, "kafka", lambda: end_offsets(store.settings, timeout=KAFKA_TIMEOUT))
+        warehouse = self._read(
+            up, "postgresql", lambda: (store.stored_positions(), store.latest_publications(), store.recent_batches())
+        )
+        dagster = self._read(up, "dagster", store.dagster)
+        if ends is not None and warehouse is not None:
+            yield self._lag(ends, warehouse[0])
+        if warehouse is not None:
+            yield from self._publications(warehouse[1])
+            yield from self._quarantine(*warehouse[2])
+        if dagster is not None:
+            yield from self._dagster(dagster)
         yield up
 
-    def _lag(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
+    @staticmethod
+    def _read(up: GaugeMetricFamily, source: str, read: Callable[[], T]) -> T | None:
+        """``read()``, or None when its source does not answer; either way ``up`` says which."""
         try:
-            ends = end_offsets(self.store.settings, timeout=KAFKA_TIMEOUT)
-            up.add_metric(["kafka"], 1)
-        except Exception as exc:
-            log.warning("metrics: Kafka did not answer: %s", exc)
-            up.add_metric(["kafka"], 0)
-            return
-        try:
-            stored = self.store.stored_positions()
-        except Exception as exc:
-            log.warning("metrics: a database did not answer: %s", exc)
-            return
+            value = read()
+        except Exception as exc:  # a scrape reports what it can
+            log.warning("metrics: %s did not answer: %s", source, exc)
+            up.add_metric([source], 0)
+            return None
+        up.add_metric([source], 1)
+        return value
+
+    @staticmethod
+    def _lag(ends: dict[int, tuple[int, int]], stored: list[dict[int, int]]) -> GaugeMetricFamily:
         gauge = GaugeMetricFamily(
             "txmon_consumer_lag",
             "Messages on the topic not yet landed (end offset minus stored position)",
@@ -56,16 +68,10 @@ class PlatformCollector(Collector):
         )
         for partition, behind in sorted(lag(ends, stored).items()):
             gauge.add_metric([str(partition)], behind)
-        yield gauge
+        return gauge
 
-    def _publications(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
-        try:
-            rows = self.store.latest_publications()
-            up.add_metric(["postgresql"], 1)
-        except Exception as exc:
-            log.warning("metrics: a database did not answer: %s", exc)
-            up.add_metric(["postgresql"], 0)
-            return
+    @staticmethod
+    def _publications(rows: list[dict]) -> Iterator[GaugeMetricFamily]:
         now = time.time()
         freshness = GaugeMetricFamily(
             "txmon_mart_freshness_seconds",
@@ -93,12 +99,8 @@ class PlatformCollector(Collector):
         yield published
         yield latest_day
 
-    def _quarantine(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            quarantined, consumed = self.store.recent_batches()
-        except Exception as exc:
-            log.warning("metrics: a database did not answer: %s", exc)
-            return
+    @staticmethod
+    def _quarantine(quarantined: int, consumed: int) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(
             "txmon_quarantined_messages_15m", "Messages quarantined in the last 15 minutes", value=quarantined
         )
@@ -108,14 +110,8 @@ class PlatformCollector(Collector):
             value=quarantined / consumed if consumed else 0.0,
         )
 
-    def _dagster(self, up: GaugeMetricFamily) -> Iterator[GaugeMetricFamily]:
-        try:
-            found = self.store.dagster()
-            up.add_metric(["dagster"], 1)
-        except Exception as exc:
-            log.warning("metrics: Dagster's storage did not answer: %s", exc)
-            up.add_metric(["dagster"], 0)
-            return
+    @staticmethod
+    def _dagster(found: dict[str, list[dict]]) -> Iterator[GaugeMetricFamily]:
         failed = GaugeMetricFamily(
             "txmon_failed_checks",
             "Checks whose latest evaluation of a partition failed (last two days; the partition is not published)",
