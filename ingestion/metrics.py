@@ -4,6 +4,7 @@ them to a shared directory (the client's multiprocess mode) and the parent serve
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -83,11 +84,18 @@ def batch_committed(batch: list[Message], result: BatchResult, seconds: float, e
         LAST_LANDED.set(time.time())
 
 
-def multiprocess_dir(state_dir: Path, port: int) -> Path:
-    """A fresh directory for the values of the processes serving on ``port`` (what earlier ones left is removed)."""
-    path = state_dir / "metrics" / f"ingest-{port}"
+def multiprocess_dir(state_dir: Path) -> Path:
+    """A fresh directory of this process's own for its children's values; those of parents no longer
+    running are removed (another `txmon ingest` running keeps its own)."""
+    base = state_dir / "metrics"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob("ingest-*"):
+        pid = old.name.removeprefix("ingest-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    path = base / f"ingest-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    path.mkdir()
     return path
 
 

@@ -18,7 +18,7 @@ from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
 from tests.integration.test_live import free_port
 from txmon.core.settings import replace
-from txmon.core.warehouse import prepare_dagster_database
+from txmon.core.warehouse import grant_dagster_reads
 from txmon.devtools.services.monitoring import Monitoring
 
 DASHBOARDS = sorted((REPO / "services" / "grafana" / "dashboards").glob("*.json"))
@@ -51,7 +51,7 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
     source.write_text("\n".join([*(line(e) for e in events), *MALFORMED]) + "\n")
     platform.txmon("produce", str(source))
     open_instance(platform.settings).dispose()  # Dagster's tables exist: the monitoring role may read them
-    prepare_dagster_database(platform.settings)
+    grant_dagster_reads(platform.settings)
 
     ingest_port = free_port()
     log = open(tmp_path / "ingest.log", "wb")
@@ -100,7 +100,7 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
 
             rules = prometheus.get("/api/v1/rules").json()["data"]["groups"]
             loaded = [rule for group in rules for rule in group["rules"]]
-            assert len(loaded) == 9 and all(rule["health"] == "ok" for rule in loaded), loaded
+            assert len(loaded) == 10 and all(rule["health"] == "ok" for rule in loaded), loaded
 
             # Every panel of every dashboard evaluates against this Prometheus (range queries, as Grafana asks).
             now = time.time()

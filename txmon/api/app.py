@@ -50,9 +50,12 @@ def parse_day(text: str, name: str = "date") -> date:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         raise BadRequest(f"{name} must be a day as YYYY-MM-DD, not {text[:40]!r}")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise BadRequest(f"{name} {text!r} is not a calendar day") from None
+    if day in (date.min, date.max):  # a day's bounds (midnight to midnight) must exist
+        raise BadRequest(f"{name} {text} is out of range")
+    return day
 
 
 def identifier(text: str, name: str) -> str:
@@ -75,7 +78,7 @@ def decode_cursor(cursor: str, query: dict, regions: tuple[str, ...]) -> tuple[s
         version, issued_for, region, after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error):
         raise BadRequest("cursor is not one this API issued") from None
-    if version != CURSOR_VERSION or not isinstance(after, str) or region not in regions:
+    if version != CURSOR_VERSION or not isinstance(after, str) or region not in regions or "\x00" in after:
         raise BadRequest("cursor is not one this API issued")
     if issued_for != query:
         raise BadRequest("cursor belongs to another query (date, region and reason must stay the same)")

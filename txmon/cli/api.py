@@ -26,11 +26,14 @@ def check_databases(settings: Settings) -> None:
             log.warning("a database is not answering yet (/health says 503 until it does): %s", str(exc).strip())
 
 
-def key_line(settings: Settings) -> str:
-    """How to authenticate: the local key, or where the keys come from (never a configured key)."""
+def key_line(settings: Settings, *, show_key: bool = False) -> str:
+    """How to authenticate: where the keys come from; the local key itself only when ``show_key`` (a
+    person's terminal, never a log: `txmon api`'s output often goes to one)."""
     if settings.api_keys:
         return f"keys: {len(settings.api_keys)} from TXMON_API_KEYS"
-    return f"local key (analyst, every region): {credentials.local_api_key(settings)}"
+    if show_key:
+        return f"local key (analyst, every region): {credentials.local_api_key(settings)}"
+    return f"local key (analyst, every region) in {settings.secrets_dir / credentials.API_KEY_FILE}"
 
 
 @click.command("api")

@@ -100,7 +100,7 @@ def _ingest(
         if len(child_args) > 1:
             env = None
             if port:  # the children write their values to one directory; this process serves their sum
-                shared = metrics.multiprocess_dir(settings.state_dir, port)
+                shared = metrics.multiprocess_dir(settings.state_dir)
                 metrics.serve(settings.metrics_host, port, shared)
                 env = {**os.environ, metrics.MULTIPROC_VARIABLE: str(shared)}
             click.echo(json.dumps(processes.run_processes(child_args, stop, env)))

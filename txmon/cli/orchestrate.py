@@ -20,7 +20,7 @@ from txmon.cli.params import DAY
 from txmon.core.db import connect
 from txmon.core.progress import Progress
 from txmon.core.settings import Settings
-from txmon.core.warehouse import migrate, prepare_dagster_database
+from txmon.core.warehouse import grant_dagster_reads, migrate
 
 
 def _published_since(settings: Settings, since: datetime) -> int:
@@ -91,6 +91,7 @@ def backfill(settings: Settings, first: date, last: date, region: str | None) ->
 def dagster_setup(settings: Settings) -> int:
     _, instance = runner.setup(settings)
     instance.dispose()
+    grant_dagster_reads(settings)  # its tables exist now (compose's Dagster containers have no admin role)
     click.echo(f"Dagster home {dagster_env(settings)['DAGSTER_HOME']} ready")
     return 0
 
@@ -105,7 +106,7 @@ def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
     """Prepare Dagster (home, manifest, reference models, mart tables), then start its webserver on
     127.0.0.1:``port`` and its daemon, logging to <state dir>/logs."""
     runner.setup(settings)
-    prepare_dagster_database(settings)  # its tables exist now: the API's monitoring role may read its runs
+    grant_dagster_reads(settings)  # its tables exist now: the API's monitoring role may read its runs
     bin_dir = Path(sys.executable).parent
     log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ and daemon) with a live status line, until Ctrl-C or the given duration."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, time, timedelta
@@ -64,7 +65,8 @@ def run(
     children.append(
         subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
     )
-    with open(settings.state_dir / "logs" / "api.log", "ab") as log:  # the child keeps its own descriptor
+    log_fd = os.open(settings.state_dir / "logs" / "api.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:  # the child keeps its own descriptor
         api = [*txmon, "api", "--port", str(settings.api_port)]
         children.append(subprocess.Popen(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
     lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
@@ -72,7 +74,9 @@ def run(
         click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
     click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
-    click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key_line(settings)}; OpenAPI at /docs)")
+    click.echo(
+        f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key_line(settings, show_key=True)}; OpenAPI at /docs)"
+    )
     click.echo(
         f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  (scraping the API, the ingest processes on "
         f":{settings.ingest_metrics_port} and the PostgreSQL exporter; alert rules in services/prometheus/rules)"

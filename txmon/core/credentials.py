@@ -102,7 +102,8 @@ def api_keys(settings: Settings) -> dict[str, ApiGrant]:
     return {key: LOCAL_API_GRANT}
 
 
-def _pgpass_line(user: str, secret: str) -> str:
+def pgpass_line(user: str, secret: str) -> str:
+    """One libpq password-file line for ``user`` on any host, port and database."""
     escaped = secret.replace("\\", "\\\\").replace(":", "\\:")
     return f"*:*:*:{user}:{escaped}\n"
 
@@ -126,7 +127,7 @@ def ensure(settings: Settings) -> None:
     for role in Role:
         value = password(settings, role)
         if value:
-            lines.append(_pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
+            lines.append(pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
     text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
     passfile = settings.passfile
     try:

@@ -41,7 +41,8 @@ def connect(dsn: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
 
 def pool(dsn: str, *, size: int, purpose: str) -> ConnectionPool:
     """A pool of up to ``size`` autocommit connections with the same defaults, opened on first use
-    (a database that is down does not stop its creator; a request then waits at most its timeout)."""
+    (a database that is down does not stop its creator; a request then waits at most its timeout),
+    each checked before it is lent."""
     return ConnectionPool(
         dsn,
         min_size=1,
@@ -50,4 +51,5 @@ def pool(dsn: str, *, size: int, purpose: str) -> ConnectionPool:
         open=False,
         name=purpose,
         reconnect_timeout=30,
+        check=ConnectionPool.check_connection,  # a connection a restart or fail-over broke is replaced, not lent
     )

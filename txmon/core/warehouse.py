@@ -203,12 +203,19 @@ $$;
 """
 
 
+def grant_dagster_reads(settings: Settings) -> None:
+    """Let the API's monitoring role read the Dagster tables its metrics need, as their owner
+    (txmon_dagster: `txmon dagster` and `dagster-setup` do it once Dagster has created them)."""
+    with connect(settings.dagster_dsn, autocommit=True, purpose="grants") as conn:
+        conn.execute(sql.SQL(DAGSTER_READS).format(tables=sql.Literal(list(DAGSTER_MONITORED))))
+
+
 def prepare_dagster_database(settings: Settings) -> None:
     """Hand the Dagster database to txmon_dagster (when it exists: local services and compose create it)
-    and let the API's monitoring role read the tables its metrics need."""
+    and let the API's monitoring role read the tables its metrics need (those that exist yet)."""
     with connect(settings.dagster_admin_dsn, autocommit=True, purpose="migrate") as conn:
         conn.execute(DAGSTER_OWNERSHIP)
-        conn.execute(sql.SQL(DAGSTER_READS).format(tables=sql.Literal(list(DAGSTER_MONITORED))))
+    grant_dagster_reads(settings)
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}

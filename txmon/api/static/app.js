@@ -4,7 +4,8 @@
 "use strict";
 
 const COLORS = ["#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e"];
-const state = { key: sessionStorage.getItem("txmon-key") || "", regions: [], cursor: null };
+// `generation` counts refreshes: a response of an older one (the filters changed meanwhile) is dropped.
+const state = { key: sessionStorage.getItem("txmon-key") || "", regions: [], cursor: null, generation: 0 };
 const $ = (id) => document.getElementById(id);
 
 function showError(message) {
@@ -44,8 +45,14 @@ function filters() {
 // ------------------------------------------------------------------ suspicious activity
 async function loadSuspicious(append) {
   const body = $("suspicious").tBodies[0];
-  if (!append) { body.replaceChildren(); state.cursor = null; }
-  const page = await api("/suspicious", { ...filters(), reason: $("reason").value, limit: 100, cursor: state.cursor });
+  const generation = state.generation;
+  $("more").disabled = true;
+  const page = await api("/suspicious", {
+    ...filters(), reason: $("reason").value, limit: 100, cursor: append ? state.cursor : null,
+  });
+  if (generation !== state.generation) return;  // the filters changed while it loaded
+  $("more").disabled = false;
+  if (!append) body.replaceChildren();
   for (const item of page.items) {
     const row = body.insertRow();
     row.dataset.transactionId = item.transaction_id;
@@ -116,8 +123,10 @@ function drawChart(days, byDay, regions) {
 
 async function loadSettlements() {
   const { date, region } = filters();
+  const generation = state.generation;
   const days = Array.from({ length: 14 }, (_, i) => utcDay(i - 13, date));
   const pages = await Promise.all(days.map((day) => api("/settlements", { date: day, region })));
+  if (generation !== state.generation) return;
   const byDay = {};
   const regions = region ? [region] : state.regions;
   days.forEach((day, i) => {
@@ -152,7 +161,9 @@ function age(iso) {
 }
 
 async function loadPartitions() {
+  const generation = state.generation;
   const page = await api("/partitions", filters());
+  if (generation !== state.generation) return;
   const body = $("partitions").tBodies[0];
   body.replaceChildren();
   for (const item of page.items) {
@@ -174,6 +185,8 @@ async function loadPartitions() {
 }
 
 async function refresh() {
+  state.generation += 1;
+  state.cursor = null;
   showError("");
   try {
     await Promise.all([loadSuspicious(false), loadSettlements(), loadPartitions()]);

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
+from txmon.core import credentials
+from txmon.core.credentials import write_private
 from txmon.core.processes import tail
 from txmon.core.settings import REPO_ROOT, Role, Settings
 from txmon.devtools.services.common import ServiceError, ServiceStatus
@@ -73,13 +75,17 @@ class Monitoring:
             (self.root / "targets" / f"{job}.json").write_text(json.dumps([{"targets": where}]) + "\n")
 
     def _exporter_env(self) -> dict[str, str]:
-        """The exporter connects as txmon_exporter (pg_monitor), its password from txmon's passfile."""
+        """The exporter connects as txmon_exporter (pg_monitor), from a password file of its own that
+        holds its line only (not txmon's, which has every role's)."""
         parts = conninfo_to_dict(self.settings.home_dsn(Role.EXPORTER))
         dsn = " ".join(f"{k}={parts[k]}" for k in ("host", "port", "user", "dbname") if k in parts)
+        passfile = self.root / "pgpass"
+        secret = credentials.password(self.settings, Role.EXPORTER) or ""
+        write_private(passfile, credentials.pgpass_line(Role.EXPORTER.value, secret))
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "DATA_SOURCE_NAME": f"{dsn} sslmode=disable",
-            "PGPASSFILE": str(self.settings.passfile),
+            "PGPASSFILE": str(passfile),
         }
 
     def _start(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> bool:
