@@ -74,9 +74,8 @@ def run(
         click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
     click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
-    click.echo(
-        f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key_line(settings, show_key=True)}; OpenAPI at /docs)"
-    )
+    key = key_line(settings, show_key=True)
+    click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key}; OpenAPI at /docs)")
     click.echo(
         f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  (scraping the API, the ingest processes on "
         f":{settings.ingest_metrics_port} and the PostgreSQL exporter; alert rules in services/prometheus/rules)"
