@@ -3,6 +3,7 @@ exact money, keyset pagination under concurrent inserts, hostile identifiers, ba
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -41,6 +42,14 @@ HOSTILE = [
     "back\\slash",
 ]
 HOSTILE_ACCOUNT = "acc' OR 1=1 --"
+# A cursor shaped like the API's own, resuming after a key PostgreSQL cannot hold (a NUL).
+NUL_CURSOR = (
+    base64.urlsafe_b64encode(
+        json.dumps([1, {"date": str(DAY), "region": None, "reason": None}, "EU", "a\x00"]).encode()
+    )
+    .decode()
+    .rstrip("=")
+)
 
 
 def at(hour: int, minute: int = 0) -> str:
@@ -323,6 +332,8 @@ def test_a_cursor_is_tied_to_its_query(api):
         ("/transactions", {"account_id": "b"}, "either"),
         ("/transactions", {"transaction_id": "x" * 65}, "1 to 64"),
         ("/transactions", {"transaction_id": "a\x00b"}, "NUL"),
+        ("/transactions", {"account_id": "a", "date": "9999-12-31"}, "out of range"),
+        ("/suspicious", {"date": str(DAY), "cursor": NUL_CURSOR}, "cursor"),
     ],
 )
 def test_bad_parameters_are_400_with_a_readable_error(api, path, params, says):

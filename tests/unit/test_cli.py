@@ -117,3 +117,23 @@ def _writes_environment(node: ast.AST) -> bool:
 def test_the_cli_hands_settings_on_explicitly_never_through_its_own_environment(path):
     tree = ast.parse(path.read_text())
     assert [node.lineno for node in ast.walk(tree) if _writes_environment(node)] == []
+
+
+def test_the_local_api_key_is_shown_only_where_asked(tmp_path):
+    """`txmon api`'s output often goes to a log: it names the key's file; `txmon run` shows the key."""
+    from txmon.cli.api import key_line
+    from txmon.core import credentials
+    from txmon.core.settings import Settings
+
+    settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path / "state")})
+    credentials.ensure(settings)
+    key = credentials.local_api_key(settings)
+    assert key and key not in key_line(settings) and str(settings.secrets_dir) in key_line(settings)
+    assert key in key_line(settings, show_key=True)
+    given = Settings.from_env(
+        {
+            "TXMON_STATE_DIR": str(tmp_path / "state"),
+            "TXMON_API_KEYS": '{"k-123": {"role": "analyst", "regions": ["*"]}}',
+        }
+    )
+    assert "k-123" not in key_line(given, show_key=True)
