@@ -454,7 +454,7 @@ class Ingestor:
             result.add(sink.land(batch, source))
         return result
 
-    def _after_commit(self, batch: list[Message], result: BatchResult) -> None:
+    def _after_commit(self, result: BatchResult, quarantined: list[tuple[Message, str]]) -> None:
         try:
             self.consumer.commit(
                 offsets=[TopicPartition(self.topic, p, last + 1) for p, (_, last) in result.offsets.items()],
@@ -462,9 +462,8 @@ class Ingestor:
             )
         except KafkaException:
             pass  # only for Kafka's own lag tools: PostgreSQL holds the positions
-        reasons = [(m, m.reason or result.refused.get((m.partition, m.offset))) for m in batch]
         # A message kept in a regional database (it names that region) is not copied to the shared topic.
-        rejected = [(m, reason) for m, reason in reasons if reason is not None and m.region not in self._regional]
+        rejected = [(m, reason) for m, reason in quarantined if m.region not in self._regional]
         if not rejected:
             return
         # Best effort, after the commit: the table is the record; the topic lets producers listen.
@@ -603,8 +602,12 @@ class Ingestor:
         report.last_commit, report.last_commit_at = time.monotonic(), time.time()
         report.batches += 1
         report.total.add(result)
-        metrics.batch_committed(batch, result, time.monotonic() - handed, self._high_watermarks(result))
-        self._after_commit(batch, result)
+        # The batch's quarantined messages with their reasons, found once for the metrics and the topic copy.
+        quarantined = [
+            (m, reason) for m in batch if (reason := m.reason or result.refused.get((m.partition, m.offset)))
+        ]
+        metrics.batch_committed(result, quarantined, time.monotonic() - handed, self._high_watermarks(result))
+        self._after_commit(result, quarantined)
         if on_batch is not None:
             on_batch(result)
         return True

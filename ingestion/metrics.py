@@ -67,16 +67,17 @@ def reason_kind(reason: str) -> str:
     return "other"
 
 
-def batch_committed(batch: list[Message], result: BatchResult, seconds: float, ends: dict[int, int]) -> None:
-    """Count a committed batch: outcomes, duration, each partition's lag after it (``ends``: high watermarks)."""
+def batch_committed(
+    result: BatchResult, quarantined: list[tuple[Message, str]], seconds: float, ends: dict[int, int]
+) -> None:
+    """Count a committed batch: outcomes, the reasons of its ``quarantined`` messages, its duration, each
+    partition's lag after it (``ends``: high watermarks)."""
     LANDED.inc(result.landed)
     DUPLICATES.inc(result.duplicates)
     BATCHES.inc()
     BATCH_SECONDS.observe(seconds)
-    for m in batch:
-        reason = m.reason or result.refused.get((m.partition, m.offset))
-        if reason is not None:
-            QUARANTINED.labels(reason_kind(reason)).inc()
+    for _, reason in quarantined:
+        QUARANTINED.labels(reason_kind(reason)).inc()
     for partition, (_, last) in result.offsets.items():
         if partition in ends:
             LAG.labels(str(partition)).set(max(0, ends[partition] - last - 1))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class ServiceError(RuntimeError):
@@ -14,3 +18,27 @@ class ServiceStatus:
     name: str
     up: bool
     detail: str
+
+
+def running_pid(pid_file: Path, marker: str) -> int | None:
+    """The pid in ``pid_file`` if that process is still ours (its command line holds ``marker``)."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if marker.encode() in cmdline else None
+
+
+def stop_process(pid_file: Path, marker: str, timeout: float) -> None:
+    """SIGTERM the process of ``pid_file`` (if it is ours), SIGKILL it after ``timeout`` s, forget the file."""
+    pid = running_pid(pid_file, marker)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)

@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from txmon.core import credentials
 from txmon.core import kafka as kafka_clients
 from txmon.core.processes import tail
 from txmon.core.settings import REPO_ROOT, Settings
-from txmon.devtools.services.common import ServiceError, ServiceStatus
+from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
 
 MAVEN_PROJECT = REPO_ROOT / "services" / "kafka"
 
@@ -117,12 +116,7 @@ class Kafka:
             return False
 
     def _pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.properties).encode() in cmdline else None
+        return running_pid(self.pid_file, str(self.properties))
 
     def _java_cmd(self, lib: Path, main: str, *args: str, heap: str = "128m") -> list[str]:
         return [
@@ -228,16 +222,7 @@ class Kafka:
                     raise ServiceError(f"could not create topic {name}: {exc}") from None
 
     def stop(self, timeout: float = 60.0) -> None:
-        pid = self._pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        if Path(f"/proc/{pid}").exists():
-            os.kill(pid, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
+        stop_process(self.pid_file, str(self.properties), timeout)
 
     def status(self) -> ServiceStatus:
         where = self.settings.kafka_bootstrap

@@ -18,7 +18,7 @@ from txmon.core import credentials
 from txmon.core.credentials import write_private
 from txmon.core.processes import tail
 from txmon.core.settings import REPO_ROOT, Role, Settings
-from txmon.devtools.services.common import ServiceError, ServiceStatus
+from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
 
 CONFIG_DIR = REPO_ROOT / "services" / "prometheus"
 PROMETHEUS = "prometheus"
@@ -54,12 +54,7 @@ class Monitoring:
         self.config = self.root / "prometheus.yml"
 
     def _pid(self, name: str) -> int | None:
-        try:
-            pid = int((self.root / f"{name}.pid").read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.root).encode() in cmdline else None
+        return running_pid(self.root / f"{name}.pid", str(self.root))
 
     def _configure(self) -> None:
         """The repo's configuration and rules, and the targets of this machine's ports."""
@@ -149,16 +144,7 @@ class Monitoring:
 
     def stop(self) -> None:
         for name in ("prometheus", "postgres-exporter"):
-            pid = self._pid(name)
-            if pid is None:
-                continue
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if Path(f"/proc/{pid}").exists():
-                os.kill(pid, signal.SIGKILL)
-            (self.root / f"{name}.pid").unlink(missing_ok=True)
+            stop_process(self.root / f"{name}.pid", str(self.root), 30)
 
     def running(self) -> bool:
         return self._pid("prometheus") is not None
