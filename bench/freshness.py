@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from bench.common import RESULTS_DIR, BenchError, percentiles, reset, run_measured, txmon_argv
 from ingestion.lag import consumer_lag
-from ingestion.processes import stop_landing
 from txmon.core.db import connect
+from txmon.core.leases import end_leases
 from txmon.core.processes import terminate
 from txmon.core.settings import Settings
 
@@ -120,7 +120,7 @@ def run(
     finally:
         sampler.stop.set()
         terminate(procs, timeout=90)
-        stop_landing(settings)
+        end_leases(settings)
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         n, (p50, p95, p99), worst = conn.execute(LANDING, window).fetchone()
         produced = conn.execute(OVER_THRESHOLD_IN_WINDOW, window).fetchall()
@@ -236,7 +236,7 @@ def late(settings: Settings, env: dict[str, str], *, events_per_day: int, port: 
             ).fetchone()[0]
     finally:
         terminate(procs, timeout=90)
-        stop_landing(settings)
+        end_leases(settings)
         source.unlink(missing_ok=True)
     delays = [(published[k] - landed[k]).total_seconds() for k in sorted(keys)]
     return {

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from confluent_kafka import KafkaException
 
 from ingestion.consumer import Outage, partitions_of
 from txmon.core import kafka as kafka_clients
+from txmon.core.leases import held, lease_file, renew
 from txmon.core.processes import terminate
 from txmon.core.settings import Settings
 
@@ -158,10 +158,6 @@ def run_processes(child_args: list[list[str]], stop: threading.Event, env: dict[
     return merge([json.loads(out.strip().splitlines()[-1]) for out in outputs])
 
 
-# The lander the Dagster sensor keeps alive stops this long after the sensor's last tick.
-LEASE_SECONDS = 30.0
-
-
 @dataclass(frozen=True)
 class Lander:
     pid: int
@@ -169,8 +165,8 @@ class Lander:
 
 
 def _lander_files(settings: Settings) -> tuple[Path, Path]:
-    base = settings.state_dir / "landers" / f"{settings.warehouse_db}-{settings.topic}"
-    return base.with_suffix(".lease"), base.with_suffix(".pid")
+    lease = lease_file(settings, settings.topic)
+    return lease, lease.with_suffix(".pid")
 
 
 def _alive(pid: int) -> bool:
@@ -189,8 +185,7 @@ def keep_landing(settings: Settings) -> Lander:
     UI, daemon stopped).
     """
     lease, pid_file = _lander_files(settings)
-    lease.parent.mkdir(parents=True, exist_ok=True)
-    lease.touch()
+    renew(lease)
     try:
         pid = int(pid_file.read_text())
     except (OSError, ValueError):
@@ -211,22 +206,12 @@ def keep_landing(settings: Settings) -> Lander:
     return Lander(proc.pid, started=True)
 
 
-def stop_landing(settings: Settings) -> None:
-    """End the lease: the lander finishes its batch and exits within a second or two."""
-    lease, _ = _lander_files(settings)
-    lease.unlink(missing_ok=True)
-
-
 def watch_lease(lease: Path, stop: threading.Event) -> threading.Thread:
     """Set ``stop`` once ``lease`` is gone or older than LEASE_SECONDS."""
 
     def watch() -> None:
         while not stop.wait(1.0):
-            try:
-                age = time.time() - lease.stat().st_mtime
-            except OSError:
-                age = float("inf")
-            if age > LEASE_SECONDS:
+            if not held(lease):
                 stop.set()
 
     thread = threading.Thread(target=watch, name="txmon-lease", daemon=True)

@@ -4,10 +4,11 @@ instance the UI shows (`txmon materialize`, `txmon backfill`), and the one-time 
 from __future__ import annotations
 
 import getpass
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from dagster import AssetKey, DagsterEventType
+from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
 
 from orchestration.definitions import build_definitions
 from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
@@ -157,5 +158,26 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full:
                 tags=who,
             )
         return _outcomes(result, keys)
+    finally:
+        instance.dispose()
+
+
+def wait_for_refresh_runs(settings: Settings, since: datetime, timeout: float = 120) -> list[str]:
+    """Once the daemon has stopped and the leases ended: wait for the live refresh runs started since
+    ``since`` to end their cycle and record their end; the ids of those still running after ``timeout``."""
+    instance = open_instance(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            running = instance.get_runs(
+                RunsFilter(
+                    job_name=JOB,
+                    statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+                    created_after=since,
+                )
+            )
+            if not running or time.monotonic() > deadline:
+                return [r.run_id for r in running]
+            time.sleep(1)
     finally:
         instance.dispose()

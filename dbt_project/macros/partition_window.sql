@@ -168,6 +168,21 @@
 {%- endmacro %}
 
 
+{#-
+  After a full rebuild of a slice (a first build, a backfill, `txmon materialize`), after its commit:
+  fresh statistics for the table. Its rows were just inserted, and autovacuum analyses only later:
+  the tests and checks that follow at once would be planned on statistics that do not know the
+  slice (a nested loop over sequential scans where an index probe was meant: seconds become minutes).
+-#}
+{% macro analyze_after_full_build() -%}
+    {%- if var('partition_date') is not none and not new_data_run() -%}
+        analyze {{ this }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
 {%- macro dirty_of_slice() -%}
     slice_date = '{{ var('partition_date') }}'::date and region = '{{ var('partition_region') }}'
 {%- endmacro %}

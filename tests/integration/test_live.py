@@ -240,10 +240,9 @@ def test_late_data_reaches_reporting_by_itself(regions, tmp_path):
         source.write_text("\n".join(line(e) for e in second))
         platform.txmon("produce", str(source))
         second_seconds = wait_published(platform, settings, first + second, days, "second wave")
-        time.sleep(5)  # let a run that is finishing record its end
     finally:
-        dagster.terminate()
-        dagster.wait(timeout=120)
+        dagster.terminate()  # it waits for the refresh run to end its cycle and record its end
+        dagster.wait(timeout=240)
     print(f"published {first_seconds:.0f}s and {second_seconds:.0f}s after producing")
 
     # No failed run, and every check evaluation of these partitions passed, in the instance the UI reads.
@@ -251,6 +250,13 @@ def test_late_data_reaches_reporting_by_itself(regions, tmp_path):
         "SELECT run_id, status FROM runs WHERE create_timestamp > %s", (started.replace(tzinfo=None),)
     )
     assert runs and {s for _, s in runs} <= {"SUCCESS"}, runs
+    # The refresh run launched for the first wave was still following when the second landed: it
+    # refreshed those partitions too, in the same warm process, and recorded how far it followed.
+    followed = platform.query_dagster(
+        "SELECT run_id FROM run_tags WHERE key = 'txmon/followed_batches' AND run_id = ANY(%s)",
+        ([r for r, _ in runs],),
+    )
+    assert followed, "no refresh run followed new data"
     keys = [f"{d}|{r}" for d in days for r in ("EU", "US", "APAC")]
     checks = platform.query_dagster(
         "SELECT partition, check_name, execution_status FROM asset_check_executions"

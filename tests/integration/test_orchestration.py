@@ -68,6 +68,7 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
     from ingestion import batches, processes
     from orchestration.defs.ingestion.sensors import kafka_ingestion_sensor
     from orchestration.resources import TxmonResource
+    from txmon.core.leases import end_leases
 
     monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
     settings = platform.settings
@@ -100,7 +101,7 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
         again = tick(result.cursor)
         assert not isinstance(again, SensorResult) or not again.asset_events
     finally:
-        processes.stop_landing(settings)
+        end_leases(settings)
     # Without its lease the lander exits.
     deadline = time.monotonic() + 30
     while processes._alive(lander.pid):
@@ -111,15 +112,18 @@ def test_sensor_keeps_a_lander_that_lands_and_the_ticks_report(platform, tmp_pat
 def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, tmp_path, monkeypatch):
     """The marts_refresh sensor asks for one refresh_partitions run covering the partitions that
     received data (the open day and a closed day alike); the run rebuilds, checks and publishes
-    each; a later event that supersedes a closed day's latest state marks that day for the next run."""
+    each, then keeps following: a later event that supersedes a closed day's latest state marks that
+    day, and the same run refreshes it in its next cycle; the sensor then has nothing left to ask."""
     for name, value in platform.env.items():
         if name.startswith("TXMON_"):
             monkeypatch.setenv(name, value)
     from ingestion import batches
     from orchestration.definitions import build_definitions
+    from orchestration.defs.dbt import refresh
     from orchestration.resources import TxmonResource
 
     monkeypatch.setattr(batches, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(refresh, "IDLE_SECONDS", 2)  # a following run ends 2 s after its last refresh
     today = datetime.now(UTC).date()
     yesterday = today - timedelta(days=1)
     now = min(datetime.now(UTC).replace(microsecond=0), datetime.combine(today, clock_time(23, 59, 58), UTC))
@@ -151,7 +155,18 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
             tags={**request.tags, "dagster/run_key": request.run_key},
         )
         assert outcome.success
+        assert request.run_config["ops"]["refresh"]["config"]["follow_seconds"] == platform.settings.refresh_run_seconds
         return request.run_config["ops"]["refresh"]["config"]["partitions"], outcome
+
+    def refreshed(outcome):
+        """The partitions a run refreshed, cycle after cycle, in order."""
+        keys = [
+            str(e.event_specific_data.materialization.partition)
+            for e in outcome.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+            and e.event_specific_data.materialization.asset_key == AssetKey(["intermediate", "int_transactions_latest"])
+        ]
+        return keys
 
     def suspicious(day):
         return dict(
@@ -197,7 +212,7 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     assert not quiet.run_requests, quiet
 
     # Today a new status flags od-4 and settles late-1: today is refreshed from its watermark, and
-    # yesterday (where late-1 was pending) is marked and refreshed by the next run.
+    # yesterday (where late-1 was pending) is marked and refreshed by the same run's next cycle.
     land(
         "second.jsonl",
         [
@@ -208,6 +223,7 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     second = tick(quiet.cursor)
     partitions, outcome = run(second)
     assert partitions == [f"{today}|EU"]
+    assert refreshed(outcome) == [f"{today}|EU", f"{yesterday}|EU"]
     modes = {
         e.event_specific_data.materialization.metadata["slice_mode"].value
         for e in outcome.all_events
@@ -223,9 +239,6 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     }
     assert scopes and "whole slice" not in scopes, scopes
     assert suspicious(today) == {"od-1": ["amount_over_threshold"], "od-3": ["fraud_flag"], "od-4": ["fraud_flag"]}
-    third = tick(second.cursor)
-    partitions, _ = run(third)
-    assert partitions == [f"{yesterday}|EU"]
     assert settled(yesterday) == [(1, 1, Decimal("20000.0000"))]  # late-1 now belongs to today
-    assert not tick(third.cursor).run_requests
+    assert not tick(second.cursor).run_requests
     instance.dispose()

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
-from ingestion.processes import stop_landing
 from orchestration import runner
 from orchestration.instance import dagster_env, flag_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, supervise
 from txmon.cli.params import DAY
 from txmon.core.db import connect
+from txmon.core.errors import first_line
+from txmon.core.leases import end_leases
 from txmon.core.progress import Progress
 from txmon.core.settings import Settings
 from txmon.core.warehouse import grant_dagster_reads, migrate
@@ -128,9 +129,22 @@ def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
 @pass_settings
 def dagster(settings: Settings, port: int) -> int:
     migrate(settings)  # the components by duty never migrate; the operator's start command does
+    started = datetime.now(UTC)
     children = start_dagster(settings, port)
     click.echo(f"Dagster UI: http://127.0.0.1:{port}  (logs in .txmon/logs; Ctrl-C stops)")
     try:
         return supervise(children)
     finally:
-        stop_landing(settings)  # the sensor's lander, if it started one
+        stop_live(settings, started)
+
+
+def stop_live(settings: Settings, started: datetime) -> None:
+    """After the daemon: end the sensors' leases (their lander, their live refresh run) and let a refresh
+    run finish its cycle, so that no run is left half-way in the UI."""
+    end_leases(settings)
+    try:
+        running = runner.wait_for_refresh_runs(settings, started)
+    except Exception as exc:  # the storage is away: nothing more to wait for here
+        running = [f"not known ({first_line(exc)})"]
+    if running:
+        click.echo(f"txmon: refresh runs still running: {', '.join(running)}", err=True)

@@ -10,11 +10,10 @@ from datetime import UTC, datetime, time, timedelta
 
 import click
 
-from ingestion.processes import stop_landing
 from txmon.cli.api import key_line
 from txmon.cli.common import pass_settings, supervise
 from txmon.cli.ingest import status_line
-from txmon.cli.orchestrate import dagster_process_env, start_dagster
+from txmon.cli.orchestrate import dagster_process_env, start_dagster, stop_live
 from txmon.cli.params import NON_NEGATIVE, POSITIVE
 from txmon.cli.services import show
 from txmon.core.settings import Settings, replace
@@ -50,6 +49,7 @@ def run(
     show(local_services.up(settings, monitoring=True))
     if worker:
         settings = replace(settings, ingest_mode="worker")  # Dagster's processes get it in their environment
+    started = datetime.now(UTC)
     children = start_dagster(settings, port)
     txmon = [sys.executable, "-m", "txmon.cli"]
     child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
@@ -83,4 +83,4 @@ def run(
     try:
         return supervise(children, duration, lambda: status_line(settings))
     finally:
-        stop_landing(settings)  # the sensor's lander, if it started one
+        stop_live(settings, started)

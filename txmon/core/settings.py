@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     api_port: Whole = Field(8080, ge=1, le=65535)
     prometheus_port: Whole = Field(9090, ge=1, le=65535)
     postgres_exporter_port: Whole = Field(9187, ge=1, le=65535)
+    # The live refresh run (marts_refresh) keeps refreshing what lands, in one warm process, for up to this
+    # many seconds (it ends sooner after a minute with nothing to refresh); 0: one pass over its partitions.
+    refresh_run_seconds: Whole = Field(600, ge=0, le=86400)
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: Whole = Field(30, ge=1, le=3660)
 

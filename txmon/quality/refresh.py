@@ -5,8 +5,8 @@ the partition -> publish if all of them passed, in one unit of work."""
 #   tests. Incrementally from the slice's watermark (only the transactions with an event landed since, or marked by a
 #   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
 #   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
-# - Checks: the models' dbt tests, then the checks each built table's yml lists (GX suites, reconciliations from
-#   staging), then staging's own. They run on the build just made, reading staging as landed before its run clock, so a
+# - Checks: the models' dbt tests and, side by side with them, the checks each built table's yml lists (GX suites,
+#   reconciliations from staging) and staging's own. They run on the build just made, reading staging as landed before its run clock, so a
 #   failed check means bad data, never "not built". After a publication an incremental refresh checks what landed or was
 #   rebuilt since that publication's clock (everything before passed every check then); the settlements, an aggregate,
 #   and every full refresh are checked whole.
@@ -18,6 +18,7 @@ the partition -> publish if all of them passed, in one unit of work."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -48,6 +49,10 @@ from txmon.quality.publication import (
     slice_watermarks,
 )
 from txmon.quality.reconciliations import run_check
+
+# The checks beside the dbt tests run in this many threads (each a read-only query at a time; the GX
+# suites take turns, Great Expectations' context is not shared between threads).
+CHECK_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,8 @@ def refresh_slice(
                 result.checked_since = checked_through(settings, day, region, tables)
             _build(settings, dbt, manifest, tables, result)
             if result.error is None:
-                _check(settings, manifest, tables, result)
+                _check(settings, dbt, manifest, tables, result)
+            if result.error is None:
                 _publish(settings, tables, result, run_id, launched_by)
     except Exception as exc:
         result.error = first_line(exc)
@@ -152,49 +158,70 @@ def refresh_slice(
     return result
 
 
-def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
-    # `run` then `test`, not `build`: a failed test must not leave the models after it unbuilt (and
-    # unchecked); every model is rebuilt, every test evaluated, and nothing published if one failed.
+def _dbt(
+    settings: Settings, dbt: InProcessDbt, command: list[str], tables: list[Table], result: SliceRefresh
+) -> list | None:
+    """One dbt command on the slice's models; its node results, or None (and result.error) when dbt failed."""
     variables = dbt_vars(settings, result.day, result.region, result.mode, result.checked_since)
-    selection = ["--select", *(t.model for t in tables), *vars_arg(variables)]
-    node_results = []
-    for command in (["run"], ["test", "--indirect-selection", "cautious"]):
-        outcome = dbt.invoke(settings, [*command, *selection], target=target_for(settings, result.region))
-        if outcome.result is None or not hasattr(outcome.result, "results"):
-            result.error = f"dbt {command[0]} failed: {first_line(outcome.exception) if outcome.exception else '?'}"
-            return
-        node_results += outcome.result.results
+    args = [*command, "--select", *(t.model for t in tables), *vars_arg(variables)]
+    outcome = dbt.invoke(settings, args, target=target_for(settings, result.region))
+    if outcome.result is None or not hasattr(outcome.result, "results"):
+        result.error = f"dbt {command[0]} failed: {first_line(outcome.exception) if outcome.exception else '?'}"
+        return None
+    return list(outcome.result.results)
+
+
+def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+    # `run` then `test` (in _check), not `build`: a failed test must not leave the models after it unbuilt
+    # (and unchecked); every model is rebuilt, every data test evaluated, and nothing published if one failed.
+    node_results = _dbt(settings, dbt, ["run"], tables, result)
+    if node_results is None:
+        return
     by_model = {t.model: t for t in tables}
     nodes = manifest["nodes"]
     for node_result in node_results:
-        unique_id = node_result.node.unique_id
-        props = nodes.get(unique_id)
-        if props is None:
+        props = nodes.get(node_result.node.unique_id)
+        if props is None or props["resource_type"] != "model" or props["name"] not in by_model:
             continue  # hooks
-        status = str(node_result.status)
-        if props["resource_type"] == "model" and props["name"] in by_model:
-            rows = (node_result.adapter_response or {}).get("rows_affected")
-            seconds = round(node_result.execution_time, 3)
-            result.models.append(ModelBuild(by_model[props["name"]], status, rows, seconds))
-        elif props["resource_type"] == "test":
-            attached = nodes.get(props.get("attached_node") or "", {})
-            name = attached.get("alias") or attached.get("name", "?")
-            message = f"dbt test {props['name']}: {status}"
-            if node_result.failures:
-                message += f" ({node_result.failures} failing rows)"
-            result.checks.append(
-                CheckRun(
-                    attached.get("schema", "?"),
-                    name,
-                    CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
-                    dbt_test=unique_id,
-                    seconds=round(node_result.execution_time, 3),
-                )
-            )
+        rows = (node_result.adapter_response or {}).get("rows_affected")
+        seconds = round(node_result.execution_time, 3)
+        result.models.append(ModelBuild(by_model[props["name"]], str(node_result.status), rows, seconds))
     errors = [m.table.model for m in result.models if m.status != "success"]
     missing = set(by_model) - {m.table.model for m in result.models}
     if errors or missing:
         result.error = f"dbt did not build {', '.join(sorted(set(errors) | missing))}"
+
+
+def _dbt_tests(
+    settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh
+) -> list[CheckRun]:
+    """The models' data tests on the slice (the dbt unit tests check the models' SQL, not a slice's
+    data: they run with the test suite, not here)."""
+    command = ["test", "--indirect-selection", "cautious", "--exclude-resource-type", "unit_test"]
+    node_results = _dbt(settings, dbt, command, tables, result) or []
+    nodes = manifest["nodes"]
+    runs = []
+    for node_result in node_results:
+        unique_id = node_result.node.unique_id
+        props = nodes.get(unique_id)
+        if props is None or props["resource_type"] != "test":
+            continue
+        status = str(node_result.status)
+        attached = nodes.get(props.get("attached_node") or "", {})
+        name = attached.get("alias") or attached.get("name", "?")
+        message = f"dbt test {props['name']}: {status}"
+        if node_result.failures:
+            message += f" ({node_result.failures} failing rows)"
+        runs.append(
+            CheckRun(
+                attached.get("schema", "?"),
+                name,
+                CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
+                dbt_test=unique_id,
+                seconds=round(node_result.execution_time, 3),
+            )
+        )
+    return runs
 
 
 def built_as_of(watermarks: Watermarks, tables: list[Table]) -> datetime | None:
@@ -216,7 +243,10 @@ def checked_through(settings: Settings, day: date, region: str, tables: list[Tab
     return since if published and count == len(published) else None
 
 
-def _check(settings: Settings, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+def _check(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+    """Every check of the slice on the build just made: the dbt tests in this thread while the others
+    (GX suites, reconciliations, staging's checks: read-only queries, each on its own connections) run
+    side by side in CHECK_THREADS threads."""
     day, region = result.day, result.region
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         result.watermarks = slice_watermarks(conn, day, region)
@@ -225,10 +255,18 @@ def _check(settings: Settings, manifest: dict, tables: list[Table], result: Slic
     targets += [
         (schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items()) for check in checks
     ]
-    for schema, name, check in targets:
+
+    def timed(check: str) -> tuple[CheckOutcome, float]:
         started = time.monotonic()
         outcome = run_check(settings, check, day, region, result.as_of, result.checked_since)
-        result.checks.append(CheckRun(schema, name, outcome, seconds=round(time.monotonic() - started, 3)))
+        return outcome, round(time.monotonic() - started, 3)
+
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="txmon-check") as pool:
+        pending = [(schema, name, pool.submit(timed, check)) for schema, name, check in targets]
+        result.checks += _dbt_tests(settings, dbt, manifest, tables, result)
+        for schema, name, future in pending:
+            outcome, seconds = future.result()
+            result.checks.append(CheckRun(schema, name, outcome, seconds=seconds))
 
 
 def _publish(settings: Settings, tables: list[Table], result: SliceRefresh, run_id: str, launched_by: str) -> None:

@@ -5,10 +5,18 @@ the open day and closed days (late data) alike."""
 # (intermediate.slice_dirty: a later event superseded their latest state). When no refresh run is in flight it launches
 # one run of `refresh_partitions` for all of them: the in-process executor, the code location and dbt's project loaded
 # once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication).
-# Partitions of a run that failed are requested again, at most MAX_ATTEMPTS times until new data lands for them.
+#
+# That run then keeps following: in the same warm process (dbt parsed, Great Expectations loaded, connections to the
+# databases known) it reads the batches landed after the ones it was launched for, and refreshes their partitions as
+# they land, cycle after cycle, for up to TXMON_REFRESH_RUN_SECONDS; it ends sooner after IDLE_SECONDS with nothing to
+# refresh, at its first failed partition, or once the sensor stops renewing its lease (sensor turned off, daemon
+# stopped). Each cycle records how far it got (the run tag FOLLOWED_TAG); the sensor, which reads no batches while the
+# run is in flight, resumes from there when the run succeeded and from the run's start when it failed, so a partition is
+# requested again whenever a refresh of it may not have happened. Partitions of a run that failed are requested again,
+# at most MAX_ATTEMPTS times until new data lands for them.
 #
 # The same job refreshes yesterday's partitions after midnight (daily_settlements schedule, the settlements included now
-# that the day has closed) and is what `txmon backfill` runs.
+# that the day has closed) and is what `txmon backfill` runs (one pass, no following).
 
 import json
 import time
@@ -31,6 +39,7 @@ from dagster import (
     ScheduleEvaluationContext,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     in_process_executor,
     job,
     op,
@@ -43,6 +52,7 @@ from orchestration.defs.dbt.assets import DBT, launched_by, refresh_records
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.core.db import connect
+from txmon.core.leases import REFRESH, held, lease_file, renew
 from txmon.core.settings import Role, Settings
 from txmon.quality.refresh import refresh_slice
 
@@ -50,6 +60,9 @@ JOB = "refresh_partitions"
 PIPELINE_TAG = {"txmon/pipeline": "refresh"}
 MAX_ATTEMPTS = 3
 LAUNCH_TIMEOUT_SECONDS = 120  # a requested run not recorded by then is requested again
+IDLE_SECONDS = 60  # a following run with nothing to refresh for this long ends (the sensor launches the next one)
+POLL_SECONDS = 1.0
+FOLLOWED_TAG = "txmon/followed_batches"  # the batch positions through which a following run has refreshed
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -62,45 +75,83 @@ IN_FLIGHT = [
 class RefreshConfig(Config):
     partitions: list[str]  # "2026-11-24|EU"
     full: bool = False  # rebuild each slice fully instead of from its watermark
+    # Keep refreshing what lands after `batches` (staging.ingest_batches positions per database) for up to this long.
+    follow_seconds: int = 0
+    batches: dict[str, int] = {}
 
 
 def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
-    @op(name="refresh", description="Rebuild -> checks -> publish, for each partition of the run's config.")
+    def refresh_one(context: OpExecutionContext, settings: Settings, key: str, full: bool) -> str | None:
+        """One partition through txmon.quality.refresh, reported as Dagster events; what failed, if anything."""
+        day, region = parse_partition_key(key)
+        outcome = refresh_slice(
+            settings,
+            DBT,
+            manifest,
+            day,
+            region,
+            run_id=context.run_id,
+            full=full,
+            launched_by=launched_by(context.run.tags),
+        )
+        context.log.info(outcome.line())
+        materialized, checks = refresh_records(outcome, check_specs)
+        for asset_key, metadata in materialized:
+            context.log_event(AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata))
+        for asset_key, name, passed, description, metadata in checks:
+            context.log_event(
+                AssetCheckEvaluation(
+                    asset_key=asset_key,
+                    check_name=name,
+                    passed=passed,
+                    severity=AssetCheckSeverity.ERROR,
+                    description=description,
+                    metadata=metadata,
+                    partition=key,
+                )
+            )
+        if outcome.ok:
+            return None
+        return f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}"
+
+    @op(
+        name="refresh",
+        description="Rebuild -> checks -> publish, for each partition of the run's config; a live refresh run then "
+        "keeps doing so for the partitions that receive data.",
+    )
     def refresh_op(context: OpExecutionContext, config: RefreshConfig, txmon: TxmonResource) -> None:
         settings = txmon.settings()
-        failed = []
-        for key in config.partitions:
-            day, region = parse_partition_key(key)
-            outcome = refresh_slice(
-                settings,
-                DBT,
-                manifest,
-                day,
-                region,
-                run_id=context.run_id,
-                full=config.full,
-                launched_by=launched_by(context.run.tags),
-            )
-            context.log.info(outcome.line())
-            materialized, checks = refresh_records(outcome, check_specs)
-            for asset_key, metadata in materialized:
-                context.log_event(AssetMaterialization(asset_key=asset_key, partition=key, metadata=metadata))
-            for asset_key, name, passed, description, metadata in checks:
-                context.log_event(
-                    AssetCheckEvaluation(
-                        asset_key=asset_key,
-                        check_name=name,
-                        passed=passed,
-                        severity=AssetCheckSeverity.ERROR,
-                        description=description,
-                        metadata=metadata,
-                        partition=key,
-                    )
-                )
-            if not outcome.ok:
-                failed.append(f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}")
+        started = time.monotonic()
+        lease = lease_file(settings, REFRESH)
+        todo, followed, idle_since, cycles = list(config.partitions), dict(config.batches), None, 0
+        recorded = dict(followed)
+        failed: list[str] = []
+        while True:
+            failed += [f for f in (refresh_one(context, settings, key, config.full) for key in todo) if f]
+            if failed:
+                break
+            if followed != recorded:  # every batch through `followed` is refreshed
+                context.instance.add_run_tags(context.run_id, {FOLLOWED_TAG: json.dumps(followed, sort_keys=True)})
+                recorded = dict(followed)
+            cycles += 1
+            now = time.monotonic()
+            if not config.follow_seconds or now - started >= config.follow_seconds or not held(lease):
+                break
+            if todo:
+                idle_since = None
+            elif now - (idle_since or now) >= IDLE_SECONDS:
+                break
+            else:
+                idle_since = idle_since or now
+                time.sleep(POLL_SECONDS)
+            landed = landed_since(settings, followed)
+            today = datetime.now(UTC).date()
+            todo = sorted(k for k in set(landed.slices) | marked_slices(settings) if in_partitions(settings, k, today))
+            followed = landed.cursor
         if failed:
-            raise Failure(f"{len(failed)} of {len(config.partitions)} partitions not published: {'; '.join(failed)}")
+            raise Failure(f"{len(failed)} partitions not published: {'; '.join(failed)}")
+        if cycles > 1:
+            context.log.info(f"followed new data for {time.monotonic() - started:.0f}s, {cycles} cycles")
 
     @job(
         name=JOB,
@@ -114,8 +165,11 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
     return refresh_partitions
 
 
-def run_config(partitions: list[str], full: bool = False) -> dict:
-    return {"ops": {"refresh": {"config": {"partitions": partitions, "full": full}}}}
+def run_config(
+    partitions: list[str], full: bool = False, follow_seconds: int = 0, batches: dict[str, int] | None = None
+) -> dict:
+    config = {"partitions": partitions, "full": full, "follow_seconds": follow_seconds, "batches": batches or {}}
+    return {"ops": {"refresh": {"config": config}}}
 
 
 def marked_slices(settings: Settings) -> set[str]:
@@ -150,54 +204,53 @@ def refresh_sensor_def():
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.RUNNING,
         description="Every 5 s: one refresh_partitions run for every region x day partition that received data "
-        "(open day and late data alike) or that a neighbouring slice's refresh marked, when none is in flight.",
+        "(open day and late data alike) or that a neighbouring slice's refresh marked, when none is in flight; "
+        "the run keeps refreshing what lands while the sensor ticks.",
     )
     @skip_while_unreachable
     def marts_refresh(context: SensorEvaluationContext, txmon: TxmonResource):
         settings = txmon.settings()
-        today = datetime.now(UTC).date()
+        renew(lease_file(settings, REFRESH))  # the run in flight keeps following while the sensor ticks
         cursor = _cursor(context.cursor)
-        landed = landed_since(settings, cursor["batches"])
-        fresh = {k for k in landed.slices if in_partitions(settings, k, today)}
-        pending = set(cursor["pending"]) | fresh
-        attempts = {k: n for k, n in cursor["attempts"].items() if k not in fresh}  # new data: try again
+        batches, attempts, last = cursor["batches"], cursor["attempts"], cursor["last"]
+        pending = set(cursor["pending"])
         in_flight = context.instance.get_runs(RunsFilter(job_name=JOB, statuses=IN_FLIGHT), limit=1)
-        last = cursor["last"]
-        if last and not in_flight:
+        if in_flight:  # it follows what lands (or, a backfill, holds the slices it refreshes): read after it
+            return SkipReason(f"refresh run {in_flight[0].run_id} in flight")
+        if last:
             runs = context.instance.get_runs(RunsFilter(tags={"dagster/run_key": last["run_key"]}), limit=1)
             if runs and runs[0].status == DagsterRunStatus.SUCCESS:
                 attempts = {k: n for k, n in attempts.items() if k not in last["partitions"]}
-                last = None
+                followed = json.loads(runs[0].tags.get(FOLLOWED_TAG, "{}"))
+                batches = {db: max(batches.get(db, 0), followed.get(db, 0)) for db in {*batches, *followed}}
             elif runs or time.time() - last["at"] > LAUNCH_TIMEOUT_SECONDS:  # failed, canceled or never launched
                 pending |= set(last["partitions"])
-                last = None
-        if not in_flight and not last:  # read when launching: a run in flight may be clearing them
-            pending |= {k for k in marked_slices(settings) if in_partitions(settings, k, today)}
+            else:
+                return SkipReason("the last refresh run is not recorded yet")
+            last = None
+        today = datetime.now(UTC).date()
+        landed = landed_since(settings, batches)
+        fresh = {k for k in landed.slices if in_partitions(settings, k, today)}
+        attempts = {k: n for k, n in attempts.items() if k not in fresh}  # new data: try again
+        pending |= fresh | {k for k in marked_slices(settings) if in_partitions(settings, k, today)}
         todo = sorted(k for k in pending if attempts.get(k, 0) < MAX_ATTEMPTS)
         given_up = sorted(pending - set(todo))
         if given_up:
             context.log.warning(
                 f"not requested again after {MAX_ATTEMPTS} failed runs (until new data lands): {', '.join(given_up)}"
             )
-        state = {"batches": landed.cursor, "attempts": attempts}
-        if in_flight or last or not todo:
-            reason = (
-                f"refresh run {in_flight[0].run_id} in flight; {len(todo)} partitions wait"
-                if in_flight
-                else "the last refresh run is not recorded yet"
-                if last
-                else "no partition needs a refresh"
-            )
-            return SensorResult(skip_reason=reason, cursor=json.dumps({**state, "pending": todo, "last": last}))
+        state = {"batches": landed.cursor, "attempts": attempts, "pending": [], "last": None}
+        if not todo:
+            return SensorResult(skip_reason="no partition needs a refresh", cursor=json.dumps(state, sort_keys=True))
         run_key = f"refresh-{uuid.uuid4().hex[:12]}"
         for key in todo:
             attempts[key] = attempts.get(key, 0) + 1
         request = RunRequest(
             run_key=run_key,
-            run_config=run_config(todo),
+            run_config=run_config(todo, follow_seconds=settings.refresh_run_seconds, batches=landed.cursor),
             tags={**PIPELINE_TAG, "txmon/partitions": ",".join(todo)[:4000]},
         )
-        state.update(attempts=attempts, pending=[], last={"run_key": run_key, "partitions": todo, "at": time.time()})
+        state.update(attempts=attempts, last={"run_key": run_key, "partitions": todo, "at": time.time()})
         return SensorResult(run_requests=[request], cursor=json.dumps(state, sort_keys=True))
 
     return marts_refresh
