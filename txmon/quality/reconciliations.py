@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from expectations import validate
@@ -22,49 +22,82 @@ from txmon.core.checks import CheckOutcome, sampled
 from txmon.core.db import connect
 from txmon.core.settings import Role, Settings
 
-# Each transaction with an event in the slice (the day as a half-open range on event_time, so
-# PostgreSQL reads only that day's partitions), as landed before `as_of` (the run clock of the build
-# being checked: the check sees what the build saw), at its latest event (the contract's rule: greatest
-# event_time, then the later lifecycle state, then the later offset), looked for up to the lifecycle
-# window after the day; kept when that latest event is in the slice. ``events`` also holds the
-# transaction's events up to the window before the day (for the sticky fraud flag).
+# Each transaction with an event in the slice (the day as a half-open range on event_time, bounds given as values so
+# PostgreSQL reads only the partitions they cover), as landed before `as_of` (the run clock of the build being checked:
+# the check sees what the build saw), at its latest event (the contract's rule: greatest event_time, then the later
+# lifecycle state, then the later offset), looked for up to the lifecycle window after the day; kept when that latest
+# event is in the slice. ``events`` also holds the transaction's events up to the window before the day (for the
+# sticky fraud flag). A transaction's events on other days are found through its identities (staging.event_identities:
+# (transaction_id, status) -> event_time), not by reading every day partition of the window.
+#
+# Two scopes: the whole slice (a scan of its day, the identities joined as the planner sees fit), or, after a
+# publication, only the transactions with an event landed since it anywhere in the lifecycle window (the others, and
+# their events, were checked by that publication's refresh): what landed is read through the BRIN index on
+# ingested_at and every other lookup is a probe by key, so the cost follows what landed, not the size of the day.
 LATEST_IN_SLICE = """
-WITH bounds AS (
-    SELECT %(day)s::date::timestamp AT TIME ZONE 'UTC' AS day_start,
-           (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC' AS day_end,
-           (%(day)s::date - %(window)s::int)::timestamp AT TIME ZONE 'UTC' AS history_start,
-           (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC' AS window_end
-), candidates AS (
-    SELECT DISTINCT transaction_id FROM staging.transactions, bounds
-    WHERE event_time >= day_start AND event_time < day_end AND region = %(region)s AND ingested_at < %(as_of)s
-    {since}
+WITH candidates AS MATERIALIZED (
+    {candidates}
 ), events AS (
     SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
-    FROM staging.transactions AS t JOIN candidates USING (transaction_id), bounds
-    WHERE t.event_time >= history_start AND t.event_time < window_end AND t.ingested_at < %(as_of)s
+    FROM {day_events}
+    UNION ALL
+    SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
+    FROM {elsewhere}
+    JOIN staging.transactions AS t
+      ON t.transaction_id = i.transaction_id AND t.status = i.status AND t.event_time = i.event_time
+    WHERE t.event_time >= %(history_start)s AND t.event_time < %(window_end)s AND t.ingested_at < %(as_of)s
 ), latest AS (
     SELECT DISTINCT ON (e.transaction_id COLLATE "C")
            e.transaction_id, e.region, e.currency, e.status, e.amount, e.event_time
-    FROM events AS e, bounds
-    WHERE e.event_time >= day_start
+    FROM events AS e
+    WHERE e.event_time >= %(day_start)s
     ORDER BY e.transaction_id COLLATE "C", e.event_time DESC,
              CASE e.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, e."offset" DESC
 )
 """
-# After a publication, only the transactions of the slice with an event landed since it, anywhere in
-# the lifecycle window (the others, and their events, were checked by that publication's refresh).
-SINCE = """AND transaction_id IN (
-        SELECT transaction_id FROM staging.transactions
-        WHERE event_time >= (%(day)s::date - %(window)s::int)::timestamp AT TIME ZONE 'UTC'
-          AND event_time < (%(day)s::date + 1 + %(window)s::int)::timestamp AT TIME ZONE 'UTC'
-          AND ingested_at >= %(since)s AND ingested_at < %(as_of)s)"""
+WHOLE_SLICE = {
+    "candidates": """SELECT DISTINCT transaction_id FROM staging.transactions
+    WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s
+      AND ingested_at < %(as_of)s""",
+    "day_events": """staging.transactions AS t
+    WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.ingested_at < %(as_of)s
+      AND t.transaction_id IN (SELECT transaction_id FROM candidates)""",
+    "elsewhere": """candidates AS c
+    JOIN staging.event_identities AS i ON i.transaction_id = c.transaction_id
+     AND i.event_time >= %(history_start)s AND i.event_time < %(window_end)s
+     AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)""",
+}
+LANDED_SINCE = {
+    "candidates": """SELECT DISTINCT recent.transaction_id FROM staging.transactions AS recent
+    WHERE recent.event_time >= %(history_start)s AND recent.event_time < %(window_end)s
+      AND recent.ingested_at >= %(since)s AND recent.ingested_at < %(as_of)s
+      AND EXISTS (
+        SELECT 1 FROM staging.transactions AS here
+        WHERE here.transaction_id = recent.transaction_id AND here.event_time >= %(day_start)s
+          AND here.event_time < %(day_end)s AND here.region = %(region)s AND here.ingested_at < %(as_of)s)""",
+    "day_events": """candidates AS c
+    CROSS JOIN LATERAL (
+        SELECT * FROM staging.transactions
+        WHERE transaction_id = c.transaction_id AND event_time >= %(day_start)s AND event_time < %(day_end)s
+          AND ingested_at < %(as_of)s
+        OFFSET 0
+    ) AS t""",
+    "elsewhere": """candidates AS c
+    CROSS JOIN LATERAL (
+        SELECT * FROM staging.event_identities AS i
+        WHERE i.transaction_id = c.transaction_id
+          AND i.event_time >= %(history_start)s AND i.event_time < %(window_end)s
+          AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)
+        OFFSET 0
+    ) AS i""",
+}
 SETTLEMENTS_FROM_STAGING = (
-    LATEST_IN_SLICE.format(since="")
+    LATEST_IN_SLICE.format(**WHOLE_SLICE)
     + """
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0)
-FROM latest, bounds
-WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
+FROM latest
+WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
 GROUP BY latest.currency
 """
 )
@@ -74,19 +107,21 @@ GROUP BY latest.currency
 SUSPICIOUS_RULES = """
 , flagged AS MATERIALIZED (
     SELECT e.transaction_id
-    FROM events AS e, bounds
-    WHERE e.fraud_flag AND e.event_time < day_end AND (e.event_time < day_start OR e.region = %(region)s)
+    FROM events AS e
+    WHERE e.fraud_flag AND e.event_time < %(day_end)s AND (e.event_time < %(day_start)s OR e.region = %(region)s)
     GROUP BY e.transaction_id
 )
 SELECT latest.transaction_id
 FROM latest
-CROSS JOIN bounds
 LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, usd_per_unit) USING (currency)
-WHERE latest.event_time >= day_start AND latest.event_time < day_end AND latest.region = %(region)s
+WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
   AND (round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
        OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
 """
-SUSPICIOUS_FROM_STAGING = LATEST_IN_SLICE + SUSPICIOUS_RULES
+SUSPICIOUS_FROM_STAGING = {
+    "whole": (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**WHOLE_SLICE),
+    "since": (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**LANDED_SINCE),
+}
 # Each event of the slice is the one its identity (transaction_id, status) points at.
 IDENTITIES_OF_SLICE = """
 SELECT count(*),
@@ -117,7 +152,7 @@ def settlements_reconcile(
 ) -> CheckOutcome:
     """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
     as_of, the build's run clock), to the cent."""
-    params = {"day": day, "region": region, "window": settings.lifecycle_window_days, "as_of": _bound(as_of)}
+    params = {"day": day, **slice_bounds(settings, day, region, as_of)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         expected = {currency: (n, s, v) for currency, n, s, v in conn.execute(SETTLEMENTS_FROM_STAGING, params)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
@@ -147,6 +182,23 @@ def settlements_reconcile(
             "mismatches": mismatches,
         },
     )
+
+
+def slice_bounds(
+    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+) -> dict:
+    """The values LATEST_IN_SLICE is bounded by: the day, the lifecycle window around it, the build's clock."""
+    start = datetime.combine(day, time(), UTC)
+    window = timedelta(days=settings.lifecycle_window_days)
+    return {
+        "region": region,
+        "day_start": start,
+        "day_end": start + timedelta(days=1),
+        "history_start": start - window,
+        "window_end": start + timedelta(days=1) + window,
+        "as_of": _bound(as_of),
+        "since": _bound(since, "-infinity"),
+    }
 
 
 def _bound(at: datetime | None, default: str = "infinity") -> datetime | str:
@@ -203,17 +255,13 @@ def suspicious_complete(
         except KeyError:
             continue  # no rate: the mart cannot convert it either; only the fraud flag can make it suspicious
     params = {
-        "day": day,
-        "region": region,
-        "window": settings.lifecycle_window_days,
+        **slice_bounds(settings, day, region, as_of, since),
         "threshold": settings.suspicious_threshold_usd_by_region.get(region, settings.suspicious_threshold_usd),
         "currencies": list(rates),
         "rates": list(rates.values()),
-        "as_of": _bound(as_of),
-        "since": _bound(since, "-infinity"),
     }
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        query = SUSPICIOUS_FROM_STAGING.format(since=SINCE if since else "")
+        query = SUSPICIOUS_FROM_STAGING["since" if since else "whole"]
         expected = {tx for (tx,) in conn.execute(query, params)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         in_mart = {

@@ -6,10 +6,10 @@ the partition -> publish if all of them passed, in one unit of work."""
 #   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
 #   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
 # - Checks: the models' dbt tests and, side by side with them, the checks each built table's yml lists (GX suites,
-#   reconciliations from staging) and staging's own. They run on the build just made, reading staging as landed before its run clock, so a
-#   failed check means bad data, never "not built". After a publication an incremental refresh checks what landed or was
-#   rebuilt since that publication's clock (everything before passed every check then); the settlements, an aggregate,
-#   and every full refresh are checked whole.
+#   reconciliations from staging) and staging's own. They run on the build just made, reading staging as landed before
+#   its run clock, so a failed check means bad data, never "not built". After a publication an incremental refresh
+#   checks what landed or was rebuilt since that publication's clock (everything before passed every check then); the
+#   settlements, an aggregate, and every full refresh are checked whole.
 # - Publish: every published table of the slice is copied to `reporting` (txmon/quality/publication.py) only when every
 #   check of the unit passed.
 #

@@ -4,7 +4,8 @@ the open day and closed days (late data) alike."""
 # received rows (from staging.ingest_batches) and the slices a neighbouring slice's refresh marked
 # (intermediate.slice_dirty: a later event superseded their latest state). When no refresh run is in flight it launches
 # one run of `refresh_partitions` for all of them: the in-process executor, the code location and dbt's project loaded
-# once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication).
+# once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication), two
+# regions side by side and each region's days in turn (a day's refresh may mark its neighbours of the same region).
 #
 # That run then keeps following: in the same warm process (dbt parsed, Great Expectations loaded, connections to the
 # databases known) it reads the batches landed after the ones it was launched for, and refreshes their partitions as
@@ -19,8 +20,10 @@ the open day and closed days (late data) alike."""
 # that the day has closed) and is what `txmon backfill` runs (one pass, no following).
 
 import json
+import queue
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
@@ -54,7 +57,7 @@ from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.core.db import connect
 from txmon.core.leases import REFRESH, held, lease_file, renew
 from txmon.core.settings import Role, Settings
-from txmon.quality.refresh import refresh_slice
+from txmon.quality.refresh import SliceRefresh, refresh_slice
 
 JOB = "refresh_partitions"
 PIPELINE_TAG = {"txmon/pipeline": "refresh"}
@@ -63,6 +66,7 @@ LAUNCH_TIMEOUT_SECONDS = 120  # a requested run not recorded by then is requeste
 IDLE_SECONDS = 60  # a following run with nothing to refresh for this long ends (the sensor launches the next one)
 POLL_SECONDS = 1.0
 FOLLOWED_TAG = "txmon/followed_batches"  # the batch positions through which a following run has refreshed
+REFRESH_THREADS = 2  # regions refreshed side by side in a run (two cores; dbt's own steps take turns)
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -81,19 +85,48 @@ class RefreshConfig(Config):
 
 
 def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
-    def refresh_one(context: OpExecutionContext, settings: Settings, key: str, full: bool) -> str | None:
-        """One partition through txmon.quality.refresh, reported as Dagster events; what failed, if anything."""
-        day, region = parse_partition_key(key)
-        outcome = refresh_slice(
-            settings,
-            DBT,
-            manifest,
-            day,
-            region,
-            run_id=context.run_id,
-            full=full,
-            launched_by=launched_by(context.run.tags),
-        )
+    def refresh_all(context: OpExecutionContext, settings: Settings, keys: list[str], full: bool) -> list[str]:
+        """Refresh the partitions through txmon.quality.refresh, regions side by side (REFRESH_THREADS at a time)
+        and each region's days one after another (a day's refresh may mark its neighbours of the same region);
+        each partition reported as Dagster events, in this thread, as it ends. What failed, if anything."""
+        by_region: dict[str, list[str]] = {}
+        for key in keys:
+            by_region.setdefault(parse_partition_key(key)[1], []).append(key)
+        ended: queue.Queue = queue.Queue()
+
+        def region_in_turn(region_keys: list[str]) -> None:
+            for key in region_keys:
+                day, region = parse_partition_key(key)
+                try:
+                    outcome = refresh_slice(
+                        settings,
+                        DBT,
+                        manifest,
+                        day,
+                        region,
+                        run_id=context.run_id,
+                        full=full,
+                        launched_by=launched_by(context.run.tags),
+                    )
+                except BaseException as exc:  # reported below, never lost with its thread
+                    ended.put((key, exc))
+                    return
+                ended.put((key, outcome))
+
+        failed = []
+        with ThreadPoolExecutor(max_workers=REFRESH_THREADS, thread_name_prefix="txmon-refresh") as pool:
+            for region_keys in by_region.values():
+                pool.submit(region_in_turn, region_keys)
+            for _ in keys:
+                key, outcome = ended.get()
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                report(context, key, outcome)
+                if not outcome.ok:
+                    failed.append(f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}")
+        return failed
+
+    def report(context: OpExecutionContext, key: str, outcome: SliceRefresh) -> None:
         context.log.info(outcome.line())
         materialized, checks = refresh_records(outcome, check_specs)
         for asset_key, metadata in materialized:
@@ -110,9 +143,6 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
                     partition=key,
                 )
             )
-        if outcome.ok:
-            return None
-        return f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}"
 
     @op(
         name="refresh",
@@ -127,7 +157,7 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         recorded = dict(followed)
         failed: list[str] = []
         while True:
-            failed += [f for f in (refresh_one(context, settings, key, config.full) for key in todo) if f]
+            failed += refresh_all(context, settings, todo, config.full)
             if failed:
                 break
             if followed != recorded:  # every batch through `followed` is refreshed
@@ -157,7 +187,8 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         name=JOB,
         executor_def=in_process_executor,
         tags=PIPELINE_TAG,
-        description="Refreshes the region x day partitions of its config, one after another, in one process.",
+        description="Refreshes the region x day partitions of its config in one process: regions side by side, "
+        "each region's days in turn; a live refresh run then follows what lands.",
     )
     def refresh_partitions():
         refresh_op()
