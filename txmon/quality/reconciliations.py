@@ -35,14 +35,12 @@ from txmon.core.settings import Role, Settings
 # their events, were checked by that publication's refresh): what landed is read through the BRIN index on
 # ingested_at and every other lookup is a probe by key, so the cost follows what landed, not the size of the day.
 LATEST_IN_SLICE = """
-WITH candidates AS MATERIALIZED (
-    {candidates}
-), events AS (
+WITH {candidates}events AS (
     SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
     FROM {day_events}
     UNION ALL
     SELECT t.transaction_id, t.region, t.currency, t.status, t.amount, t.event_time, t."offset", t.fraud_flag
-    FROM {elsewhere}
+    FROM ({elsewhere}) AS i
     JOIN staging.transactions AS t
       ON t.transaction_id = i.transaction_id AND t.status = i.status AND t.event_time = i.event_time
     WHERE t.event_time >= %(history_start)s AND t.event_time < %(window_end)s AND t.ingested_at < %(as_of)s
@@ -55,26 +53,37 @@ WITH candidates AS MATERIALIZED (
              CASE e.status WHEN 'pending' THEN 0 WHEN 'reversed' THEN 2 ELSE 1 END DESC, e."offset" DESC
 )
 """
+# The slice's transactions as a subquery the planner can estimate (a semi-join: hashed for a large slice, probes for a
+# small one).
+IN_SLICE = """transaction_id IN (
+        SELECT transaction_id FROM staging.transactions
+        WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s
+          AND ingested_at < %(as_of)s)"""
+OTHER_DAYS = """i.event_time >= %(history_start)s AND i.event_time < %(window_end)s
+          AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)"""
 WHOLE_SLICE = {
-    "candidates": """SELECT DISTINCT transaction_id FROM staging.transactions
-    WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s
-      AND ingested_at < %(as_of)s""",
+    "candidates": "",
     "day_events": """staging.transactions AS t
     WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.ingested_at < %(as_of)s
-      AND t.transaction_id IN (SELECT transaction_id FROM candidates)""",
-    "elsewhere": """candidates AS c
-    JOIN staging.event_identities AS i ON i.transaction_id = c.transaction_id
-     AND i.event_time >= %(history_start)s AND i.event_time < %(window_end)s
-     AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)""",
+      AND t."""
+    + IN_SLICE,
+    "elsewhere": """SELECT i.transaction_id, i.status, i.event_time FROM staging.event_identities AS i
+        WHERE """  # noqa: S608 (constant text, values bound as parameters)
+    + OTHER_DAYS
+    + """
+          AND i."""
+    + IN_SLICE,
 }
 LANDED_SINCE = {
-    "candidates": """SELECT DISTINCT recent.transaction_id FROM staging.transactions AS recent
+    "candidates": """candidates AS MATERIALIZED (
+    SELECT DISTINCT recent.transaction_id FROM staging.transactions AS recent
     WHERE recent.event_time >= %(history_start)s AND recent.event_time < %(window_end)s
       AND recent.ingested_at >= %(since)s AND recent.ingested_at < %(as_of)s
       AND EXISTS (
         SELECT 1 FROM staging.transactions AS here
         WHERE here.transaction_id = recent.transaction_id AND here.event_time >= %(day_start)s
-          AND here.event_time < %(day_end)s AND here.region = %(region)s AND here.ingested_at < %(as_of)s)""",
+          AND here.event_time < %(day_end)s AND here.region = %(region)s AND here.ingested_at < %(as_of)s)
+), """,
     "day_events": """candidates AS c
     CROSS JOIN LATERAL (
         SELECT * FROM staging.transactions
@@ -82,14 +91,15 @@ LANDED_SINCE = {
           AND ingested_at < %(as_of)s
         OFFSET 0
     ) AS t""",
-    "elsewhere": """candidates AS c
-    CROSS JOIN LATERAL (
-        SELECT * FROM staging.event_identities AS i
-        WHERE i.transaction_id = c.transaction_id
-          AND i.event_time >= %(history_start)s AND i.event_time < %(window_end)s
-          AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)
-        OFFSET 0
-    ) AS i""",
+    "elsewhere": """SELECT i.transaction_id, i.status, i.event_time FROM candidates AS c
+        CROSS JOIN LATERAL ("""  # noqa: S608 (constant text, values bound as parameters)
+    + """
+            SELECT * FROM staging.event_identities AS i
+            WHERE i.transaction_id = c.transaction_id AND """
+    + OTHER_DAYS
+    + """
+            OFFSET 0
+        ) AS i""",
 }
 SETTLEMENTS_FROM_STAGING = (
     LATEST_IN_SLICE.format(**WHOLE_SLICE)
