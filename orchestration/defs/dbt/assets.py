@@ -252,19 +252,8 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
         f"with the run tag {FULL_SLICE_TAG}=true) -> every check -> publication to reporting if all passed.",
     )
     def region_day(context: AssetExecutionContext, txmon: TxmonResource):
-        settings = txmon.settings()
-        day, region = parse_partition_key(context.partition_key)
-        outcome = refresh_slice(
-            settings,
-            DBT,
-            manifest,
-            day,
-            region,
-            run_id=context.run_id,
-            full=context.run.tags.get(FULL_SLICE_TAG) == "true",
-            whole=True,
-            launched_by=launched_by(context.run.tags),
-        )
+        full = context.run.tags.get(FULL_SLICE_TAG) == "true"
+        outcome = refresh_in_run(context, txmon.settings(), manifest, context.partition_key, full=full, whole=True)
         context.log.info(outcome.line())
         if outcome.error:
             raise Failure(f"{outcome.key}: {outcome.error}")
@@ -273,6 +262,23 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
             raise Failure(f"{outcome.key} not published: checks failed: {', '.join(outcome.failed_checks)}")
 
     return region_day
+
+
+def refresh_in_run(context, settings: Settings, manifest: dict, key: str, *, full: bool, whole: bool = False):
+    """One partition refreshed by a Dagster run (the op's or the asset's context): recorded with the run's id
+    and what launched it."""
+    day, region = parse_partition_key(key)
+    return refresh_slice(
+        settings,
+        DBT,
+        manifest,
+        day,
+        region,
+        run_id=context.run_id,
+        full=full,
+        whole=whole,
+        launched_by=launched_by(context.run.tags),
+    )
 
 
 def check_key_by_test(check_specs: list[AssetCheckSpec]) -> dict[str, AssetCheckSpec]:

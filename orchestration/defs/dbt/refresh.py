@@ -51,13 +51,13 @@ from dagster import (
 )
 
 from ingestion.batches import landed_since
-from orchestration.defs.dbt.assets import DBT, launched_by, refresh_records
+from orchestration.defs.dbt.assets import refresh_in_run, refresh_records
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.core.db import connect
 from txmon.core.leases import REFRESH, held, lease_file, renew
 from txmon.core.settings import Role, Settings
-from txmon.quality.refresh import SliceRefresh, refresh_slice
+from txmon.quality.refresh import SliceRefresh
 
 JOB = "refresh_partitions"
 PIPELINE_TAG = {"txmon/pipeline": "refresh"}
@@ -96,18 +96,8 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
 
         def region_in_turn(region_keys: list[str]) -> None:
             for key in region_keys:
-                day, region = parse_partition_key(key)
                 try:
-                    outcome = refresh_slice(
-                        settings,
-                        DBT,
-                        manifest,
-                        day,
-                        region,
-                        run_id=context.run_id,
-                        full=full,
-                        launched_by=launched_by(context.run.tags),
-                    )
+                    outcome = refresh_in_run(context, settings, manifest, key, full=full)
                 except BaseException as exc:  # reported below, never lost with its thread
                     ended.put((key, exc))
                     return
