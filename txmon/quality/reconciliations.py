@@ -44,6 +44,7 @@ WITH {candidates}events AS (
     JOIN staging.transactions AS t
       ON t.transaction_id = i.transaction_id AND t.status = i.status AND t.event_time = i.event_time
     WHERE t.event_time >= %(history_start)s AND t.event_time < %(window_end)s AND t.ingested_at < %(as_of)s
+      AND (t.event_time < %(day_start)s OR t.event_time >= %(day_end)s)
 ), latest AS (
     SELECT DISTINCT ON (e.transaction_id COLLATE "C")
            e.transaction_id, e.region, e.currency, e.status, e.amount, e.event_time
