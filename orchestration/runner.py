@@ -6,17 +6,18 @@ from __future__ import annotations
 import getpass
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
 
 from orchestration.definitions import build_definitions
-from orchestration.defs.dbt.assets import FULL_SLICE_TAG, LAUNCHED_BY_TAG
+from orchestration.defs.dbt.assets import DBT, FULL_SLICE_TAG, LAUNCHED_BY_TAG
 from orchestration.defs.dbt.refresh import JOB, run_config
 from orchestration.instance import OrchestrationError, open_instance, prepare
 from orchestration.partitions import partition_key
 from txmon.core.db import connect
-from txmon.core.dbt import dbt_vars, run_dbt, targets, vars_arg
+from txmon.core.dbt import dbt_vars, targets, vars_arg
+from txmon.core.errors import first_line
 from txmon.core.settings import Settings
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
@@ -41,28 +42,15 @@ class PartitionOutcome:
         return f"{self.key:<16} {state:<7} run {self.run_id}{detail}"
 
 
-def check_partition(settings: Settings, day: date, region: str) -> None:
-    """Raise ValueError with a one-line reason when (day, region) is not a partition."""
-    today = datetime.now(UTC).date()
-    if region not in settings.regions:
-        raise ValueError(f"region {region!r} is not one of {', '.join(settings.regions)}")
-    if not settings.partitions_start_date <= day <= today:
-        raise ValueError(f"{day} is outside the partitions ({settings.partitions_start_date} to {today})")
-
-
-def days(first: date, last: date) -> list[date]:
-    if last < first:
-        raise ValueError(f"--to {last} is before --from {first}")
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
 def _create_partitioned_tables(settings: Settings, target: str) -> None:
-    """Create the partitioned models' tables, empty, once: parallel first runs would race to create them."""
+    """Create the partitioned models' tables, empty, once: parallel first runs would race to create them.
+    In this process's dbt, whose parse the refresh that follows reuses."""
     empty_slice = dbt_vars(settings, date(1970, 1, 1), settings.regions[0])
-    args = ["run", "--quiet", "--select", "tag:partitioned", *vars_arg(empty_slice)]
-    proc = run_dbt(settings, args, capture=True, target=target)
-    if proc.returncode != 0:
-        raise OrchestrationError(f"creating the mart tables failed: {(proc.stdout + proc.stderr).strip()[-500:]}")
+    outcome = DBT.invoke(settings, ["run", "--select", "tag:partitioned", *vars_arg(empty_slice)], target=target)
+    if not outcome.success:
+        failed = [str(r.message) for r in getattr(outcome.result, "results", []) if str(r.status) != "success"]
+        reason = failed[0] if failed else first_line(outcome.exception) if outcome.exception else "?"
+        raise OrchestrationError(f"creating the mart tables failed: {reason[:500]}")
 
 
 def _missing(settings: Settings) -> dict[str, set[str]]:

@@ -117,14 +117,14 @@ def running_api(platform, tmp_path, env_extra: dict[str, str] | None = None, rea
 
 @pytest.fixture(scope="module")
 def landed(module_platform, tmp_path_factory):
-    """DAY's events produced, landed and published for EU and US; PAGED's rows published directly."""
+    """DAY's events produced, landed and published (EU and US; APAC's slice empty); PAGED's rows published
+    directly."""
     platform = module_platform
     source = tmp_path_factory.mktemp("api") / "events.jsonl"
     source.write_text("\n".join(line(e) for e in EVENTS) + "\n")
     platform.txmon("produce", str(source))
     platform.txmon("ingest", "--until-idle")
-    for region in ("EU", "US"):
-        platform.txmon("materialize", "--date", DAY.isoformat(), "--region", region)
+    platform.txmon("backfill", "--from", DAY.isoformat(), "--to", DAY.isoformat())  # every region, APAC empty
     insert_published(platform, PAGED, [(f"p-{i:05d}", ("EU", "US", "APAC")[i % 3]) for i in range(2500)])
     return platform
 
@@ -389,7 +389,7 @@ def test_a_day_without_publications_is_empty_not_an_error(api):
     assert api.ok("/partitions", date=future) == {"items": []}
     partitions = api.ok("/partitions", date=str(DAY))["items"]
     assert {(p["table_name"], p["region"]) for p in partitions} == {
-        (t, r) for t in ("daily_settlements", "suspicious_activity") for r in ("EU", "US")
+        (t, r) for t in ("daily_settlements", "suspicious_activity") for r in ("EU", "US", "APAC")
     }
     assert all(all(c["passed"] for c in p["checks"].values()) for p in partitions)
 

@@ -3,25 +3,35 @@ through Dagster from the command line, and Dagster's webserver and daemon starte
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from orchestration import runner
 from orchestration.instance import dagster_env, flag_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, supervise
-from txmon.cli.params import DAY
+from txmon.cli.params import DAY, check_partition, days
 from txmon.core.db import connect
 from txmon.core.errors import first_line
 from txmon.core.leases import end_leases
 from txmon.core.progress import Progress
 from txmon.core.settings import Settings
 from txmon.core.warehouse import grant_dagster_reads, migrate
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _runner() -> ModuleType:
+    """orchestration.runner, imported when a command runs, not when its arguments are parsed: it loads Dagster,
+    dbt and Great Expectations (seconds), and a bad argument is answered at once."""
+    return importlib.import_module("orchestration.runner")
 
 
 def _published_since(settings: Settings, since: datetime) -> int:
@@ -41,13 +51,13 @@ def _published_since(settings: Settings, since: datetime) -> int:
 def _materialize(settings: Settings, partitions: list[tuple[date, str]], *, full: bool = True) -> int:
     for day, region in partitions:
         try:
-            runner.check_partition(settings, day, region)
+            check_partition(settings, day, region)
         except ValueError as exc:
             raise BadArgument(f"txmon: {exc}") from None
     started = datetime.now(UTC)
     with Progress("partitions published", len(partitions)) as progress:
         progress.follow(lambda: (_published_since(settings, started), ""), interval=2.0)
-        outcomes = runner.materialize(settings, partitions, full=full)
+        outcomes = _runner().materialize(settings, partitions, full=full)
     for outcome in outcomes:
         click.echo(outcome.line())
     failed = [o for o in outcomes if not o.success]
@@ -80,7 +90,7 @@ def publish(settings: Settings, day: date, region: str) -> int:
 @pass_settings
 def backfill(settings: Settings, first: date, last: date, region: str | None) -> int:
     try:
-        span = runner.days(first, last)
+        span = days(first, last)
     except ValueError as exc:
         raise BadArgument(f"txmon backfill: {exc}") from None
     regions = [region] if region else list(settings.regions)
@@ -90,7 +100,7 @@ def backfill(settings: Settings, first: date, last: date, region: str | None) ->
 @click.command("dagster-setup")
 @pass_settings
 def dagster_setup(settings: Settings) -> int:
-    _, instance = runner.setup(settings)
+    _, instance = _runner().setup(settings)
     instance.dispose()
     grant_dagster_reads(settings)  # its tables exist now (compose's Dagster containers have no admin role)
     click.echo(f"Dagster home {dagster_env(settings)['DAGSTER_HOME']} ready")
@@ -106,7 +116,7 @@ def dagster_process_env(settings: Settings) -> dict[str, str]:
 def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
     """Prepare Dagster (home, manifest, reference models, mart tables), then start its webserver on
     127.0.0.1:``port`` and its daemon, logging to <state dir>/logs."""
-    runner.setup(settings)
+    _runner().setup(settings)
     grant_dagster_reads(settings)  # its tables exist now: the API's monitoring role may read its runs
     bin_dir = Path(sys.executable).parent
     log_dir = settings.state_dir / "logs"  # not under DAGSTER_HOME/logs, which Dagster manages
@@ -143,7 +153,7 @@ def stop_live(settings: Settings, started: datetime) -> None:
     run finish its cycle, so that no run is left half-way in the UI."""
     end_leases(settings)
     try:
-        running = runner.wait_for_refresh_runs(settings, started)
+        running = _runner().wait_for_refresh_runs(settings, started)
     except Exception as exc:  # the storage is away: nothing more to wait for here
         running = [f"not known ({first_line(exc)})"]
     if running:

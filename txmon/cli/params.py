@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import click
+
+from txmon.core.settings import Settings
 
 
 class Checked(click.ParamType):
@@ -112,3 +114,18 @@ DAY = Checked("YYYY-MM-DD", _day)
 COUNT = Checked("count", _count)
 WHOLE = Checked("integer", _whole)
 PARTITIONS = Checked("partitions", _partitions)
+
+
+def check_partition(settings: Settings, day: date, region: str) -> None:
+    """Raise ValueError with a one-line reason when (day, region) is not a partition of ``settings``."""
+    today = datetime.now(UTC).date()
+    if region not in settings.regions:
+        raise ValueError(f"region {region!r} is not one of {', '.join(settings.regions)}")
+    if not settings.partitions_start_date <= day <= today:
+        raise ValueError(f"{day} is outside the partitions ({settings.partitions_start_date} to {today})")
+
+
+def days(first: date, last: date) -> list[date]:
+    if last < first:
+        raise ValueError(f"--to {last} is before --from {first}")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
