@@ -18,7 +18,6 @@ def build(settings: Settings, manifest: dict) -> Definitions:
             define_asset_job(
                 "region_day",
                 selection=AssetSelection.assets(region_day) | AssetSelection.checks(*region_day.check_keys),
-                partitions_def=region_day.partitions_def,
                 description="Refreshes one region x day partition: rebuild -> every check -> publication.",
             ),
             # The unpartitioned dbt assets (FX seed, staging view): built once at set-up and when they change.
