@@ -312,11 +312,11 @@ def assert_names_no_one(platform, shown: str) -> None:
 
 def test_reconciliations_find_what_does_not_add_up(landed):
     from txmon.quality.reconciliations import (
-        SETTLEMENTS_FROM_STAGING,
-        SUSPICIOUS_FROM_STAGING,
+        RECOUNT_FROM_STAGING,
+        SUSPICIOUS_SINCE,
+        SliceRecount,
         kafka_offsets_accounted,
         settlements_reconcile,
-        slice_bounds,
         staging_events_unique,
         suspicious_complete,
         suspicious_in_staging,
@@ -339,17 +339,17 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     unique = staging_events_unique(settings, DAY, "US")
     assert unique.passed and unique.metadata["events"] > 0
     # A whole-slice recount finds the same whether other days are read by scan or by identity probe (whole_scope
-    # picks one by size). EU's D1 has a transaction whose latest event is on D2.
-    for region in ("US", "EU"):
-        for queries, params in (
-            (SETTLEMENTS_FROM_STAGING, {"day": DAY, **slice_bounds(settings, DAY, region)}),
-            (SUSPICIOUS_FROM_STAGING, suspicious_params(settings, DAY, region)),
-        ):
-            by_scan, by_key = (sorted(platform.query(queries[scope], params)) for scope in ("whole", "whole_by_key"))
-            assert by_scan == by_key
-    assert sorted(
-        platform.query(SETTLEMENTS_FROM_STAGING["whole_by_key"], {"day": DAY, **slice_bounds(settings, DAY, "EU")})
-    ) == [("EUR", 1, 1, Decimal("100.0000"))]
+    # picks one by size), and the same suspicious transactions as the recount of what landed since the beginning
+    # (the flagged events read another way). EU's D1 has a transaction whose latest event is on D2.
+    # D2 has EU's flagged transaction.
+    for day, region in ((DAY, "US"), (DAY, "EU"), (DAY + timedelta(days=1), "EU")):
+        params = suspicious_params(settings, day, region)
+        by_scan, by_key = (sorted(platform.query(RECOUNT_FROM_STAGING[s], params)) for s in ("whole", "whole_by_key"))
+        assert by_scan == by_key
+        assert {tx for *_, ids in by_scan for tx in ids} == {tx for (tx,) in platform.query(SUSPICIOUS_SINCE, params)}
+    assert SliceRecount(settings, DAY, "EU").settlements() == {"EUR": (1, 1, Decimal("100.0000"))}
+    assert SliceRecount(settings, DAY, "US").suspicious() == {"us-2"}
+    assert SliceRecount(settings, DAY + timedelta(days=1), "EU").suspicious() == {"eu-3", "eu-4"}
 
     first = kafka_offsets_accounted(settings)
     assert first.passed and first.metadata["offsets_audited"] == len(EVENTS) + len(LATE)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -125,20 +126,32 @@ PROBE_COST_IN_SCANNED_ROWS = 20
 SLICE_ROWS = """SELECT 1 FROM staging.transactions
 WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s"""
 WINDOW_IDENTITIES = """SELECT 1 FROM staging.event_identities AS i WHERE """ + OTHER_DAYS  # noqa: S608 (constant)
-SETTLEMENTS_FROM_STAGING = {
-    scope: LATEST_IN_SLICE.format(**SCOPES[scope])
-    + """
+# The whole slice recounted once for both recounting checks (SliceRecount): per currency, the settlements and the
+# transactions the suspicious-activity rules select. The rules: latest state over the threshold in USD (the FX rate of
+# the day, from the seed), or any event of the transaction flagged by the fraud screen (in the slice, or up to the
+# lifecycle window before it, in any region; the window's flagged events are few and indexed).
+RECOUNT_RULES = """
+, flagged AS (
+    SELECT f.transaction_id FROM staging.transactions AS f
+    WHERE f.fraud_flag AND f.event_time >= %(history_start)s AND f.event_time < %(day_end)s
+      AND (f.event_time < %(day_start)s OR f.region = %(region)s) AND f.ingested_at < %(as_of)s
+)
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
-       coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0)
+       coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0),
+       coalesce(array_agg(latest.transaction_id) FILTER (
+           WHERE round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
+              OR latest.transaction_id IN (SELECT transaction_id FROM flagged)  -- hashed, not probed per row
+       ), '{}')
 FROM latest
+LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, usd_per_unit) USING (currency)
 WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
 GROUP BY latest.currency
 """
-    for scope in ("whole", "whole_by_key")
+RECOUNT_FROM_STAGING = {
+    scope: LATEST_IN_SLICE.format(**SCOPES[scope]) + RECOUNT_RULES for scope in ("whole", "whole_by_key")
 }
-# The suspicious-activity rules recounted from staging: latest state over the threshold in USD
-# (the FX rate of the day, from the seed), or any event of the transaction flagged by the fraud
-# screen (in the slice, or up to the lifecycle window before it).
+# After a publication, the suspicious-activity rules on what landed since (the settlements, an aggregate, are
+# recounted whole): the same rules, the flagged events among the candidates' own.
 SUSPICIOUS_RULES = """
 , flagged AS MATERIALIZED (
     SELECT e.transaction_id
@@ -153,7 +166,7 @@ WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND
   AND (round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
        OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
 """
-SUSPICIOUS_FROM_STAGING = {scope: (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**SCOPES[scope]) for scope in SCOPES}
+SUSPICIOUS_SINCE = (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**LANDED_SINCE)
 # Each event of the slice is the one its identity (transaction_id, status) points at.
 IDENTITIES_OF_SLICE = """
 SELECT count(*),
@@ -192,15 +205,47 @@ def whole_scope(conn: psycopg.Connection, params: dict) -> str:
     return "whole_by_key" if probes < _estimated_rows(conn, WINDOW_IDENTITIES, params) else "whole"
 
 
+class SliceRecount:
+    """The whole slice recounted from staging (RECOUNT_FROM_STAGING), as landed before a build's run clock, once:
+    the settlements check and suspicious_complete read the same latest states. Computed by the first check that
+    asks; one that asks meanwhile waits for it. One per check phase of a refresh (never reused after it: staging
+    may change)."""
+
+    def __init__(self, settings: Settings, day: date, region: str, as_of: datetime | None = None):
+        self.settings, self.day, self.region, self.as_of = settings, day, region, as_of
+        self._lock = threading.Lock()
+        self._rows: list[tuple] | None = None
+
+    def _counted(self) -> list[tuple]:
+        with self._lock:
+            if self._rows is None:
+                params = suspicious_params(self.settings, self.day, self.region, self.as_of)
+                dsn = self.settings.dsn_for_region(self.region, Role.TRANSFORM)
+                with connect(dsn, autocommit=True, purpose="check") as conn:
+                    self._rows = conn.execute(RECOUNT_FROM_STAGING[whole_scope(conn, params)], params).fetchall()
+            return self._rows
+
+    def settlements(self) -> dict[str, tuple[int, int, Decimal]]:
+        """Per currency: transactions, settled transactions, settled volume."""
+        return {currency: (n, s, v) for currency, n, s, v, _ in self._counted()}
+
+    def suspicious(self) -> set[str]:
+        """The transactions the suspicious-activity rules select."""
+        return {tx for *_, ids in self._counted() for tx in ids}
+
+
 def settlements_reconcile(
-    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+    settings: Settings,
+    day: date,
+    region: str,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    recount: SliceRecount | None = None,
 ) -> CheckOutcome:
     """marts.daily_settlements for the slice equals a direct aggregate of staging (as landed before
     as_of, the build's run clock), to the cent."""
-    params = {"day": day, **slice_bounds(settings, day, region, as_of)}
-    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        query = SETTLEMENTS_FROM_STAGING[whole_scope(conn, params)]
-        expected = {currency: (n, s, v) for currency, n, s, v in conn.execute(query, params)}
+    params = {"day": day, "region": region}
+    expected = (recount or SliceRecount(settings, day, region, as_of)).settlements()
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         actual = {
             currency: (n, s, v)
@@ -293,7 +338,7 @@ def suspicious_in_staging(
 def suspicious_params(
     settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
 ) -> dict:
-    """What SUSPICIOUS_FROM_STAGING is bound by: the slice's bounds, the region's threshold, the day's FX rates."""
+    """What the suspicious-activity recounts are bound by: the slice's bounds, the region's threshold, the FX rates."""
     rates = {}
     for currency in settings.currencies:
         try:
@@ -309,13 +354,20 @@ def suspicious_params(
 
 
 def suspicious_complete(
-    settings: Settings, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+    settings: Settings,
+    day: date,
+    region: str,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    recount: SliceRecount | None = None,
 ) -> CheckOutcome:
     """Every staging transaction of the slice that the rules make suspicious is in marts.suspicious_activity."""
-    params = suspicious_params(settings, day, region, as_of, since)
-    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        query = SUSPICIOUS_FROM_STAGING["since" if since else whole_scope(conn, params)]
-        expected = {tx for (tx,) in conn.execute(query, params)}
+    if since is None:
+        expected = (recount or SliceRecount(settings, day, region, as_of)).suspicious()
+    else:
+        params = suspicious_params(settings, day, region, as_of, since)
+        with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+            expected = {tx for (tx,) in conn.execute(SUSPICIOUS_SINCE, params)}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         in_mart = {
             tx
@@ -471,14 +523,27 @@ RECONCILIATIONS = {
 }
 
 
+# The reconciliations that read SliceRecount's latest states.
+RECOUNTED = ("suspicious_complete", "settlements_reconcile_with_staging")
+
+
 def run_check(
-    settings: Settings, name: str, day: date, region: str, as_of: datetime | None = None, since: datetime | None = None
+    settings: Settings,
+    name: str,
+    day: date,
+    region: str,
+    as_of: datetime | None = None,
+    since: datetime | None = None,
+    recount: SliceRecount | None = None,
 ) -> CheckOutcome:
     """One named check on one region x day partition, of a build whose run clock was `as_of`; with
     `since` (the staging_as_of of the partition's last publication), only what landed or was rebuilt
-    after it (the rest passed every check then). The settlements, an aggregate, are checked whole."""
+    after it (the rest passed every check then). The settlements, an aggregate, are checked whole.
+    The checks of one refresh share `recount`."""
     if name.startswith("gx_"):
         return validate(settings, name.removeprefix("gx_"), day, region, since=since)
+    if name in RECOUNTED:
+        return RECONCILIATIONS[name](settings, day, region, as_of, since, recount=recount)
     if name in RECONCILIATIONS:
         return RECONCILIATIONS[name](settings, day, region, as_of, since)
     raise ValueError(f"no check {name!r}")

@@ -48,11 +48,12 @@ from txmon.quality.publication import (
     slice_lock,
     slice_watermarks,
 )
-from txmon.quality.reconciliations import run_check
+from txmon.quality.reconciliations import SliceRecount, run_check
 
-# The checks beside the dbt tests run in this many threads (each a read-only query at a time; the GX
-# suites take turns, Great Expectations' context is not shared between threads).
-CHECK_THREADS = 3
+# The checks beside the dbt tests run in this many threads: three read-only queries at a time (the GX suites take
+# turns, Great Expectations' context is not shared between threads), and a fourth thread for the recounting check
+# that waits for the other's SliceRecount.
+CHECK_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -256,9 +257,11 @@ def _check(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
         (schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items()) for check in checks
     ]
 
+    recount = SliceRecount(settings, day, region, result.as_of)  # the recounting checks share one
+
     def timed(check: str) -> tuple[CheckOutcome, float]:
         started = time.monotonic()
-        outcome = run_check(settings, check, day, region, result.as_of, result.checked_since)
+        outcome = run_check(settings, check, day, region, result.as_of, result.checked_since, recount)
         return outcome, round(time.monotonic() - started, 3)
 
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="txmon-check") as pool:

@@ -24,65 +24,65 @@ with slice_events as (
 
 ),
 
-ranked as (
-
-    select
-        *,
-        -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
-        bool_or(is_fraud_flagged) over (partition by transaction_id collate "C") as is_flagged_in_slice,
-        row_number() over (
-            partition by transaction_id collate "C"
-            order by event_at desc, status_rank desc, kafka_offset desc
-        ) as recency
-
-    from slice_events
-
-),
-
 latest_in_slice as (
 
-    select * from ranked
-    where recency = 1
+    -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
+    select distinct on (transaction_id collate "C") *
+    from slice_events
+    order by transaction_id collate "C", event_at desc, status_rank desc, kafka_offset desc
 
 )
 
-select
-    transaction_id,
-    account_id,
-    counterparty_id,
-    amount,
-    currency,
-    region,
-    status,
-    is_flagged_in_slice or exists (
-        select 1
-        from {{ ref('stg_transactions') }} as earlier
-        where earlier.transaction_id = latest.transaction_id
-            and earlier.is_fraud_flagged
-            and earlier.event_at < ('{{ var('partition_date') or '1970-01-01' }}'::date)::timestamp at time zone 'UTC'
-            and earlier.event_at >= (
-                latest.event_date - {{ var('lifecycle_window_days') }}
-            )::timestamp at time zone 'UTC'
-    ) as is_fraud_flagged,
-    event_at,
-    event_date,
-    kafka_partition,
-    kafka_offset,
-    now() as refreshed_at
-
-from latest_in_slice as latest
--- Not superseded by a later event of the same transaction (on this day or a later one): probed
--- per transaction when only a few changed, as one anti-join over the days when the slice is rebuilt.
+{#- The slice's day and region: constants in a partitioned run (the planner reads only the days they cover). -#}
+{% set day = "'" ~ var('partition_date') ~ "'::date" if var('partition_date') is not none else 'latest.event_date' %}
+{% set region = "'" ~ var('partition_region') ~ "'" if var('partition_region') is not none else 'latest.region' %}
+{#- A later event of the transaction, on a later day of the window (one on this day would be its latest here). -#}
 {% set later_event -%}
     select 1
     from {{ ref('stg_transactions') }} as later
     where later.transaction_id = latest.transaction_id
-      and later.event_at > latest.event_at
-      and later.event_at < (latest.event_date + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+      and later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
+      and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
 {%- endset %}
-{% if new_data_run() -%}
+{#- The flagged events of the slice and of the window before it (in any region). -#}
+{% set flagged_events -%}
+    from {{ ref('stg_transactions') }} as flagged
+    where flagged.is_fraud_flagged
+      and flagged.event_at >= ({{ day }} - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+      and flagged.event_at < ({{ day }} + 1)::timestamp at time zone 'UTC'
+      and (flagged.event_at < {{ day }}::timestamp at time zone 'UTC' or flagged.region = {{ region }})
+{%- endset %}
+select
+    latest.transaction_id,
+    latest.account_id,
+    latest.counterparty_id,
+    latest.amount,
+    latest.currency,
+    latest.region,
+    latest.status,
+    flagged.transaction_id is not null as is_fraud_flagged,
+    latest.event_at,
+    latest.event_date,
+    latest.kafka_partition,
+    latest.kafka_offset,
+    now() as refreshed_at
+
+from latest_in_slice as latest
+-- A whole slice joins the window's flagged transactions (a small partial index finds them) and anti-joins the later
+-- days; a few changed transactions (or a build of every slice) are probed one by one, by key.
+{% if var('partition_date') is not none and not new_data_run() -%}
+left join (
+    select distinct flagged.transaction_id
+    {{ flagged_events }}
+) as flagged on flagged.transaction_id = latest.transaction_id
+where not exists ({{ later_event }})
+{%- else -%}
+left join lateral (
+    select flagged.transaction_id
+    {{ flagged_events }}
+      and flagged.transaction_id = latest.transaction_id
+    limit 1
+) as flagged on true
 left join lateral ({{ later_event }} limit 1) as superseded on true
 where superseded is null
-{%- else -%}
-where not exists ({{ later_event }})
 {%- endif %}
