@@ -73,16 +73,28 @@ OTHER_DAYS = """i.event_time >= %(history_start)s AND i.event_time < %(window_en
           AND (i.event_time < %(day_start)s OR i.event_time >= %(day_end)s)"""
 WHOLE_SLICE = {
     "candidates": "",
-    "day_events": """staging.transactions AS t
-    WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.ingested_at < %(as_of)s
-      AND t."""
-    + IN_SLICE,
+    # the slice's own events, and the day's events of its transactions in other regions (a semi-join over those few)
+    "day_events": """(
+        SELECT * FROM staging.transactions
+        WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s
+          AND ingested_at < %(as_of)s
+        UNION ALL
+        SELECT * FROM staging.transactions
+        WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region <> %(region)s
+          AND ingested_at < %(as_of)s AND """  # noqa: S608 (constant text, values bound as parameters)
+    + IN_SLICE
+    + """
+    ) AS t""",
     "elsewhere": """SELECT i.transaction_id, i.status, i.event_time FROM staging.event_identities AS i
         WHERE """  # noqa: S608 (constant text, values bound as parameters)
     + OTHER_DAYS
     + """
           AND i."""
-    + IN_SLICE,
+    + IN_SLICE
+    # planned on its own: the identities of the slice's transactions first, then their events (joined the other way
+    # round, the planner probes the slice once for every event of the window)
+    + """
+        OFFSET 0""",
 }
 LANDED_SINCE = {
     "candidates": """candidates AS MATERIALIZED (
@@ -130,6 +142,9 @@ WINDOW_IDENTITIES = """SELECT 1 FROM staging.event_identities AS i WHERE """ + O
 # transactions the suspicious-activity rules select. The rules: latest state over the threshold in USD (the FX rate of
 # the day, from the seed), or any event of the transaction flagged by the fraud screen (in the slice, or up to the
 # lifecycle window before it, in any region; the window's flagged events are few and indexed).
+# The day's rate of the transaction's currency (NULL without one: only the fraud flag can make it suspicious), looked up
+# in the bound arrays, not joined (a join is planned per row).
+USD_PER_UNIT = "(%(rates)s::numeric[])[array_position(%(currencies)s::text[], latest.currency)]"
 RECOUNT_RULES = """
 , flagged AS (
     SELECT f.transaction_id FROM staging.transactions AS f
@@ -139,14 +154,13 @@ RECOUNT_RULES = """
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0),
        coalesce(array_agg(latest.transaction_id) FILTER (
-           WHERE round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
+           WHERE round(latest.amount * USD_PER_UNIT, 4) > %(threshold)s
               OR latest.transaction_id IN (SELECT transaction_id FROM flagged)  -- hashed, not probed per row
        ), '{}')
 FROM latest
-LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, usd_per_unit) USING (currency)
 WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
 GROUP BY latest.currency
-"""
+""".replace("USD_PER_UNIT", USD_PER_UNIT)
 RECOUNT_FROM_STAGING = {
     scope: LATEST_IN_SLICE.format(**SCOPES[scope]) + RECOUNT_RULES for scope in ("whole", "whole_by_key")
 }
@@ -161,11 +175,10 @@ SUSPICIOUS_RULES = """
 )
 SELECT latest.transaction_id
 FROM latest
-LEFT JOIN unnest(%(currencies)s::text[], %(rates)s::numeric[]) AS fx(currency, usd_per_unit) USING (currency)
 WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
-  AND (round(latest.amount * fx.usd_per_unit, 4) > %(threshold)s
+  AND (round(latest.amount * USD_PER_UNIT, 4) > %(threshold)s
        OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
-"""
+""".replace("USD_PER_UNIT", USD_PER_UNIT)
 SUSPICIOUS_SINCE = (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**LANDED_SINCE)
 # Each event of the slice is the one its identity (transaction_id, status) points at.
 IDENTITIES_OF_SLICE = """
