@@ -312,11 +312,13 @@ def assert_names_no_one(platform, shown: str) -> None:
 
 def test_reconciliations_find_what_does_not_add_up(landed):
     from txmon.quality.reconciliations import (
+        IDENTITIES_OF_SLICE_BY,
         RECOUNT_FROM_STAGING,
         SUSPICIOUS_SINCE,
         SliceRecount,
         kafka_offsets_accounted,
         settlements_reconcile,
+        slice_bounds,
         staging_events_unique,
         suspicious_complete,
         suspicious_in_staging,
@@ -390,5 +392,9 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     )
     doubled = staging_events_unique(settings, DAY, "US")
     assert not doubled.passed and doubled.metadata["second_copies"] == 1
+    # The identities joined or probed one by one (identities_scope picks one by size): the same counts.
+    params = {**slice_bounds(settings, DAY, "US"), "sample": 0}
+    joined, probed = (platform.query(IDENTITIES_OF_SLICE_BY[scope], params)[0][:3] for scope in ("whole", "by_key"))
+    assert joined == probed and joined[2] == 1
     assert_no_identifiers(platform, doubled)
     assert staging_events_unique(sampling(settings), DAY, "US").metadata["sample_transaction_ids"] == [suspicious[-1]]

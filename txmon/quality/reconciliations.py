@@ -138,6 +138,8 @@ PROBE_COST_IN_SCANNED_ROWS = 20
 SLICE_ROWS = """SELECT 1 FROM staging.transactions
 WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s"""
 WINDOW_IDENTITIES = """SELECT 1 FROM staging.event_identities AS i WHERE """ + OTHER_DAYS  # noqa: S608 (constant)
+SLICE_ROWS_SINCE = SLICE_ROWS + " AND ingested_at >= %(since)s"
+ALL_IDENTITIES = "SELECT 1 FROM staging.event_identities"
 # The whole slice recounted once for both recounting checks (SliceRecount): per currency, the settlements and the
 # transactions the suspicious-activity rules select. The rules: latest state over the threshold in USD (the FX rate of
 # the day, from the seed), or any event of the transaction flagged by the fraud screen (in the slice, or up to the
@@ -180,7 +182,9 @@ WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND
        OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
 """.replace("USD_PER_UNIT", USD_PER_UNIT)
 SUSPICIOUS_SINCE = (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**LANDED_SINCE)
-# Each event of the slice is the one its identity (transaction_id, status) points at.
+# Each event of the slice is the one its identity (transaction_id, status) points at. Its identities joined as the
+# planner sees fit (for a slice about as large as the identity table, one hashed pass over it), or probed one by one
+# (for a slice small against it: 250,000 events next to 15M identities, 1.9-3.7 s instead of 5.2-6.2 s).
 IDENTITIES_OF_SLICE = """
 SELECT count(*),
        count(*) FILTER (WHERE i.transaction_id IS NULL),
@@ -190,11 +194,18 @@ SELECT count(*),
             WHERE (i.topic, i."partition", i."offset") IS DISTINCT FROM (t.topic, t."partition", t."offset"))
        )[1:%(sample)s]
 FROM staging.transactions AS t
-LEFT JOIN staging.event_identities AS i USING (transaction_id, status)
-WHERE t.event_time >= %(day)s::date::timestamp AT TIME ZONE 'UTC'
-  AND t.event_time < (%(day)s::date + 1)::timestamp AT TIME ZONE 'UTC'
-  AND t.region = %(region)s AND t.ingested_at >= %(since)s
+{identities}
+WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.region = %(region)s
+  AND t.ingested_at >= %(since)s
 """
+IDENTITIES = {
+    "whole": "LEFT JOIN staging.event_identities AS i USING (transaction_id, status)",
+    "by_key": """LEFT JOIN LATERAL (
+    SELECT * FROM staging.event_identities AS i WHERE i.transaction_id = t.transaction_id AND i.status = t.status
+    OFFSET 0
+) AS i ON true""",
+}
+IDENTITIES_OF_SLICE_BY = {scope: IDENTITIES_OF_SLICE.format(identities=join) for scope, join in IDENTITIES.items()}
 OFFSETS_ACCOUNTED = """
 SELECT (SELECT count(*) FROM staging.transactions
         WHERE topic = %(t)s AND "partition" = %(p)s AND "offset" BETWEEN %(lo)s AND %(hi)s)
@@ -245,6 +256,13 @@ class SliceRecount:
     def suspicious(self) -> set[str]:
         """The transactions the suspicious-activity rules select."""
         return {tx for *_, ids in self._counted() for tx in ids}
+
+
+def identities_scope(conn: psycopg.Connection, params: dict) -> str:
+    """How staging_events_unique finds the slice's identities: one probe per event of the slice (landed since) when
+    that costs less than reading every identity (the planner's estimates), else as the planner sees fit."""
+    probes = _estimated_rows(conn, SLICE_ROWS_SINCE, params) * PROBE_COST_IN_SCANNED_ROWS
+    return "by_key" if probes < _estimated_rows(conn, ALL_IDENTITIES, {}) else "whole"
 
 
 def settlements_reconcile(
@@ -407,16 +425,10 @@ def staging_events_unique(
 ) -> CheckOutcome:
     """Each event identity (transaction_id, status) of the slice is stored once: every row of the slice
     is the one event its identity row in staging.event_identities points at."""
+    params = {**slice_bounds(settings, day, region, since=since), "sample": settings.metadata_sample_size}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        events, without, second, sample = conn.execute(
-            IDENTITIES_OF_SLICE,
-            {
-                "day": day,
-                "region": region,
-                "since": _bound(since, "-infinity"),
-                "sample": settings.metadata_sample_size,
-            },
-        ).fetchone()
+        query = IDENTITIES_OF_SLICE_BY[identities_scope(conn, params)]
+        events, without, second, sample = conn.execute(query, params).fetchone()
     return CheckOutcome(
         name="staging_events_unique",
         passed=without == 0 and second == 0,
