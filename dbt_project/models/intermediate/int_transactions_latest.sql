@@ -44,14 +44,15 @@ latest_in_slice as (
       and later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
       and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
 {%- endset %}
-{#- The flagged events of the slice and of the window before it (in any region). -#}
-{% set flagged_events -%}
-    from {{ ref('stg_transactions') }} as flagged
-    where flagged.is_fraud_flagged
-      and flagged.event_at >= ({{ day }} - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
-      and flagged.event_at < ({{ day }} + 1)::timestamp at time zone 'UTC'
-      and (flagged.event_at < {{ day }}::timestamp at time zone 'UTC' or flagged.region = {{ region }})
+{#- A flagged event in the slice or in the window before it (in any region). -#}
+{% set flagged_in_window -%}
+    flagged.is_fraud_flagged
+    and flagged.event_at >= ({{ day }} - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+    and flagged.event_at < ({{ day }} + 1)::timestamp at time zone 'UTC'
+    and (flagged.event_at < {{ day }}::timestamp at time zone 'UTC' or flagged.region = {{ region }})
 {%- endset %}
+{#- The whole slice of a partitioned run (not a new_data run's few transactions, nor a build of every slice). -#}
+{% set whole_slice = var('partition_date') is not none and not new_data_run() %}
 select
     latest.transaction_id,
     latest.account_id,
@@ -60,7 +61,15 @@ select
     latest.currency,
     latest.region,
     latest.status,
+    {% if whole_slice -%}
     flagged.transaction_id is not null as is_fraud_flagged,
+    {%- else -%}
+    exists(
+        select 1
+        from {{ ref('stg_transactions') }} as flagged
+        where flagged.transaction_id = latest.transaction_id and {{ flagged_in_window }}
+    ) as is_fraud_flagged,
+    {%- endif %}
     latest.event_at,
     latest.event_date,
     latest.kafka_partition,
@@ -68,21 +77,19 @@ select
     now() as refreshed_at
 
 from latest_in_slice as latest
--- A whole slice joins the window's flagged transactions (a small partial index finds them) and anti-joins the later
--- days; a few changed transactions (or a build of every slice) are probed one by one, by key.
-{% if var('partition_date') is not none and not new_data_run() -%}
+-- A whole slice joins the window's flagged transactions once (a small partial index finds them); a few
+-- changed transactions (or a build of every slice) probe theirs one by one. Later events: probed per
+-- transaction in a new_data run, one anti-join over the later days otherwise.
+{% if whole_slice -%}
 left join (
     select distinct flagged.transaction_id
-    {{ flagged_events }}
-) as flagged on flagged.transaction_id = latest.transaction_id
-where not exists ({{ later_event }})
-{%- else -%}
-left join lateral (
-    select flagged.transaction_id
-    {{ flagged_events }}
-      and flagged.transaction_id = latest.transaction_id
-    limit 1
-) as flagged on true
+    from {{ ref('stg_transactions') }} as flagged
+    where {{ flagged_in_window }}
+) as flagged on latest.transaction_id = flagged.transaction_id
+{% endif -%}
+{% if new_data_run() -%}
 left join lateral ({{ later_event }} limit 1) as superseded on true
 where superseded is null
+{%- else -%}
+where not exists ({{ later_event }})
 {%- endif %}
