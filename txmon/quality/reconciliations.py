@@ -140,13 +140,13 @@ WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(re
 WINDOW_IDENTITIES = """SELECT 1 FROM staging.event_identities AS i WHERE """ + OTHER_DAYS  # noqa: S608 (constant)
 SLICE_ROWS_SINCE = SLICE_ROWS + " AND ingested_at >= %(since)s"
 ALL_IDENTITIES = "SELECT 1 FROM staging.event_identities"
+# The day's rate of the transaction's currency (NULL without one: only the fraud flag can make it suspicious), looked up
+# in the bound arrays, not joined (a join is planned per row).
+USD_PER_UNIT = "(%(rates)s::numeric[])[array_position(%(currencies)s::text[], latest.currency)]"
 # The whole slice recounted once for both recounting checks (SliceRecount): per currency, the settlements and the
 # transactions the suspicious-activity rules select. The rules: latest state over the threshold in USD (the FX rate of
 # the day, from the seed), or any event of the transaction flagged by the fraud screen (in the slice, or up to the
 # lifecycle window before it, in any region; the window's flagged events are few and indexed).
-# The day's rate of the transaction's currency (NULL without one: only the fraud flag can make it suspicious), looked up
-# in the bound arrays, not joined (a join is planned per row).
-USD_PER_UNIT = "(%(rates)s::numeric[])[array_position(%(currencies)s::text[], latest.currency)]"
 RECOUNT_RULES = """
 , flagged AS (
     SELECT f.transaction_id FROM staging.transactions AS f
