@@ -140,9 +140,16 @@ WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(re
 WINDOW_IDENTITIES = """SELECT 1 FROM staging.event_identities AS i WHERE """ + OTHER_DAYS  # noqa: S608 (constant)
 SLICE_ROWS_SINCE = SLICE_ROWS + " AND ingested_at >= %(since)s"
 ALL_IDENTITIES = "SELECT 1 FROM staging.event_identities"
-# The day's rate of the transaction's currency (NULL without one: only the fraud flag can make it suspicious), looked up
-# in the bound arrays, not joined (a join is planned per row).
-USD_PER_UNIT = "(%(rates)s::numeric[])[array_position(%(currencies)s::text[], latest.currency)]"
+# The suspicious-activity rule on a latest state, given the transactions `flagged` by the fraud screen: over the
+# threshold in USD at the day's rate of its currency (looked up in the bound arrays, not joined: a join is planned per
+# row; NULL without a rate, so only the flag can make it suspicious), or flagged (hashed, not probed per row).
+IS_SUSPICIOUS = """(
+    round(latest.amount * (%(rates)s::numeric[])[array_position(%(currencies)s::text[], latest.currency)], 4)
+        > %(threshold)s
+    OR latest.transaction_id IN (SELECT transaction_id FROM flagged)
+)"""
+# The latest states that fall in the slice (a transaction's latest event may be on a later day).
+LATEST_HERE = "latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s"
 # The whole slice recounted once for both recounting checks (SliceRecount): per currency, the settlements and the
 # transactions the suspicious-activity rules select. The rules: latest state over the threshold in USD (the FX rate of
 # the day, from the seed), or any event of the transaction flagged by the fraud screen (in the slice, or up to the
@@ -155,14 +162,11 @@ RECOUNT_RULES = """
 )
 SELECT latest.currency, count(*), count(*) FILTER (WHERE latest.status = 'settled'),
        coalesce(sum(latest.amount) FILTER (WHERE latest.status = 'settled'), 0),
-       coalesce(array_agg(latest.transaction_id) FILTER (
-           WHERE round(latest.amount * USD_PER_UNIT, 4) > %(threshold)s
-              OR latest.transaction_id IN (SELECT transaction_id FROM flagged)  -- hashed, not probed per row
-       ), '{}')
+       coalesce(array_agg(latest.transaction_id) FILTER (WHERE IS_SUSPICIOUS), '{}')
 FROM latest
-WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
+WHERE LATEST_HERE
 GROUP BY latest.currency
-""".replace("USD_PER_UNIT", USD_PER_UNIT)
+""".replace("IS_SUSPICIOUS", IS_SUSPICIOUS).replace("LATEST_HERE", LATEST_HERE)
 RECOUNT_FROM_STAGING = {
     scope: LATEST_IN_SLICE.format(**SCOPES[scope]) + RECOUNT_RULES for scope in ("whole", "whole_by_key")
 }
@@ -177,10 +181,8 @@ SUSPICIOUS_RULES = """
 )
 SELECT latest.transaction_id
 FROM latest
-WHERE latest.event_time >= %(day_start)s AND latest.event_time < %(day_end)s AND latest.region = %(region)s
-  AND (round(latest.amount * USD_PER_UNIT, 4) > %(threshold)s
-       OR latest.transaction_id IN (SELECT transaction_id FROM flagged))  -- hashed, not probed per row
-""".replace("USD_PER_UNIT", USD_PER_UNIT)
+WHERE LATEST_HERE AND IS_SUSPICIOUS
+""".replace("IS_SUSPICIOUS", IS_SUSPICIOUS).replace("LATEST_HERE", LATEST_HERE)
 SUSPICIOUS_SINCE = (LATEST_IN_SLICE + SUSPICIOUS_RULES).format(**LANDED_SINCE)
 # Each event of the slice is the one its identity (transaction_id, status) points at. Its identities joined as the
 # planner sees fit (for a slice about as large as the identity table, one hashed pass over it), or probed one by one
@@ -225,8 +227,13 @@ def whole_scope(conn: psycopg.Connection, params: dict) -> str:
     """How a whole-slice recount finds its transactions' events on other days: by one identity probe per
     event of the slice when that costs less than reading the window's identities (the planner's estimates),
     else as the planner sees fit."""
-    probes = _estimated_rows(conn, SLICE_ROWS, params) * PROBE_COST_IN_SCANNED_ROWS
-    return "whole_by_key" if probes < _estimated_rows(conn, WINDOW_IDENTITIES, params) else "whole"
+    return "whole_by_key" if _probes_cost_less(conn, SLICE_ROWS, WINDOW_IDENTITIES, params) else "whole"
+
+
+def _probes_cost_less(conn: psycopg.Connection, probing: str, scanned: str, params: dict) -> bool:
+    """Whether one probe per row of `probing` costs less than reading the rows of `scanned` (planner estimates)."""
+    probes = _estimated_rows(conn, probing, params) * PROBE_COST_IN_SCANNED_ROWS
+    return probes < _estimated_rows(conn, scanned, params)
 
 
 class SliceRecount:
@@ -261,8 +268,7 @@ class SliceRecount:
 def identities_scope(conn: psycopg.Connection, params: dict) -> str:
     """How staging_events_unique finds the slice's identities: one probe per event of the slice (landed since) when
     that costs less than reading every identity (the planner's estimates), else as the planner sees fit."""
-    probes = _estimated_rows(conn, SLICE_ROWS_SINCE, params) * PROBE_COST_IN_SCANNED_ROWS
-    return "by_key" if probes < _estimated_rows(conn, ALL_IDENTITIES, {}) else "whole"
+    return "by_key" if _probes_cost_less(conn, SLICE_ROWS_SINCE, ALL_IDENTITIES, params) else "whole"
 
 
 def settlements_reconcile(
