@@ -392,9 +392,25 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     )
     doubled = staging_events_unique(settings, DAY, "US")
     assert not doubled.passed and doubled.metadata["second_copies"] == 1
-    # The identities joined or probed one by one (identities_scope picks one by size): the same counts.
+    # The day's identities joined or probed one by one (identities_scope picks one by size): the same counts.
     params = {**slice_bounds(settings, DAY, "US"), "sample": 0}
-    joined, probed = (platform.query(IDENTITIES_OF_SLICE_BY[scope], params)[0][:3] for scope in ("whole", "by_key"))
+    joined, probed = (platform.query(IDENTITIES_OF_SLICE_BY[scope], params)[0][:3] for scope in ("day", "by_key"))
     assert joined == probed and joined[2] == 1
+    # A second copy on the next day: its identity points at the first copy, outside that day's identities.
+    next_day = DAY + timedelta(days=1)
+    platform.execute(
+        """INSERT INTO staging.transactions (transaction_id, status, event_time, account_id, amount, currency, region,
+                                             topic, "partition", "offset", raw_event)
+           SELECT transaction_id, status, event_time + interval '1 day', account_id, amount, currency, region,
+                  topic, "partition", "offset" + 2000000, raw_event
+           FROM staging.transactions WHERE transaction_id = %s AND event_time < %s LIMIT 1""",
+        (suspicious[-1], next_day),
+    )
+    params = {**slice_bounds(settings, next_day, "US"), "sample": 0}
+    joined, probed = (platform.query(IDENTITIES_OF_SLICE_BY[scope], params)[0][1:3] for scope in ("day", "by_key"))
+    assert joined == probed == (0, 1)  # (without an identity, second copies)
+    platform.execute(
+        'DELETE FROM staging.transactions WHERE transaction_id = %s AND "offset" > 2000000', (suspicious[-1],)
+    )
     assert_no_identifiers(platform, doubled)
     assert staging_events_unique(sampling(settings), DAY, "US").metadata["sample_transaction_ids"] == [suspicious[-1]]

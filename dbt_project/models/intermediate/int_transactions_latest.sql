@@ -13,7 +13,7 @@
             "{{ create_slice_index('event_date, region, refreshed_at') }}",
             "{{ record_watermark() }}",
             "{{ mark_neighbours() }}",
-            {"sql": "{{ analyze_after_full_build() }}", "transaction": false},
+            "{{ analyze_after_full_build() }}",
         ],
     )
 }}

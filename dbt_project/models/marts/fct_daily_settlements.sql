@@ -7,7 +7,7 @@
         post_hook=[
             "{{ create_slice_index('settlement_date, region') }}",
             "{{ record_watermark(upstream='int_transactions_latest') }}",
-            {"sql": "{{ analyze_after_full_build() }}", "transaction": false},
+            "{{ analyze_after_full_build() }}",
         ],
     )
 }}

@@ -9,7 +9,7 @@
             "{{ create_slice_index('event_date, region, transaction_id') }}",
             "{{ create_slice_index('event_date, region, refreshed_at') }}",
             "{{ record_watermark(upstream='int_transactions_latest') }}",
-            {"sql": "{{ analyze_after_full_build() }}", "transaction": false},
+            "{{ analyze_after_full_build() }}",
         ],
     )
 }}
