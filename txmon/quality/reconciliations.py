@@ -96,14 +96,26 @@ WHOLE_SLICE = {
     + """
         OFFSET 0""",
 }
+# The candidates: the slice's own events landed since, and the transactions of the slice with an event landed since
+# elsewhere in the window (those few found by hashing the slice's transactions: asked per transaction of the day, the
+# planner, which cannot estimate how many there are, probed every one of them into every day of the window; 1.8 ->
+# 0.6 s for 20 s of one region's landing at 10,000 tx/s).
 LANDED_SINCE = {
     "candidates": """candidates AS MATERIALIZED (
-    SELECT DISTINCT recent.transaction_id FROM staging.transactions AS recent
-    WHERE recent.event_time >= %(history_start)s AND recent.event_time < %(window_end)s
+    SELECT recent.transaction_id FROM staging.transactions AS recent
+    WHERE recent.event_time >= %(day_start)s AND recent.event_time < %(day_end)s AND recent.region = %(region)s
       AND recent.ingested_at >= %(since)s AND recent.ingested_at < %(as_of)s
-      AND EXISTS (
+    UNION
+    SELECT other.transaction_id FROM (
+        SELECT transaction_id FROM staging.transactions
+        WHERE event_time >= %(history_start)s AND event_time < %(window_end)s
+          AND ingested_at >= %(since)s AND ingested_at < %(as_of)s
+          AND NOT (event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s)
+        OFFSET 0
+    ) AS other
+    WHERE EXISTS (
         SELECT 1 FROM staging.transactions AS here
-        WHERE here.transaction_id = recent.transaction_id AND here.event_time >= %(day_start)s
+        WHERE here.transaction_id = other.transaction_id AND here.event_time >= %(day_start)s
           AND here.event_time < %(day_end)s AND here.region = %(region)s AND here.ingested_at < %(as_of)s)
 ), """,
     "day_events": """candidates AS c
