@@ -1,3 +1,5 @@
 """txmon: transaction monitoring data platform."""
 
-__version__ = "0.7.0"
+from importlib import metadata
+
+__version__ = metadata.version("txmon")  # pyproject.toml's, as installed
