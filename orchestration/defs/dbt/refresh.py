@@ -66,6 +66,7 @@ LAUNCH_TIMEOUT_SECONDS = 120  # a requested run not recorded by then is requeste
 IDLE_SECONDS = 60  # a following run with nothing to refresh for this long ends (the sensor launches the next one)
 POLL_SECONDS = 1.0
 FOLLOWED_TAG = "txmon/followed_batches"  # the batch positions through which a following run has refreshed
+STORAGE_POOL_RECYCLE = 3600  # seconds a pooled connection to Dagster's storage is kept
 REFRESH_THREADS = 2  # regions refreshed side by side in a run (two cores; dbt's own steps take turns)
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -142,6 +143,10 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
     def refresh_op(context: OpExecutionContext, config: RefreshConfig, txmon: TxmonResource) -> None:
         settings = txmon.settings()
         started = time.monotonic()
+        # Dagster's PostgreSQL storage opens a connection for every event it writes (its default: no pool), and
+        # a partition reports about twenty (checks, materializations): under load most of a report's time went to
+        # those connections. This run holds pooled ones instead, as the webserver does.
+        context.instance.optimize_for_webserver(statement_timeout=0, pool_recycle=STORAGE_POOL_RECYCLE, max_overflow=4)
         lease = lease_file(settings, REFRESH)
         todo, followed, idle_since, cycles = list(config.partitions), dict(config.batches), None, 0
         recorded = dict(followed)
