@@ -113,10 +113,9 @@ LANDED_SINCE = {
           AND NOT (event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s)
         OFFSET 0
     ) AS other
-    WHERE EXISTS (
-        SELECT 1 FROM staging.transactions AS here
-        WHERE here.transaction_id = other.transaction_id AND here.event_time >= %(day_start)s
-          AND here.event_time < %(day_end)s AND here.region = %(region)s AND here.ingested_at < %(as_of)s)
+    WHERE other."""  # noqa: S608 (constant text, values bound as parameters)
+    + IN_SLICE
+    + """
 ), """,
     "day_events": """candidates AS c
     CROSS JOIN LATERAL (
