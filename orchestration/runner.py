@@ -17,7 +17,6 @@ from orchestration.instance import OrchestrationError, open_instance, prepare
 from orchestration.partitions import partition_key
 from txmon.core.db import connect
 from txmon.core.dbt import dbt_vars, targets, vars_arg
-from txmon.core.errors import first_line
 from txmon.core.settings import Settings
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
@@ -48,8 +47,8 @@ def _create_partitioned_tables(settings: Settings, target: str) -> None:
     empty_slice = dbt_vars(settings, date(1970, 1, 1), settings.regions[0])
     outcome = DBT.invoke(settings, ["run", "--select", "tag:partitioned", *vars_arg(empty_slice)], target=target)
     if not outcome.success:
-        failed = [str(r.message) for r in getattr(outcome.result, "results", []) if str(r.status) != "success"]
-        reason = failed[0] if failed else first_line(outcome.exception) if outcome.exception else "?"
+        failed = [r.message for r in outcome.results or [] if r.status != "success"]
+        reason = failed[0] if failed else outcome.error or "?"
         raise OrchestrationError(f"creating the mart tables failed: {reason[:500]}")
 
 

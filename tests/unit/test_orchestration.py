@@ -154,3 +154,37 @@ def test_every_declared_check_has_an_implementation_and_a_description():
 
     implemented = set(RECONCILIATIONS) | {f"gx_{s}" for s in SUITES}
     assert declared == implemented == set(DESCRIPTIONS)
+
+
+def test_region_turns_keep_each_region_in_day_order_and_both_threads_busy():
+    from orchestration.defs.dbt.refresh import RegionTurns
+
+    days = [f"2026-11-2{d}" for d in range(3)]
+    keys = [f"{day}|{region}" for day in days for region in ("EU", "US", "APAC")]
+    turns = RegionTurns(list(reversed(keys)))
+    assert turns.regions == 3
+    first, second = turns.take(), turns.take()
+    assert (first, second) == ("2026-11-20|APAC", "2026-11-20|EU")  # the most days left, then the key's order
+    # Two threads: the one that ends takes the region with the most days left that the other does not hold.
+    assert turns.take("APAC") == "2026-11-20|US"
+    assert turns.take("EU") == "2026-11-21|APAC"
+    assert turns.take("US") == "2026-11-21|EU"
+    order = [first, second, "2026-11-20|US", "2026-11-21|APAC", "2026-11-21|EU"]
+    held = {"APAC": "2026-11-21|APAC", "EU": "2026-11-21|EU"}
+    while held:  # the rest: the thread holding the earliest key ends it and takes the next, until none is left
+        done = min(held, key=held.__getitem__)
+        del held[done]
+        key = turns.take(done)
+        if key is None:
+            continue  # that thread ends: the regions with days left are held by the other
+        region = parse_partition_key(key)[1]
+        assert region not in held
+        held[region] = key
+        order.append(key)
+    assert sorted(order) == sorted(keys)
+    for region in ("EU", "US", "APAC"):
+        assert [k for k in order if k.endswith(region)] == [f"{day}|{region}" for day in days]
+    assert RegionTurns(["2026-11-20|EU", "2026-11-21|EU"]).take() == "2026-11-20|EU"
+    lone = RegionTurns(["2026-11-20|EU", "2026-11-21|EU"])
+    lone.take()
+    assert lone.take() is None  # the other thread holds the only region

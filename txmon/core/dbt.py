@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from txmon.core import credentials
 from txmon.core.db import connect
+from txmon.core.errors import first_line
 from txmon.core.settings import REPO_ROOT, Role, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -226,17 +230,68 @@ def vars_arg(variables: dict) -> list[str]:
     return ["--vars", json.dumps(variables, sort_keys=True)]
 
 
+@dataclass(frozen=True)
+class NodeResult:
+    """One node of a dbt command (a model built, a test evaluated), as the refresh reads it."""
+
+    unique_id: str
+    status: str
+    message: str
+    seconds: float
+    failures: int | None = None
+    rows_affected: int | None = None
+
+
+@dataclass(frozen=True)
+class DbtOutcome:
+    """What one dbt command did: its nodes' results, or (``results`` None) why it did not run them."""
+
+    success: bool
+    results: list[NodeResult] | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, invoked: Any) -> DbtOutcome:
+        """From dbt's dbtRunnerResult."""
+        nodes = getattr(invoked.result, "results", None)
+        error = first_line(invoked.exception) if invoked.exception else None
+        if nodes is None:
+            return cls(bool(invoked.success), None, error or "dbt returned no results")
+        return cls(
+            bool(invoked.success),
+            [
+                NodeResult(
+                    unique_id=node.node.unique_id,
+                    status=str(node.status),
+                    message=str(node.message or ""),
+                    seconds=round(float(node.execution_time or 0.0), 3),
+                    failures=node.failures,
+                    rows_affected=(node.adapter_response or {}).get("rows_affected"),
+                )
+                for node in nodes
+            ],
+            error,
+        )
+
+
+class Dbt(Protocol):
+    """What runs txmon's dbt commands: InProcessDbt, or DbtWorkers (several side by side)."""
+
+    def invoke(self, settings: Settings, args: list[str], *, target: str = HOME_TARGET) -> DbtOutcome: ...
+
+
 class InProcessDbt:
     """dbt inside this process (dbtRunner), the project parsed once per database and the manifest reused.
 
-    A refresh then costs about a second of dbt overhead instead of the CLI's start-up and the full
+    A command then costs about a second of dbt overhead instead of the CLI's start-up and the full
     re-parse that every change of --vars forces. Calls are serialised (dbt keeps global state), and
     write to their own target path so they never race the CLI runs' artifacts.
     """
 
     TARGET = DBT_PROJECT_DIR / "target" / "in_process"
 
-    def __init__(self) -> None:
+    def __init__(self, target_path: Path = TARGET) -> None:
+        self._target_path = target_path
         self._manifests: dict[tuple[str, str], Any] = {}  # (profiles dir, target) -> parsed manifest
         self._lock = threading.Lock()
 
@@ -256,9 +311,9 @@ class InProcessDbt:
             "--target",
             target,
             "--target-path",
-            str(self.TARGET),
+            str(self._target_path),
             "--log-path",
-            str(self.TARGET / "logs"),
+            str(self._target_path / "logs"),
         ]
 
     @staticmethod
@@ -278,9 +333,53 @@ class InProcessDbt:
             self._manifests[key] = parsed.result
         return self._manifests[key]
 
-    def invoke(self, settings: Settings, args: list[str], *, target: str = HOME_TARGET) -> Any:
-        """Run one dbt command on the target's database; returns dbt's dbtRunnerResult (success, result,
-        exception)."""
+    def invoke(self, settings: Settings, args: list[str], *, target: str = HOME_TARGET) -> DbtOutcome:
+        """Run one dbt command on the target's database."""
         with self._lock:
             manifest = self._parse(settings, target)
-            return self._runner()(manifest=manifest).invoke(self._args(settings, args, target))
+            return DbtOutcome.of(self._runner()(manifest=manifest).invoke(self._args(settings, args, target)))
+
+
+_WORKER_DBT: InProcessDbt | None = None  # in a DbtWorkers process: its dbt, the project parsed once
+
+
+def _start_worker(slots: Any) -> None:
+    """A DbtWorkers process: its own dbt, writing to its own target path (two parses must not share one)."""
+    global _WORKER_DBT
+    with slots.get_lock():
+        slot, slots.value = slots.value, slots.value + 1
+    _WORKER_DBT = InProcessDbt(InProcessDbt.TARGET / f"worker-{slot}")
+
+
+def _invoke_in_worker(settings: Settings, args: list[str], target: str) -> DbtOutcome:
+    assert _WORKER_DBT is not None, "run in a DbtWorkers process"
+    return _WORKER_DBT.invoke(settings, args, target=target)
+
+
+@dataclass
+class DbtWorkers:
+    """dbt in up to ``processes`` worker processes, each an InProcessDbt (the project parsed once per process):
+    commands of different slices run side by side instead of taking turns in one process's dbt. Workers start on
+    first use (importing the code location starts none) and end with this process."""
+
+    processes: int = 2
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def invoke(self, settings: Settings, args: list[str], *, target: str = HOME_TARGET) -> DbtOutcome:
+        """Run one dbt command on the target's database in a free worker (waiting for one when all are busy)."""
+        with self._lock:
+            if self._pool is None:
+                context = multiprocessing.get_context("spawn")  # no copy of this process's threads and connections
+                slots = context.Value("i", 0)
+                self._pool = ProcessPoolExecutor(
+                    self.processes, mp_context=context, initializer=_start_worker, initargs=(slots,)
+                )
+            pool = self._pool
+        try:
+            return pool.submit(_invoke_in_worker, settings, args, target).result()
+        except BrokenProcessPool as exc:  # a worker died (killed, out of memory): the next command starts afresh
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            return DbtOutcome(False, None, f"dbt worker process ended: {exc}")

@@ -1,7 +1,7 @@
 """Refreshing a region x day partition, the one way every path does it (the live refresh runs, the
 schedule, `txmon materialize`, `txmon backfill`, a backfill from the UI): rebuild -> every check of
 the partition -> publish if all of them passed, in one unit of work."""
-# - Rebuild: dbt in-process (the project parsed once per process), the partitioned models of the slice and their dbt
+# - Rebuild: dbt in a warm process (the project parsed once per process), the partitioned models of the slice and their dbt
 #   tests. Incrementally from the slice's watermark (only the transactions with an event landed since, or marked by a
 #   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
 #   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
@@ -25,7 +25,8 @@ from datetime import UTC, date, datetime
 from txmon.core.checks import CheckOutcome
 from txmon.core.db import connect
 from txmon.core.dbt import (
-    InProcessDbt,
+    Dbt,
+    NodeResult,
     Table,
     dbt_vars,
     partitioned_tables,
@@ -129,7 +130,7 @@ def tables_to_build(manifest: dict, day: date, *, today: date | None = None, who
 
 def refresh_slice(
     settings: Settings,
-    dbt: InProcessDbt,
+    dbt: Dbt,
     manifest: dict,
     day: date,
     region: str,
@@ -160,19 +161,18 @@ def refresh_slice(
 
 
 def _dbt(
-    settings: Settings, dbt: InProcessDbt, command: list[str], tables: list[Table], result: SliceRefresh
-) -> list | None:
+    settings: Settings, dbt: Dbt, command: list[str], tables: list[Table], result: SliceRefresh
+) -> list[NodeResult] | None:
     """One dbt command on the slice's models; its node results, or None (and result.error) when dbt failed."""
     variables = dbt_vars(settings, result.day, result.region, result.mode, result.checked_since)
     args = [*command, "--select", *(t.model for t in tables), *vars_arg(variables)]
     outcome = dbt.invoke(settings, args, target=target_for(settings, result.region))
-    if outcome.result is None or not hasattr(outcome.result, "results"):
-        result.error = f"dbt {command[0]} failed: {first_line(outcome.exception) if outcome.exception else '?'}"
-        return None
-    return list(outcome.result.results)
+    if outcome.results is None:
+        result.error = f"dbt {command[0]} failed: {outcome.error or '?'}"
+    return outcome.results
 
 
-def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+def _build(settings: Settings, dbt: Dbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     # `run` then `test` (in _check), not `build`: a failed test must not leave the models after it unbuilt
     # (and unchecked); every model is rebuilt, every data test evaluated, and nothing published if one failed.
     node_results = _dbt(settings, dbt, ["run"], tables, result)
@@ -181,12 +181,11 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
     by_model = {t.model: t for t in tables}
     nodes = manifest["nodes"]
     for node_result in node_results:
-        props = nodes.get(node_result.node.unique_id)
+        props = nodes.get(node_result.unique_id)
         if props is None or props["resource_type"] != "model" or props["name"] not in by_model:
             continue  # hooks
-        rows = (node_result.adapter_response or {}).get("rows_affected")
-        seconds = round(node_result.execution_time, 3)
-        result.models.append(ModelBuild(by_model[props["name"]], str(node_result.status), rows, seconds))
+        model = ModelBuild(by_model[props["name"]], node_result.status, node_result.rows_affected, node_result.seconds)
+        result.models.append(model)
     errors = [m.table.model for m in result.models if m.status != "success"]
     missing = set(by_model) - {m.table.model for m in result.models}
     if errors or missing:
@@ -194,7 +193,7 @@ def _build(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[T
 
 
 def _dbt_tests(
-    settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh
+    settings: Settings, dbt: Dbt, manifest: dict, tables: list[Table], result: SliceRefresh
 ) -> list[CheckRun]:
     """The models' data tests on the slice (the dbt unit tests check the models' SQL, not a slice's
     data: they run with the test suite, not here)."""
@@ -203,11 +202,11 @@ def _dbt_tests(
     nodes = manifest["nodes"]
     runs = []
     for node_result in node_results:
-        unique_id = node_result.node.unique_id
+        unique_id = node_result.unique_id
         props = nodes.get(unique_id)
         if props is None or props["resource_type"] != "test":
             continue
-        status = str(node_result.status)
+        status = node_result.status
         attached = nodes.get(props.get("attached_node") or "", {})
         name = attached.get("alias") or attached.get("name", "?")
         message = f"dbt test {props['name']}: {status}"
@@ -219,7 +218,7 @@ def _dbt_tests(
                 name,
                 CheckOutcome(props["name"], status == "pass", message, {"failures": node_result.failures or 0}),
                 dbt_test=unique_id,
-                seconds=round(node_result.execution_time, 3),
+                seconds=node_result.seconds,
             )
         )
     return runs
@@ -244,7 +243,7 @@ def checked_through(settings: Settings, day: date, region: str, tables: list[Tab
     return since if published and count == len(published) else None
 
 
-def _check(settings: Settings, dbt: InProcessDbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
+def _check(settings: Settings, dbt: Dbt, manifest: dict, tables: list[Table], result: SliceRefresh) -> None:
     """Every check of the slice on the build just made: the dbt tests in this thread while the others
     (GX suites, reconciliations, staging's checks: read-only queries, each on its own connections) run
     side by side in CHECK_THREADS threads."""

@@ -37,7 +37,7 @@ from orchestration.resources import TxmonResource
 from txmon.core.dbt import (
     HOME_TARGET,
     PARTITIONED,
-    InProcessDbt,
+    DbtWorkers,
     Table,
     dbt_vars,
     partitioned_tables,
@@ -152,7 +152,9 @@ def reference_assets(manifest: dict) -> AssetsDefinition:
     return reference_dbt_models
 
 
-DBT = InProcessDbt()  # one per process: the project parsed once
+# One per process: dbt in two worker processes, each parsing the project once, so that two slices refreshed side by side
+# (orchestration.defs.dbt.refresh) run their dbt commands at the same time instead of in turn.
+DBT = DbtWorkers(processes=2)
 
 
 def region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:

@@ -5,7 +5,8 @@ the open day and closed days (late data) alike."""
 # (intermediate.slice_dirty: a later event superseded their latest state). When no refresh run is in flight it launches
 # one run of `refresh_partitions` for all of them: the in-process executor, the code location and dbt's project loaded
 # once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication), two
-# regions side by side and each region's days in turn (a day's refresh may mark its neighbours of the same region).
+# partitions side by side (their dbt commands in two dbt worker processes) and each region's days in turn (a day's
+# refresh may mark its neighbours of the same region).
 #
 # That run then keeps following: in the same warm process (dbt parsed, Great Expectations loaded, connections to the
 # databases known) it reads the batches landed after the ones it was launched for, and refreshes their partitions as
@@ -21,6 +22,7 @@ the open day and closed days (late data) alike."""
 
 import json
 import queue
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +69,7 @@ IDLE_SECONDS = 60  # a following run with nothing to refresh for this long ends 
 POLL_SECONDS = 1.0
 FOLLOWED_TAG = "txmon/followed_batches"  # the batch positions through which a following run has refreshed
 STORAGE_POOL_RECYCLE = 3600  # seconds a pooled connection to Dagster's storage is kept
-REFRESH_THREADS = 2  # regions refreshed side by side in a run (two cores; dbt's own steps take turns)
+REFRESH_THREADS = 2  # partitions refreshed side by side in a run (two cores), as many as DBT's worker processes
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -75,6 +77,36 @@ IN_FLIGHT = [
     DagsterRunStatus.STARTED,
     DagsterRunStatus.CANCELING,
 ]
+
+
+class RegionTurns:
+    """The partitions of a refresh handed out to its threads: each region's days in order and one at a time (a day's
+    refresh may mark its neighbours of the same region), a free thread taking the next day of the region with the
+    most days left that no other thread holds, so the threads stay busy to the end instead of one region's days
+    running alone after the others'."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self._left: dict[str, list[str]] = {}
+        for key in sorted(keys):
+            self._left.setdefault(parse_partition_key(key)[1], []).append(key)
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def regions(self) -> int:
+        return len(self._left)
+
+    def take(self, done: str | None = None) -> str | None:
+        """The next partition for a thread that has just refreshed one of region ``done`` (released now), or None
+        when every region with days left is held by another thread."""
+        with self._lock:
+            self._held.discard(done or "")
+            free = [region for region, keys in self._left.items() if keys and region not in self._held]
+            if not free:
+                return None
+            region = max(free, key=lambda r: len(self._left[r]))
+            self._held.add(region)
+            return self._left[region].pop(0)
 
 
 class RefreshConfig(Config):
@@ -87,16 +119,15 @@ class RefreshConfig(Config):
 
 def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
     def refresh_all(context: OpExecutionContext, settings: Settings, keys: list[str], full: bool) -> list[str]:
-        """Refresh the partitions through txmon.quality.refresh, regions side by side (REFRESH_THREADS at a time)
-        and each region's days one after another (a day's refresh may mark its neighbours of the same region);
-        each partition reported as Dagster events, in this thread, as it ends. What failed, if anything."""
-        by_region: dict[str, list[str]] = {}
-        for key in keys:
-            by_region.setdefault(parse_partition_key(key)[1], []).append(key)
+        """Refresh the partitions through txmon.quality.refresh, REFRESH_THREADS at a time in the order RegionTurns
+        hands them out; each reported as Dagster events, in this thread, as it ends. What failed, if anything."""
+        turns = RegionTurns(keys)
         ended: queue.Queue = queue.Queue()
 
-        def region_in_turn(region_keys: list[str]) -> None:
-            for key in region_keys:
+        def refresh_in_turn() -> None:
+            region = None
+            while (key := turns.take(region)) is not None:
+                region = parse_partition_key(key)[1]
                 try:
                     outcome = refresh_in_run(context, settings, manifest, key, full=full)
                 except BaseException as exc:  # reported below, never lost with its thread
@@ -106,8 +137,8 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
 
         failed = []
         with ThreadPoolExecutor(max_workers=REFRESH_THREADS, thread_name_prefix="txmon-refresh") as pool:
-            for region_keys in by_region.values():
-                pool.submit(region_in_turn, region_keys)
+            for _ in range(min(REFRESH_THREADS, turns.regions)):
+                pool.submit(refresh_in_turn)
             for _ in keys:
                 key, outcome = ended.get()
                 if isinstance(outcome, BaseException):
@@ -182,7 +213,7 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         name=JOB,
         executor_def=in_process_executor,
         tags=PIPELINE_TAG,
-        description="Refreshes the region x day partitions of its config in one process: regions side by side, "
+        description="Refreshes the region x day partitions of its config in one process: two partitions side by side, "
         "each region's days in turn; a live refresh run then follows what lands.",
     )
     def refresh_partitions():
