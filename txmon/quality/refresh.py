@@ -1,7 +1,7 @@
 """Refreshing a region x day partition, the one way every path does it (the live refresh runs, the
 schedule, `txmon materialize`, `txmon backfill`, a backfill from the UI): rebuild -> every check of
 the partition -> publish if all of them passed, in one unit of work."""
-# - Rebuild: dbt in a warm process (the project parsed once per process), the partitioned models of the slice and their dbt
+# - Rebuild: dbt in a warm process (the project parsed once), the partitioned models of the slice and their dbt
 #   tests. Incrementally from the slice's watermark (only the transactions with an event landed since, or marked by a
 #   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
 #   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
