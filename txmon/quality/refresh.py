@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from txmon.core.checks import CheckOutcome
 from txmon.core.db import connect
@@ -149,6 +149,8 @@ def refresh_slice(
             if not full and slice_processed_before(settings, day, region):
                 result.mode = "new_data"
                 result.checked_since = checked_through(settings, day, region, tables)
+            else:
+                analyze_stale_staging(settings, day, region)
             _build(settings, dbt, manifest, tables, result)
             if result.error is None:
                 _check(settings, dbt, manifest, tables, result)
@@ -158,6 +160,16 @@ def refresh_slice(
         result.error = first_line(exc)
     result.seconds = time.monotonic() - started
     return result
+
+
+def analyze_stale_staging(settings: Settings, day: date, region: str) -> int:
+    """Before a whole-slice build: fresh statistics for the staging days of the slice's lifecycle window that landed
+    rows since they were last analysed (txmon.analyze_stale_staging, migration 0016), in their own transactions. A
+    new_data build probes by key and needs none. How many days were analysed."""
+    window = timedelta(days=settings.lifecycle_window_days)
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
+        row = conn.execute("SELECT txmon.analyze_stale_staging(%s, %s)", (day - window, day + window)).fetchone()
+    return row[0] if row else 0
 
 
 def _dbt(
