@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -340,12 +341,22 @@ class InProcessDbt:
             return DbtOutcome.of(self._runner()(manifest=manifest).invoke(self._args(settings, args, target)))
 
 
+PARENT_POLL_SECONDS = 2.0
 _WORKER_DBT: InProcessDbt | None = None  # in a DbtWorkers process: its dbt, the project parsed once
 
 
 def _start_worker(slots: Any) -> None:
-    """A DbtWorkers process: its own dbt, writing to its own target path (two parses must not share one)."""
+    """A DbtWorkers process: its own dbt, writing to its own target path (two parses must not share one); it ends
+    when the process that started it has ended, however that ended (killed, its run terminated)."""
     global _WORKER_DBT
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, name="txmon-dbt-parent", daemon=True).start()
     with slots.get_lock():
         slot, slots.value = slots.value, slots.value + 1
     _WORKER_DBT = InProcessDbt(InProcessDbt.TARGET / f"worker-{slot}")
