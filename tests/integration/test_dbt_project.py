@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 from tests.integration.test_ingest import event, line
+from txmon.core.dbt import DbtWorkers
+from txmon.core.settings import Settings
 
 
 def test_dbt_unit_tests_pass(platform):
@@ -87,3 +90,20 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
     )
     build("full")
     assert state() == incremental
+
+
+def _one_dbt_command(settings: Settings) -> None:
+    outcome = DbtWorkers(processes=1).invoke(settings, ["ls", "--select", "tag:partitioned"])
+    assert outcome.success, outcome.error
+
+
+def test_a_multiprocessing_child_with_dbt_workers_ends(platform):
+    """Dagster's run worker is a process started by multiprocessing: once its work is done it ends, its dbt worker
+    processes with it (it used to wait for them forever, and its code server for it)."""
+    child = multiprocessing.get_context("spawn").Process(target=_one_dbt_command, args=(platform.settings,))
+    child.start()
+    child.join(timeout=120)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0

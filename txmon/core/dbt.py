@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import subprocess
@@ -385,6 +386,13 @@ class DbtWorkers:
                 slots = context.Value("i", 0)
                 self._pool = ProcessPoolExecutor(
                     self.processes, mp_context=context, initializer=_start_worker, initargs=(slots,)
+                )
+                # A process started by multiprocessing (Dagster's run worker is one) joins its children when it ends,
+                # before Python's exit hooks would shut an executor down: the workers are ended first, or it never
+                # ends (nor does the code server waiting for it). Before the queues' own finalizers (priority 10),
+                # which would stop the thread that sends the workers their signal to end.
+                multiprocessing.util.Finalize(
+                    self._pool, self._pool.shutdown, kwargs={"cancel_futures": True}, exitpriority=100
                 )
             pool = self._pool
         try:
