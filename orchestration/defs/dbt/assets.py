@@ -152,8 +152,8 @@ def reference_assets(manifest: dict) -> AssetsDefinition:
     return reference_dbt_models
 
 
-# One per process: dbt in two worker processes, each parsing the project once, so that two slices refreshed side by side
-# (orchestration.defs.dbt.refresh) run their dbt commands at the same time instead of in turn.
+# One per process: dbt in two worker processes (two cores), each parsing the project once; a refresh run refreshes as
+# many slices side by side (orchestration.defs.dbt.refresh), their dbt commands at the same time instead of in turn.
 DBT = DbtWorkers(processes=2)
 
 

@@ -53,7 +53,7 @@ from dagster import (
 )
 
 from ingestion.batches import landed_since
-from orchestration.defs.dbt.assets import refresh_in_run, refresh_records
+from orchestration.defs.dbt.assets import DBT, refresh_in_run, refresh_records
 from orchestration.partitions import parse_partition_key, partition_key
 from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.core.db import connect
@@ -69,7 +69,7 @@ IDLE_SECONDS = 60  # a following run with nothing to refresh for this long ends 
 POLL_SECONDS = 1.0
 FOLLOWED_TAG = "txmon/followed_batches"  # the batch positions through which a following run has refreshed
 STORAGE_POOL_RECYCLE = 3600  # seconds a pooled connection to Dagster's storage is kept
-REFRESH_THREADS = 2  # partitions refreshed side by side in a run (two cores), as many as DBT's worker processes
+REFRESH_THREADS = DBT.processes  # partitions refreshed side by side in a run: one per dbt worker process
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
