@@ -87,7 +87,7 @@ def load_day(settings: Settings, day: date, region: str, events: int, partition:
             {"day": day, "region": region},
         )
         # As autovacuum would soon after a bulk load; done here so that it does not run during the timings.
-        conn.execute("VACUUM (ANALYZE) staging.transactions")
+        conn.execute("VACUUM (ANALYZE) staging.transactions, staging.event_identities")
     return written
 
 

@@ -18,21 +18,6 @@
     )
 }}
 
-with slice_events as (
-
-    {{ slice_rows(ref('stg_transactions'), in_partition('event_at', 'region')) }}
-
-),
-
-latest_in_slice as (
-
-    -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
-    select distinct on (transaction_id collate "C") *
-    from slice_events
-    order by transaction_id collate "C", event_at desc, status_rank desc, kafka_offset desc
-
-)
-
 {#- The slice's day and region: constants in a partitioned run (the planner reads only the days they cover). -#}
 {% set day = "'" ~ var('partition_date') ~ "'::date" if var('partition_date') is not none else 'latest.event_date' %}
 {% set region = "'" ~ var('partition_region') ~ "'" if var('partition_region') is not none else 'latest.region' %}
@@ -53,6 +38,34 @@ latest_in_slice as (
 {%- endset %}
 {#- The whole slice of a partitioned run (not a new_data run's few transactions, nor a build of every slice). -#}
 {% set whole_slice = var('partition_date') is not none and not new_data_run() %}
+with slice_events as (
+
+    {{ slice_rows(ref('stg_transactions'), in_partition('event_at', 'region')) }}
+
+),
+
+latest_in_slice as (
+
+    -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
+    select distinct on (transaction_id collate "C") *
+    from slice_events
+    order by transaction_id collate "C", event_at desc, status_rank desc, kafka_offset desc
+
+){% if whole_slice %},
+
+superseded as (
+
+    -- The slice's transactions with an event on a later day of the window: the later days' events are read against
+    -- the slice's transactions (hashed), so only those few are hashed for the anti-join below, not every later event.
+    select distinct later.transaction_id
+    from {{ ref('stg_transactions') }} as later
+    where later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
+      and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+      and later.transaction_id in (select transaction_id from latest_in_slice)
+
+)
+{%- endif %}
+
 select
     latest.transaction_id,
     latest.account_id,
@@ -79,7 +92,8 @@ select
 from latest_in_slice as latest
 -- A whole slice joins the window's flagged transactions once (a small partial index finds them); a few
 -- changed transactions (or a build of every slice) probe theirs one by one. Later events: probed per
--- transaction in a new_data run, one anti-join over the later days otherwise.
+-- transaction in a new_data run; a whole slice leaves out its superseded transactions (found above); a build of
+-- every slice, one anti-join over the later days.
 {% if whole_slice -%}
 left join (
     select distinct flagged.transaction_id
@@ -90,6 +104,8 @@ left join (
 {% if new_data_run() -%}
 left join lateral ({{ later_event }} limit 1) as superseded on true
 where superseded is null
+{%- elif whole_slice -%}
+where not exists (select 1 from superseded where superseded.transaction_id = latest.transaction_id)
 {%- else -%}
 where not exists ({{ later_event }})
 {%- endif %}
