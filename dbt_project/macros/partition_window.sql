@@ -209,32 +209,77 @@
   that keeps a row per transaction; that slice's next refresh rebuilds it (delete_partition above).
   Only events that landed after that slice was built can have changed it: a new_data run looks at
   the transactions that just landed here, a full run at those landed here since each neighbour's
-  watermark (none, for a backfill in date order). Each lookup is one probe of the neighbour's
-  (event_date, region, transaction_id) index.
+  watermark (none, for a backfill in date order). Those are read once (txmon_changed), then looked
+  up in each built neighbour by one statement planned on that neighbour's own values: one probe of
+  its (event_date, region, transaction_id) index per changed transaction when the neighbour holds
+  more than PROBE_RATIO times as many rows (a 10M-event day next to a backfilled one: 156,000
+  probes, 1.0 s, where the planner's hash join read all 6.25M rows, 3.9 s), else one hash join.
 -#}
 {% macro mark_neighbours(by_transaction_models=('int_transactions_latest', 'suspicious_activity')) -%}
     {%- if var('partition_date') is none -%}
         {{ return('select 1') }}
     {%- endif -%}
-    insert into intermediate.slice_dirty (model, slice_date, region, transaction_id)
-    select model.name, neighbour.event_date, neighbour.region, neighbour.transaction_id
-    from intermediate.slice_watermarks as built
-    cross join lateral (
+    {%- set day = "'" ~ var('partition_date') ~ "'::date" -%}
+    {%- set region = var('partition_region') -%}
+    {%- set built -%}
+        from intermediate.slice_watermarks
+        where model = '{{ this.identifier }}' and region = '{{ region }}'
+          and slice_date between {{ day }} - {{ var('lifecycle_window_days') }} and {{ day }} + {{ var('lifecycle_window_days') }}
+          and slice_date <> {{ day }}
+    {%- endset -%}
+    {%- set marked -%}
+        insert into intermediate.slice_dirty (model, slice_date, region, transaction_id)
+        select model.name, neighbour.event_date, neighbour.region, neighbour.transaction_id
+        from txmon_changed as changed
+        {join}
+        cross join (values {% for m in by_transaction_models %}(''{{ m }}''){{ ", " if not loop.last }}{% endfor %}) as model (name)
+        where changed.landed >= %L
+        on conflict do nothing
+    {%- endset -%}
+    do $mark$
+    declare
+        probe_ratio constant integer := 10;  -- PROBE_RATIO: a probe costs about as much as hashing 10 rows
+        neighbour record;
+        changed_rows bigint;
+        neighbour_rows float8;
+        plan json;
+    begin
+        if not exists (select 1 {{ built }}) then
+            return;
+        end if;
+        create temp table txmon_changed on commit drop as
         {%- if new_data_run() %}
-        select transaction_id from txmon_touched where landed_here
+            select transaction_id, 'infinity'::timestamptz as landed from txmon_touched where landed_here;
         {%- else %}
-        select distinct transaction_id from {{ ref('stg_transactions') }}
-        where {{ in_partition('event_at', 'region') }} and ingested_at >= built.processed_until
+            select transaction_id, max(ingested_at) as landed
+            from {{ ref('stg_transactions') }}
+            where {{ in_partition('event_at', 'region') }}
+              and ingested_at >= (select min(processed_until) {{ built }})
+            group by transaction_id;
         {%- endif %}
-    ) as changed
-    join {{ this }} as neighbour
-      on neighbour.event_date = built.slice_date and neighbour.region = built.region
-     and neighbour.transaction_id = changed.transaction_id
-    cross join (values {% for m in by_transaction_models %}('{{ m }}'){{ ", " if not loop.last }}{% endfor %}) as model (name)
-    where built.model = '{{ this.identifier }}'
-      and built.region = '{{ var('partition_region') }}'
-      and built.slice_date between '{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }}
-                               and '{{ var('partition_date') }}'::date + {{ var('lifecycle_window_days') }}
-      and built.slice_date <> '{{ var('partition_date') }}'::date
-    on conflict do nothing
+        select count(*) into changed_rows from txmon_changed;
+        if changed_rows = 0 then
+            return;
+        end if;
+        analyze txmon_changed;
+        for neighbour in select slice_date, processed_until {{ built }} loop
+            execute format(
+                'explain (format json) select 1 from {{ this }} where event_date = %L and region = %L',
+                neighbour.slice_date, '{{ region }}'
+            ) into plan;
+            neighbour_rows := (plan -> 0 -> 'Plan' ->> 'Plan Rows')::float8;
+            if changed_rows * probe_ratio < neighbour_rows then
+                execute format(
+                    '{{ marked | replace("{join}", "cross join lateral (select event_date, region, transaction_id from " ~ this ~ " where event_date = %L and region = %L and transaction_id = changed.transaction_id offset 0) as neighbour") }}',
+                    neighbour.slice_date, '{{ region }}', neighbour.processed_until
+                );
+            else
+                execute format(
+                    '{{ marked | replace("{join}", "join " ~ this ~ " as neighbour on neighbour.transaction_id = changed.transaction_id and neighbour.event_date = %L and neighbour.region = %L") }}',
+                    neighbour.slice_date, '{{ region }}', neighbour.processed_until
+                );
+            end if;
+        end loop;
+    end
+    $mark$
 {%- endmacro %}
