@@ -134,10 +134,13 @@ LANDED_SINCE = {
             OFFSET 0
         ) AS i""",
 }
+# The candidates in key order: their identity probes then walk the index from one page to the next instead of jumping
+# about it (156,250 probes of a 15M-identity index: 2.5 -> 2.3 s for the whole recount).
 WHOLE_BY_KEY = {
     "candidates": """candidates AS MATERIALIZED (
     SELECT DISTINCT transaction_id FROM staging.transactions
     WHERE event_time >= %(day_start)s AND event_time < %(day_end)s AND region = %(region)s AND ingested_at < %(as_of)s
+    ORDER BY transaction_id
 ), """,
     "day_events": WHOLE_SLICE["day_events"],
     "elsewhere": LANDED_SINCE["elsewhere"],
