@@ -21,13 +21,17 @@
 {#- The slice's day and region: constants in a partitioned run (the planner reads only the days they cover). -#}
 {% set day = "'" ~ var('partition_date') ~ "'::date" if var('partition_date') is not none else 'latest.event_date' %}
 {% set region = "'" ~ var('partition_region') ~ "'" if var('partition_region') is not none else 'latest.region' %}
-{#- A later event of the transaction, on a later day of the window (one on this day would be its latest here). -#}
+{#- An event on a later day of the window (one on this day would be the transaction's latest here). -#}
+{% set on_later_day -%}
+later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
+and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+{%- endset %}
+{#- A later event of the transaction. -#}
 {% set later_event -%}
     select 1
     from {{ ref('stg_transactions') }} as later
     where later.transaction_id = latest.transaction_id
-      and later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
-      and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+      and {{ on_later_day }}
 {%- endset %}
 {#- A flagged event in the slice or in the window before it (in any region). -#}
 {% set flagged_in_window -%}
@@ -59,8 +63,7 @@ superseded as (
     -- the slice's transactions (hashed), so only those few are hashed for the anti-join below, not every later event.
     select distinct later.transaction_id
     from {{ ref('stg_transactions') }} as later
-    where later.event_at >= ({{ day }} + 1)::timestamp at time zone 'UTC'
-      and later.event_at < ({{ day }} + 1 + {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+    where {{ on_later_day }}
       and later.transaction_id in (select transaction_id from latest_in_slice)
 
 )
