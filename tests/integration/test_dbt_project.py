@@ -20,7 +20,8 @@ def test_dbt_unit_tests_pass(platform):
 
 
 def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
-    """The open day refreshes only transactions with new events; the result equals a full rebuild."""
+    """The state advances by merges and the open day's slice refreshes only the transactions whose state changed; the
+    result equals a rebuild of everything from scratch."""
     now = datetime.now(UTC).replace(microsecond=0)
     today = now.date().isoformat()
 
@@ -44,7 +45,7 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
         platform.txmon("produce", str(path))
         platform.txmon("ingest", "--until-idle")
 
-    def build(mode):
+    def build(mode, *flags):
         variables = json.dumps({"partition_date": today, "partition_region": "US", "slice_mode": mode})
         proc = platform.txmon(
             "dbt",
@@ -55,6 +56,7 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
             "tag:partitioned",
             "--vars",
             variables,
+            *flags,
             check=False,
         )
         assert proc.returncode == 0, proc.stdout[-3000:]
@@ -63,7 +65,7 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
         return (
             sorted(
                 platform.query(
-                    "SELECT transaction_id, status FROM intermediate.int_transactions_latest WHERE region = 'US'"
+                    "SELECT transaction_id, status FROM intermediate.int_transaction_state WHERE region = 'US'"
                 )
             ),
             sorted(
@@ -88,7 +90,7 @@ def test_new_data_refresh_equals_a_full_rebuild(platform, tmp_path):
             ("n-4", "settled", ["amount_over_threshold"]),
         ],
     )
-    build("full")
+    build("full", "--full-refresh")
     assert state() == incremental
 
 

@@ -38,12 +38,13 @@ class Table:
     """A region x day partitioned dbt model as the rest of txmon sees it: its relation and what its
     yml's `meta.txmon` declares (the one place a table's date column, checks and publication live)."""
 
-    model: str  # the dbt model (int_transactions_latest)
+    model: str  # the dbt model (fct_suspicious_activity)
     schema: str
     name: str  # the relation (marts.suspicious_activity)
     date_column: str
     published: bool
     open_day: bool  # refreshed while its day is still open (else once the day has closed)
+    whole_database: bool  # advanced for its database as a whole before the slices (the transactions' state)
     checks: tuple[str, ...]  # txmon's own checks (txmon/quality/reconciliations.py), beyond the model's dbt tests
 
     @property
@@ -77,6 +78,7 @@ def partitioned_tables(manifest: dict) -> list[Table]:
                 date_column=meta["date_column"],
                 published=bool(meta.get("published")),
                 open_day=bool(meta.get("open_day")),
+                whole_database=bool(meta.get("whole_database")),
                 checks=tuple(meta.get("checks") or ()),
             )
         )
@@ -180,9 +182,8 @@ def run_dbt(
 
 
 SLICE_MODES = ("full", "new_data")
-# The models that refresh per transaction in a new_data run (their watermarks live in the warehouse;
-# the same pair as mark_neighbours' default in macros/partition_window.sql).
-NEW_DATA_MODELS = ("int_transactions_latest", "suspicious_activity")
+# The slice models that refresh per transaction in a new_data run (their watermarks live in the warehouse).
+NEW_DATA_MODELS = ("suspicious_activity",)
 
 
 def dbt_vars(

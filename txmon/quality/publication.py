@@ -77,27 +77,35 @@ def slice_watermarks(conn, day: date, region: str) -> Watermarks:
     }
 
 
-# A refresh waits this long for another refresh of its slice, then fails (and is retried) instead
-# of queueing behind one that hung.
+# A refresh waits this long for another refresh of its slice (or for the state's lock), then fails (and is retried)
+# instead of queueing behind one that hung.
 SLICE_LOCK_TIMEOUT = "15min"
 
 
 @contextmanager
-def slice_lock(settings: Settings, day: date, region: str) -> Iterator[None]:
-    """Hold the slice's refresh lock: no other refresh rebuilds, checks or publishes it meanwhile.
-
-    A session-level advisory lock on its own connection, held from before the build until after the
-    publication; a second refresh of the slice waits for it (the sensor, `txmon materialize` and the
-    schedule may meet on one slice). Only the transformation role may take advisory locks.
-    """
-    key = f"txmon slice|{day}|{region}"
-    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="slice-lock") as conn:
+def _advisory_lock(settings: Settings, region: str, key: str, *, shared: bool = False) -> Iterator[None]:
+    """A session-level advisory lock on its own connection to the region's database, held for the block. Only the
+    transformation role may take advisory locks."""
+    mode = "_shared" if shared else ""
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="lock") as conn:
         conn.execute(f"SET lock_timeout = '{SLICE_LOCK_TIMEOUT}'")
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        conn.execute(f"SELECT pg_advisory_lock{mode}(hashtext(%s))", (key,))
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            conn.execute(f"SELECT pg_advisory_unlock{mode}(hashtext(%s))", (key,))
+
+
+def slice_lock(settings: Settings, day: date, region: str):
+    """Hold the slice's refresh lock: no other refresh rebuilds, checks or publishes it meanwhile (the sensor,
+    `txmon materialize` and the schedule may meet on one slice; the second waits)."""
+    return _advisory_lock(settings, region, f"txmon slice|{day}|{region}")
+
+
+def state_lock(settings: Settings, region: str, *, shared: bool):
+    """The transactions' state of the region's database: a merge holds it exclusively; a slice's build, checks and
+    publication hold it shared, so the state they read does not change under them."""
+    return _advisory_lock(settings, region, "txmon state", shared=shared)
 
 
 def publish(

@@ -1,15 +1,18 @@
 """Refreshing a region x day partition, the one way every path does it (the live refresh runs, the
 schedule, `txmon materialize`, `txmon backfill`, a backfill from the UI): rebuild -> every check of
 the partition -> publish if all of them passed, in one unit of work."""
-# - Rebuild: dbt in a warm process (the project parsed once), the partitioned models of the slice and their dbt
-#   tests. Incrementally from the slice's watermark (only the transactions with an event landed since, or marked by a
-#   neighbouring slice) once the slice has been built, fully when asked or the first time. While its day is open a slice
-#   rebuilds only the models whose yml says `open_day: true` (the settlements wait for the day to close).
-# - Checks: the models' dbt tests and, side by side with them, the checks each built table's yml lists (GX suites,
-#   reconciliations from staging) and staging's own. They run on the build just made, reading staging as landed before
-#   its run clock, so a failed check means bad data, never "not built". After a publication an incremental refresh
-#   checks what landed or was rebuilt since that publication's clock (everything before passed every check then); the
-#   settlements, an aggregate, and every full refresh are checked whole.
+# - State: the transactions' state of the slice's database (int_transaction_state, one row per transaction) is advanced
+#   by one merge over what landed since the last one, holding the state's lock exclusively (a refresh run advances it
+#   once per cycle for all the slices it refreshes). The merge notes the slices it changed (changed_slices).
+# - Rebuild: dbt in a warm process (the project parsed once), the slice's marts from the state, holding the state's lock
+#   shared until the publication, so the state the build, the checks and the copy read does not change. Incrementally
+#   (only the transactions whose state changed since the slice's watermark) once the slice has been built, fully when
+#   asked or the first time. While its day is open a slice rebuilds only the models whose yml says `open_day: true`
+#   (the settlements wait for the day to close).
+# - Checks: the models' dbt tests (the state against staging, the marts against the state) and, side by side with
+#   them, the checks each table's yml lists (GX suites) and staging's own. After a publication an incremental refresh
+#   checks what landed or changed since that publication's staging clock (everything before passed every check then);
+#   the settlements, an aggregate, and every full refresh are checked whole.
 # - Publish: every published table of the slice is copied to `reporting` (txmon/quality/publication.py) only when every
 #   check of the unit passed.
 #
@@ -20,7 +23,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from txmon.core.checks import CheckOutcome
 from txmon.core.db import connect
@@ -48,13 +51,13 @@ from txmon.quality.publication import (
     roll_up,
     slice_lock,
     slice_watermarks,
+    state_lock,
 )
-from txmon.quality.reconciliations import SliceRecount, run_check
+from txmon.quality.reconciliations import run_check
 
-# The checks beside the dbt tests run in this many threads: three read-only queries at a time (the GX suites take
-# turns, Great Expectations' context is not shared between threads), and a fourth thread for the recounting check
-# that waits for the other's SliceRecount.
-CHECK_THREADS = 4
+# The checks beside the dbt tests run in this many threads (the GX suites take turns: Great Expectations' context is
+# not shared between threads).
+CHECK_THREADS = 3
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class SliceRefresh:
     published: list[Publication] = field(default_factory=list)
     error: str | None = None
     not_published: str | None = None
-    as_of: datetime | None = None  # the build's run clock; its checks see staging as landed before it
+    as_of: datetime | None = None  # the state's watermark: every staging row landed before it is in the build
     watermarks: Watermarks = field(default_factory=dict)  # the slice's build the checks saw (publish verifies)
     checked_since: datetime | None = None  # checks narrowed to what landed or was rebuilt since then
     seconds: float = 0.0
@@ -128,6 +131,19 @@ def tables_to_build(manifest: dict, day: date, *, today: date | None = None, who
     return tables if whole or day < today else [t for t in tables if t.open_day]
 
 
+def advance_state(settings: Settings, dbt: Dbt, manifest: dict, region: str) -> ModelBuild:
+    """One merge of the transactions' state of the region's database over what landed since the last one, holding the
+    state's lock exclusively. Its build, or RuntimeError when dbt did not make it."""
+    table = next(t for t in partitioned_tables(manifest) if t.whole_database)
+    args = ["run", "--select", table.model, *vars_arg(dbt_vars(settings))]
+    with state_lock(settings, region, shared=False):
+        outcome = dbt.invoke(settings, args, target=target_for(settings, region))
+    node = next((n for n in outcome.results or () if n.unique_id == f"model.txmon.{table.model}"), None)
+    if node is None or node.status != "success":
+        raise RuntimeError(f"dbt did not advance {table.model}: {(node and node.message) or outcome.error or '?'}")
+    return ModelBuild(table, node.status, node.rows_affected, node.seconds)
+
+
 def refresh_slice(
     settings: Settings,
     dbt: Dbt,
@@ -139,19 +155,24 @@ def refresh_slice(
     full: bool = False,
     whole: bool = False,
     launched_by: str = "unknown",
+    state: ModelBuild | None = None,
 ) -> SliceRefresh:
-    """Rebuild, check and (if every check passed) publish one region x day partition, holding its lock."""
+    """Rebuild, check and (if every check passed) publish one region x day partition, holding its lock. The state is
+    advanced first unless the caller did (``state``: that merge's build, reported with the slice)."""
     started = time.monotonic()
     tables = tables_to_build(manifest, day, whole=whole)
     result = SliceRefresh(day, region, "full")
     try:
-        with slice_lock(settings, day, region):
+        state = state or advance_state(settings, dbt, manifest, region)
+        result.models.append(state)
+        with slice_lock(settings, day, region), state_lock(settings, region, shared=True):
+            take_mark(settings, day, region)
             if not full and slice_processed_before(settings, day, region):
                 result.mode = "new_data"
                 result.checked_since = checked_through(settings, day, region, tables)
             else:
                 analyze_stale_staging(settings, day, region)
-            _build(settings, dbt, manifest, tables, result)
+            _build(settings, dbt, manifest, [t for t in tables if not t.whole_database], result)
             if result.error is None:
                 _check(settings, dbt, manifest, tables, result)
             if result.error is None:
@@ -162,13 +183,18 @@ def refresh_slice(
     return result
 
 
-def analyze_stale_staging(settings: Settings, day: date, region: str) -> int:
-    """Before a whole-slice build: fresh statistics for the staging days of the slice's lifecycle window that landed
-    rows since they were last analysed (txmon.analyze_stale_staging, migration 0016), in their own transactions. A
-    new_data build probes by key and needs none. How many days were analysed."""
-    window = timedelta(days=settings.lifecycle_window_days)
+def take_mark(settings: Settings, day: date, region: str) -> None:
+    """The slice is being refreshed: a merge's mark of it is taken (a later merge marks it again)."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
-        row = conn.execute("SELECT txmon.analyze_stale_staging(%s, %s)", (day - window, day + window)).fetchone()
+        conn.execute("DELETE FROM intermediate.changed_slices WHERE slice_date = %s AND region = %s", (day, region))
+
+
+def analyze_stale_staging(settings: Settings, day: date, region: str) -> int:
+    """Before a whole-slice build: fresh statistics for the slice's staging day if it landed rows since it was last
+    analysed (txmon.analyze_stale_staging, migration 0016), in its own transaction: the checks read that day. How many
+    days were analysed."""
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
+        row = conn.execute("SELECT txmon.analyze_stale_staging(%s, %s)", (day, day)).fetchone()
     return row[0] if row else 0
 
 
@@ -209,17 +235,20 @@ def _dbt_tests(
 ) -> list[CheckRun]:
     """The models' data tests on the slice (the dbt unit tests check the models' SQL, not a slice's
     data: they run with the test suite, not here)."""
-    command = ["test", "--indirect-selection", "cautious", "--exclude-resource-type", "unit_test"]
+    # buildable: with a test whose other parents are upstream of the slice's models (the state is held to the staging
+    # view); the reference models' own tests it also selects are theirs, not the slice's.
+    command = ["test", "--indirect-selection", "buildable", "--exclude-resource-type", "unit_test"]
     node_results = _dbt(settings, dbt, command, tables, result) or []
     nodes = manifest["nodes"]
+    models = {t.model for t in tables}
     runs = []
     for node_result in node_results:
         unique_id = node_result.unique_id
         props = nodes.get(unique_id)
-        if props is None or props["resource_type"] != "test":
+        attached = nodes.get((props or {}).get("attached_node") or "", {})
+        if props is None or props["resource_type"] != "test" or attached.get("name") not in models:
             continue
         status = node_result.status
-        attached = nodes.get(props.get("attached_node") or "", {})
         name = attached.get("alias") or attached.get("name", "?")
         message = f"dbt test {props['name']}: {status}"
         if node_result.failures:
@@ -236,10 +265,11 @@ def _dbt_tests(
     return runs
 
 
-def built_as_of(watermarks: Watermarks, tables: list[Table]) -> datetime | None:
-    """The run clock of the build just made: every row landed before it is in the models."""
-    built = [watermarks[t.name][0] for t in tables if t.name in watermarks]
-    return min(built) if built else None
+def state_as_of(settings: Settings, region: str) -> datetime | None:
+    """The state's watermark: every staging row landed before it is in the state (and so in the slice's build)."""
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
+        row = conn.execute("SELECT max(processed_until) FROM intermediate.state_watermark").fetchone()
+    return row[0] if row else None
 
 
 def checked_through(settings: Settings, day: date, region: str, tables: list[Table]) -> datetime | None:
@@ -262,17 +292,15 @@ def _check(settings: Settings, dbt: Dbt, manifest: dict, tables: list[Table], re
     day, region = result.day, result.region
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
         result.watermarks = slice_watermarks(conn, day, region)
-    result.as_of = built_as_of(result.watermarks, tables)
+    result.as_of = state_as_of(settings, region)
     targets = [(t.schema, t.name, name) for t in tables for name in t.checks]
     targets += [
         (schema, name, check) for (schema, name), checks in sorted(source_checks(manifest).items()) for check in checks
     ]
 
-    recount = SliceRecount(settings, day, region, result.as_of)  # the recounting checks share one
-
     def timed(check: str) -> tuple[CheckOutcome, float]:
         started = time.monotonic()
-        outcome = run_check(settings, check, day, region, result.as_of, result.checked_since, recount)
+        outcome = run_check(settings, check, day, region, result.checked_since)
         return outcome, round(time.monotonic() - started, 3)
 
     with ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="txmon-check") as pool:

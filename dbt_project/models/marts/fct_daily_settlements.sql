@@ -1,20 +1,20 @@
--- Per UTC day, region and currency: how many transactions have their latest event that day, and how
--- many of those (and how much volume) settled. Always rebuilds its whole slice (an aggregate).
+-- Per UTC day, region and currency: how many transactions have their latest event that day, and how many of those (and
+-- how much volume) settled. Always rebuilds its whole slice (an aggregate of the slice's states).
 {{
     config(
         alias='daily_settlements',
-        pre_hook="{{ delete_partition('settlement_date', 'region', by_transaction=false) }}",
+        pre_hook="{{ delete_slice('settlement_date', by_transaction=false) }}",
         post_hook=[
-            "{{ create_slice_index('settlement_date, region') }}",
-            "{{ record_watermark(upstream='int_transactions_latest') }}",
+            "{{ create_index('settlement_date, region') }}",
+            "{{ record_watermark() }}",
             "{{ analyze_after_full_build() }}",
         ],
     )
 }}
 
-with latest as (
+with state as (
 
-    select * from {{ ref('int_transactions_latest') }}
+    select * from {{ ref('int_transaction_state') }}
     where {{ partition_filter('event_date', 'region') }}
 
 )
@@ -27,5 +27,5 @@ select
     count(*) filter (where status = 'settled') as settled_count,
     coalesce(sum(amount) filter (where status = 'settled'), 0)::numeric(20, 4) as settled_volume
 
-from latest
+from state
 group by event_date, region, currency

@@ -266,9 +266,11 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
     return region_day
 
 
-def refresh_in_run(context, settings: Settings, manifest: dict, key: str, *, full: bool, whole: bool = False):
+def refresh_in_run(
+    context, settings: Settings, manifest: dict, key: str, *, full: bool, whole: bool = False, state=None
+):
     """One partition refreshed by a Dagster run (the op's or the asset's context): recorded with the run's id
-    and what launched it."""
+    and what launched it; ``state``: the merge of the partition's state made for it, if the run made one."""
     day, region = parse_partition_key(key)
     return refresh_slice(
         settings,
@@ -280,6 +282,7 @@ def refresh_in_run(context, settings: Settings, manifest: dict, key: str, *, ful
         full=full,
         whole=whole,
         launched_by=launched_by(context.run.tags),
+        state=state,
     )
 
 

@@ -1,12 +1,13 @@
 """The live refresh: partitions that received data are rebuilt, checked and published by themselves,
 the open day and closed days (late data) alike."""
 # Every 5 s the `marts_refresh` sensor collects the region x day partitions that need a refresh: the staging slices that
-# received rows (from staging.ingest_batches) and the slices a neighbouring slice's refresh marked
-# (intermediate.slice_dirty: a later event superseded their latest state). When no refresh run is in flight it launches
-# one run of `refresh_partitions` for all of them: the in-process executor, the code location and dbt's project loaded
-# once, each partition through txmon.quality.refresh (rebuild from its watermark -> every check -> publication), two
-# partitions side by side (their dbt commands in two dbt worker processes) and each region's days in turn (a day's
-# refresh may mark its neighbours of the same region).
+# received rows (from staging.ingest_batches) and the slices a merge of the transactions' state changed
+# (intermediate.changed_slices: a transaction moved to another day leaves its old slice marked too). When no refresh run
+# is in flight it launches one run of `refresh_partitions` for all of them: the in-process executor, the code location
+# and dbt's project loaded once. Each cycle of the run first advances the state of each database concerned (one merge
+# over what landed), adds the slices that merge changed, then refreshes each partition through txmon.quality.refresh
+# (rebuild from its watermark -> every check -> publication), two partitions side by side (their dbt commands in two
+# dbt worker processes).
 #
 # That run then keeps following: in the same warm process (dbt parsed, Great Expectations loaded, connections to the
 # databases known) it reads the batches landed after the ones it was launched for, and refreshes their partitions as
@@ -59,7 +60,7 @@ from orchestration.resources import TxmonResource, skip_while_unreachable
 from txmon.core.db import connect
 from txmon.core.leases import REFRESH, held, lease_file, renew
 from txmon.core.settings import Role, Settings
-from txmon.quality.refresh import SliceRefresh
+from txmon.quality.refresh import ModelBuild, SliceRefresh, advance_state
 
 JOB = "refresh_partitions"
 PIPELINE_TAG = {"txmon/pipeline": "refresh"}
@@ -80,10 +81,10 @@ IN_FLIGHT = [
 
 
 class RegionTurns:
-    """The partitions of a refresh handed out to its threads: each region's days in order and one at a time (a day's
-    refresh may mark its neighbours of the same region), a free thread taking the next day of the region with the
-    most days left that no other thread holds, so the threads stay busy to the end instead of one region's days
-    running alone after the others'."""
+    """The partitions of a refresh handed out to its threads: each region's days in order and one at a time (the days
+    of one region share its indexes and its publication's roll-up), a free thread taking the next day of the region
+    with the most days left that no other thread holds, so the threads stay busy to the end instead of one region's
+    days running alone after the others'."""
 
     def __init__(self, keys: list[str]) -> None:
         self._left: dict[str, list[str]] = {}
@@ -119,8 +120,19 @@ class RefreshConfig(Config):
 
 def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
     def refresh_all(context: OpExecutionContext, settings: Settings, keys: list[str], full: bool) -> list[str]:
-        """Refresh the partitions through txmon.quality.refresh, REFRESH_THREADS at a time in the order RegionTurns
-        hands them out; each reported as Dagster events, in this thread, as it ends. What failed, if anything."""
+        """Advance the state of each database the partitions live in, add the partitions its merge changed, then refresh
+        them through txmon.quality.refresh, REFRESH_THREADS at a time in the order RegionTurns hands them out; each
+        reported as Dagster events, in this thread, as it ends. What failed, if anything."""
+        states: dict[str, ModelBuild] = {}  # region -> the merge of its database's state
+        for region in sorted({parse_partition_key(k)[1] for k in keys}):
+            dsn = settings.dsn_for_region(region)
+            merged = next((m for r, m in states.items() if settings.dsn_for_region(r) == dsn), None)
+            states[region] = merged or advance_state(settings, DBT, manifest, region)
+        if keys:
+            today = datetime.now(UTC).date()
+            keys = sorted(set(keys) | {k for k in marked_slices(settings) if in_partitions(settings, k, today)})
+        for region in sorted({parse_partition_key(k)[1] for k in keys} - set(states)):
+            states[region] = advance_state(settings, DBT, manifest, region)
         turns = RegionTurns(keys)
         ended: queue.Queue = queue.Queue()
 
@@ -129,7 +141,7 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
             while (key := turns.take(region)) is not None:
                 region = parse_partition_key(key)[1]
                 try:
-                    outcome = refresh_in_run(context, settings, manifest, key, full=full)
+                    outcome = refresh_in_run(context, settings, manifest, key, full=full, state=states[region])
                 except BaseException as exc:  # reported below, never lost with its thread
                     ended.put((key, exc))
                     return
@@ -230,11 +242,11 @@ def run_config(
 
 
 def marked_slices(settings: Settings) -> set[str]:
-    """Slices that a neighbour's refresh marked for their next one."""
+    """Slices that a merge of the transactions' state changed, for their next refresh."""
     marked = set()
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="report") as conn:
-            rows = conn.execute("SELECT DISTINCT slice_date, region FROM intermediate.slice_dirty").fetchall()
+            rows = conn.execute("SELECT slice_date, region FROM intermediate.changed_slices").fetchall()
         marked |= {f"{day.isoformat()}|{region}" for day, region in rows}
     return marked
 

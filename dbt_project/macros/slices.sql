@@ -1,0 +1,142 @@
+{#-
+  Region x UTC-day slices. A partitioned run (vars partition_date and partition_region) rebuilds one slice of the
+  marts from int_transaction_state: the whole slice ("full"), or in a "new_data" run only the transactions whose state
+  changed since the slice's watermark. Without partition vars (a plain `dbt build`) every slice is rebuilt.
+  Orchestration holds the state's lock in shared mode around a slice's build and checks (txmon/quality/refresh.py), so
+  no merge of the state runs meanwhile: the build's transaction start is its watermark.
+-#}
+
+{#- A half-open [start, end) UTC day on a timestamptz column, and the region: an event at midnight is in one day. -#}
+{% macro in_partition(time_column, region_column) -%}
+    {%- set day = var('partition_date') -%}
+    {%- set region = var('partition_region') -%}
+    {%- if (day is none) != (region is none) -%}
+        {{ exceptions.raise_compiler_error("set both partition_date and partition_region, or neither") }}
+    {%- endif -%}
+    {%- if day is none -%}
+        true
+    {%- else -%}
+        {{ time_column }} >= ('{{ day }}'::date)::timestamp at time zone 'UTC'
+        and {{ time_column }} < ('{{ day }}'::date + 1)::timestamp at time zone 'UTC'
+        and {{ region_column }} = '{{ region }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The slice on a date column and a region column (every slice without partition vars). -#}
+{% macro partition_filter(date_column, region_column) -%}
+    {%- if var('partition_date') is none -%}
+        true
+    {%- else -%}
+        {{ date_column }} = '{{ var('partition_date') }}'::date and {{ region_column }} = '{{ var('partition_region') }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- True in a run that only refreshes the transactions whose state changed (slice_mode new_data). -#}
+{% macro new_data_run() -%}
+    {{ return(is_incremental() and var('partition_date') is not none and var('slice_mode') == 'new_data') }}
+{%- endmacro %}
+
+
+{#- Where the slice's last build left off: state rows refreshed since then are new to it. -#}
+{% macro slice_watermark() -%}
+    (select w.processed_until from intermediate.slice_watermarks as w
+     where w.model = '{{ this.identifier }}' and w.slice_date = '{{ var('partition_date') }}'::date
+       and w.region = '{{ var('partition_region') }}')
+{%- endmacro %}
+
+
+{#-
+  The state rows a slice's build reads: those of the slice, in a new_data run only those refreshed since its watermark.
+-#}
+{% macro state_of_slice() -%}
+    select * from {{ ref('int_transaction_state') }} as state
+    where {{ partition_filter('state.event_date', 'state.region') }}
+    {%- if new_data_run() %}
+      and state.refreshed_at >= {{ slice_watermark() }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{#-
+  The pre-hook of a slice model: empty what is about to be rebuilt. The whole slice; in a new_data run of a model with a
+  row per transaction, the rows whose transaction's state changed since the slice's watermark (it may have moved to
+  another slice, or stopped matching). The advisory lock makes two builds of one slice take turns.
+-#}
+{% macro delete_slice(date_column, by_transaction=true) -%}
+    {%- if var('partition_date') is not none and is_incremental() %}
+        select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
+        delete from {{ this }} as slice
+        where {{ partition_filter('slice.' ~ date_column, 'slice.region') }}
+        {%- if by_transaction and new_data_run() %}
+          and exists (
+            select 1 from {{ ref('int_transaction_state') }} as state
+            where state.transaction_id = slice.transaction_id and state.refreshed_at >= {{ slice_watermark() }}
+          )
+        {%- endif %}
+    {%- elif is_incremental() %}
+        select pg_advisory_xact_lock(hashtext('{{ this }}'));
+        delete from {{ this }}
+    {%- else %}
+        select 1
+    {%- endif %}
+{%- endmacro %}
+
+
+{#- The post-hook of a slice model: the slice reflects every state change before this build's start. -#}
+{% macro record_watermark() -%}
+    {%- if var('partition_date') is not none -%}
+        insert into intermediate.slice_watermarks (model, slice_date, region, processed_until, built_at)
+        values ('{{ this.identifier }}', '{{ var('partition_date') }}'::date, '{{ var('partition_region') }}',
+                now(), clock_timestamp())
+        on conflict (model, slice_date, region) do update
+            set processed_until = excluded.processed_until, built_at = excluded.built_at
+    {%- else -%}
+        delete from intermediate.slice_watermarks where model = '{{ this.identifier }}'
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+  An index named after its columns, created when missing. Checked in the catalog first: CREATE INDEX, even IF NOT
+  EXISTS, takes a lock that conflicts with the inserts of concurrent builds of other slices.
+-#}
+{% macro create_index(columns, unique=false) -%}
+    {%- if not execute -%}
+        {{ return('select 1') }}
+    {%- endif -%}
+    {%- set name = this.identifier ~ '__' ~ (columns | replace(', ', '__')) -%}
+    {%- set found = run_query(
+        "select 1 from pg_indexes where schemaname = '" ~ this.schema ~ "' and indexname = '" ~ name ~ "'") -%}
+    {%- if found.rows | length == 0 -%}
+        create {{ 'unique ' if unique }}index if not exists {{ name }} on {{ this }} ({{ columns }})
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+  After a full rebuild of a slice, before its commit: fresh statistics, so that the checks which follow at once are not
+  planned on statistics that do not know the slice. A 3,000-row sample when the build wrote under a tenth of the table
+  (enough to know the slice's day and region), a full ANALYZE otherwise.
+-#}
+{% macro analyze_after_full_build() -%}
+    {%- if var('partition_date') is not none and not new_data_run() -%}
+        {%- set relation = this.schema ~ '.' ~ this.identifier -%}
+        do $$
+        begin
+            if (
+                select c.reltuples >= 0 and pg_stat_get_xact_tuples_inserted(c.oid) < 0.1 * c.reltuples
+                from pg_class as c where c.oid = '{{ relation }}'::regclass
+            ) then
+                perform set_config('default_statistics_target', '10', true);
+            end if;
+            analyze {{ relation }};
+        end
+        $$
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

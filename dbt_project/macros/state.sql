@@ -1,0 +1,42 @@
+{#-
+  The hooks of int_transaction_state, inside its merge's transaction. Orchestration holds the state's lock exclusively
+  around the merge (txmon/quality/refresh.py), so merges never overlap and none runs while a slice is built or checked.
+-#}
+
+{#-
+  How far this merge reads staging: rows carry their landing transaction's start (ingested_at), so every row landed
+  before the oldest transaction still open now is visible; the rows of transactions still open are read next time.
+-#}
+{% macro state_clock() -%}
+    create temp table txmon_state_clock on commit drop as select txmon.run_clock() as processed_until
+{%- endmacro %}
+
+
+{#- Where the last merge left off ('-infinity' before the first). -#}
+{% macro state_watermark() -%}
+    (select coalesce(max(w.processed_until), '-infinity'::timestamptz)
+     from intermediate.state_watermark as w where w.model = '{{ this.identifier }}')
+{%- endmacro %}
+
+
+{% macro record_state_watermark() -%}
+    insert into intermediate.state_watermark (model, processed_until, built_at)
+    select '{{ this.identifier }}', processed_until, clock_timestamp() from txmon_state_clock
+    on conflict (model) do update set processed_until = excluded.processed_until, built_at = excluded.built_at
+{%- endmacro %}
+
+
+{#-
+  The slices this merge changed: each merged transaction's slice, and the one it left when it moved to another day or
+  region. Each is refreshed next (orchestration reads intermediate.changed_slices).
+-#}
+{% macro mark_changed_slices() -%}
+    insert into intermediate.changed_slices (slice_date, region)
+    select distinct changed.slice_date, changed.region
+    from {{ this }} as state
+    cross join lateral (
+        values (state.event_date, state.region), (state.previous_event_date, state.previous_region)
+    ) as changed (slice_date, region)
+    where state.refreshed_at = now() and changed.slice_date is not null
+    on conflict do nothing
+{%- endmacro %}
