@@ -66,7 +66,7 @@ def published(platform, tmp_path):
            WHERE schemaname IN ('intermediate', 'marts', 'reporting')"""
         )
     )
-    assert owners["marts.suspicious_activity"] == owners["intermediate.int_transactions_latest"] == "txmon_transform"
+    assert owners["marts.suspicious_activity"] == owners["intermediate.int_transaction_state"] == "txmon_transform"
     assert owners["reporting.suspicious_activity"] == owners["reporting.daily_settlements"] == "txmon_publish"
     assert owners["reporting.publication_log"] == platform.settings.pg_user
     return platform

@@ -83,11 +83,11 @@ SLICE_LOCK_TIMEOUT = "15min"
 
 
 @contextmanager
-def _advisory_lock(settings: Settings, region: str, key: str, *, shared: bool = False) -> Iterator[None]:
+def _advisory_lock(settings: Settings, region: str, key: str, purpose: str, *, shared: bool = False) -> Iterator[None]:
     """A session-level advisory lock on its own connection to the region's database, held for the block. Only the
     transformation role may take advisory locks."""
     mode = "_shared" if shared else ""
-    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="lock") as conn:
+    with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose=purpose) as conn:
         conn.execute(f"SET lock_timeout = '{SLICE_LOCK_TIMEOUT}'")
         conn.execute(f"SELECT pg_advisory_lock{mode}(hashtext(%s))", (key,))
         try:
@@ -99,13 +99,13 @@ def _advisory_lock(settings: Settings, region: str, key: str, *, shared: bool = 
 def slice_lock(settings: Settings, day: date, region: str):
     """Hold the slice's refresh lock: no other refresh rebuilds, checks or publishes it meanwhile (the sensor,
     `txmon materialize` and the schedule may meet on one slice; the second waits)."""
-    return _advisory_lock(settings, region, f"txmon slice|{day}|{region}")
+    return _advisory_lock(settings, region, f"txmon slice|{day}|{region}", "slice-lock")
 
 
 def state_lock(settings: Settings, region: str, *, shared: bool):
     """The transactions' state of the region's database: a merge holds it exclusively; a slice's build, checks and
     publication hold it shared, so the state they read does not change under them."""
-    return _advisory_lock(settings, region, "txmon state", shared=shared)
+    return _advisory_lock(settings, region, "txmon state", "state-lock", shared=shared)
 
 
 def publish(

@@ -21,3 +21,5 @@ GRANT SELECT ON intermediate.state_watermark TO txmon_publish;
 DROP TABLE intermediate.slice_dirty;
 DROP TABLE IF EXISTS intermediate.int_transactions_latest;
 DELETE FROM intermediate.slice_watermarks WHERE model = 'int_transactions_latest';
+-- The state's lock, shared by the slices' refreshes (txmon/quality/publication.py: state_lock).
+GRANT EXECUTE ON FUNCTION pg_advisory_lock_shared(bigint), pg_advisory_unlock_shared(bigint) TO txmon_transform;
