@@ -8,7 +8,20 @@
   before the oldest transaction still open now is visible; the rows of transactions still open are read next time.
 -#}
 {% macro state_clock() -%}
-    create temp table txmon_state_clock on commit drop as select txmon.run_clock() as processed_until
+    create temp table txmon_state_clock on commit drop as select txmon.run_clock() as processed_until;
+    {%- if restating() %}
+    delete from {{ this }} where {{ partition_filter('event_date', 'region') }};
+    {%- endif %}
+{%- endmacro %}
+
+
+{#-
+  A full partitioned run restates its slice from staging (`txmon materialize`): the slice's states are derived again
+  from the slice's events (and the flagged events of the lifecycle window before it), so a state whose event is no
+  longer in staging, or one that drifted, is put right. Otherwise a merge reads only what landed since the last one.
+-#}
+{% macro restating() -%}
+    {{ return(is_incremental() and var('partition_date') is not none and var('slice_mode') == 'full') }}
 {%- endmacro %}
 
 

@@ -131,11 +131,15 @@ def tables_to_build(manifest: dict, day: date, *, today: date | None = None, who
     return tables if whole or day < today else [t for t in tables if t.open_day]
 
 
-def advance_state(settings: Settings, dbt: Dbt, manifest: dict, region: str) -> ModelBuild:
+def advance_state(
+    settings: Settings, dbt: Dbt, manifest: dict, region: str, *, restate: date | None = None
+) -> ModelBuild:
     """One merge of the transactions' state of the region's database over what landed since the last one, holding the
-    state's lock exclusively. Its build, or RuntimeError when dbt did not make it."""
+    state's lock exclusively; with ``restate``, that day's slice of the region is also derived again from staging. Its
+    build, or RuntimeError when dbt did not make it."""
     table = next(t for t in partitioned_tables(manifest) if t.whole_database)
-    args = ["run", "--select", table.model, *vars_arg(dbt_vars(settings))]
+    variables = dbt_vars(settings, restate, region) if restate else dbt_vars(settings)
+    args = ["run", "--select", table.model, *vars_arg(variables)]
     with state_lock(settings, region, shared=False):
         outcome = dbt.invoke(settings, args, target=target_for(settings, region))
     node = next((n for n in outcome.results or () if n.unique_id == f"model.txmon.{table.model}"), None)
@@ -158,12 +162,13 @@ def refresh_slice(
     state: ModelBuild | None = None,
 ) -> SliceRefresh:
     """Rebuild, check and (if every check passed) publish one region x day partition, holding its lock. The state is
-    advanced first unless the caller did (``state``: that merge's build, reported with the slice)."""
+    advanced first unless the caller did (``state``: that merge's build, reported with the slice); a full refresh that
+    advances it also restates the slice from staging."""
     started = time.monotonic()
     tables = tables_to_build(manifest, day, whole=whole)
     result = SliceRefresh(day, region, "full")
     try:
-        state = state or advance_state(settings, dbt, manifest, region)
+        state = state or advance_state(settings, dbt, manifest, region, restate=day if full else None)
         result.models.append(state)
         with slice_lock(settings, day, region), state_lock(settings, region, shared=True):
             take_mark(settings, day, region)

@@ -1,6 +1,7 @@
 -- One row per transaction: its latest event (the contract's order, macro latest_first) with the region x UTC day slice
 -- it counts in, and the sticky fraud flag. Advanced by one merge over the staging rows landed since the last one: the
--- merged rows' prior states compete with the new events, so each event is read once, in any landing order.
+-- merged rows' prior states compete with the new events, so each event is read once, in any landing order. A full
+-- partitioned run also restates its slice from staging (macro restating).
 -- is_fraud_flagged: an event of the transaction carried the upstream flag within the lifecycle window before the
 -- latest event's day (flagged_at, the latest flagged event's time, makes it exact).
 {{
@@ -19,9 +20,12 @@
     )
 }}
 
-with landed as (
+-- not materialized: each use below is planned with its own filter (a day's partitions, an index).
+with events as not materialized (
 
     select
+        ingested_at,
+        is_fraud_flagged,
         transaction_id,
         account_id,
         counterparty_id,
@@ -36,8 +40,25 @@ with landed as (
         kafka_offset,
         case when is_fraud_flagged then event_at end as flagged_at
     from {{ ref('stg_transactions') }}
-    {% if is_incremental() -%}
+
+),
+
+landed as (
+
+    select * from events
+    {%- if is_incremental() %}
     where ingested_at >= {{ state_watermark() }}
+    {%- if restating() %}
+      and not ({{ in_partition('event_at', 'region') }})
+    union all
+    select * from events
+    where {{ in_partition('event_at', 'region') }}
+    union all
+    select * from events
+    where is_fraud_flagged
+      and event_at >= ('{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
+      and event_at < ('{{ var('partition_date') }}'::date)::timestamp at time zone 'UTC'
+    {%- endif %}
     {%- endif %}
 
 ),
@@ -54,7 +75,21 @@ prior as (
 
 candidates as (
 
-    select * from landed
+    select
+        transaction_id,
+        account_id,
+        counterparty_id,
+        amount,
+        currency,
+        region,
+        status,
+        status_rank,
+        event_at,
+        event_date,
+        kafka_partition,
+        kafka_offset,
+        flagged_at
+    from landed
     {%- if is_incremental() %}
     union all
     select
