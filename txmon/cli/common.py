@@ -75,8 +75,8 @@ def supervise(
     children: Sequence[subprocess.Popen], duration: float = 0, status: Callable[[], str] | None = None
 ) -> int:
     """Watch ``children`` until SIGINT or SIGTERM, ``duration`` seconds (0: no limit) or one of them exits
-    (then exit 1); print ``status()`` every 5 seconds. The caller stops them, in its order; signals received
-    meanwhile are ignored (the stop is bounded, and a second Ctrl-C would leave it half done)."""
+    (then exit 1); print ``status()`` every 5 seconds. The caller then stops them, in its order: a further SIGINT
+    or SIGTERM is ignored (that stop is bounded, and a second Ctrl-C would leave it half done)."""
     stop = stop_on_signals()
     deadline = time.monotonic() + duration if duration else None
     while not stop.wait(5):

@@ -156,12 +156,12 @@ def start_dagster(settings: Settings, port: int) -> Dagster:
 def dagster(settings: Settings, port: int) -> int:
     migrate(settings)  # the components by duty never migrate; the operator's start command does
     started = datetime.now(UTC)
-    processes = start_dagster(settings, port)
+    running = start_dagster(settings, port)
     try:
         click.echo(f"Dagster UI: http://127.0.0.1:{port}  (logs in .txmon/logs; Ctrl-C stops)")
-        return supervise(processes.processes)
+        return supervise(running.processes)
     finally:
-        stop_live(settings, started, processes)
+        stop_live(settings, started, running)
 
 
 def stop_live(settings: Settings, started: datetime, dagster: Dagster, others: Sequence[subprocess.Popen] = ()) -> None:
