@@ -21,10 +21,9 @@ from confluent_kafka import KafkaException
 from ingestion.consumer import Outage, partitions_of
 from txmon.core import kafka as kafka_clients
 from txmon.core.leases import held, lease_file, renew
-from txmon.core.processes import terminate
+from txmon.core.processes import signal_when_parent_ends, terminate
 from txmon.core.settings import Settings
 
-PR_SET_PDEATHSIG = 1
 # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -100,12 +99,6 @@ def give_memory_back() -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL when the parent dies, so a killed `txmon ingest` leaves no worker behind."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 def run_processes(child_args: list[list[str]], stop: threading.Event, env: dict[str, str] | None = None) -> dict:
     """Run one `txmon ingest --processes 1 ARGS` child per entry until they exit; ``stop`` ends them gracefully.
     The children serve no metrics of their own (their parent serves their sum, when ``env`` says where)."""
@@ -125,7 +118,7 @@ def run_processes(child_args: list[list[str]], stop: threading.Event, env: dict[
             ],
             stdout=subprocess.PIPE,
             text=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=signal_when_parent_ends(signal.SIGKILL),  # a killed `txmon ingest` leaves no worker
             env=env,
         )
         for args in child_args

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import GRPC_INFO_TAG  # where a run's code server is: a run it can terminate
 
 from orchestration.definitions import build_definitions
 from orchestration.defs.dbt.assets import DBT, FULL_SLICE_TAG, LAUNCHED_BY_TAG
@@ -24,6 +25,8 @@ PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicio
 
 # Runs started from the CLI log warnings and errors to the terminal; the UI has the full logs.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+CANCEL_SECONDS = 60.0  # how long a stop of the live platform waits for the runs it terminated to end
 
 
 @dataclass
@@ -149,22 +152,36 @@ def materialize(settings: Settings, partitions: list[tuple[date, str]], *, full:
         instance.dispose()
 
 
-def wait_for_refresh_runs(settings: Settings, since: datetime, timeout: float = 120) -> list[str]:
-    """Once the daemon has stopped and the leases ended: wait for the live refresh runs started since
-    ``since`` to end their cycle and record their end; the ids of those still running after ``timeout``."""
+def end_runs(settings: Settings, since: datetime, timeout: float = CANCEL_SECONDS) -> list[str]:
+    """Once the daemon has stopped and the leases ended: the runs the daemon launched since ``since`` that are still
+    in flight end by themselves within settings.stop_grace_seconds (a live refresh run ends its cycle), else they
+    are terminated through the run launcher (their op is interrupted and the run ends CANCELED); the ids of those
+    not ended ``timeout`` seconds later (the daemon's run monitoring marks them canceled at its next start)."""
     instance = open_instance(settings)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            running = instance.get_runs(
+
+        def in_flight() -> list[DagsterRun]:
+            runs = instance.get_runs(
                 RunsFilter(
-                    job_name=JOB,
-                    statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+                    statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING],
                     created_after=since,
                 )
             )
-            if not running or time.monotonic() > deadline:
-                return [r.run_id for r in running]
-            time.sleep(1)
+            # Runs of a code server, not those a `txmon materialize` or `backfill` executes in its own process.
+            return [r for r in runs if GRPC_INFO_TAG in r.tags]
+
+        def wait(seconds: float) -> list[DagsterRun]:
+            deadline = time.monotonic() + seconds
+            while (runs := in_flight()) and time.monotonic() < deadline:
+                time.sleep(1)
+            return runs
+
+        for run in wait(settings.stop_grace_seconds):
+            if run.status != DagsterRunStatus.CANCELING:
+                try:
+                    instance.run_launcher.terminate(run.run_id)  # CANCELING first, then its code server is asked
+                except Exception:  # its code server is gone: nothing runs it any more; reported below
+                    pass
+        return [r.run_id for r in wait(timeout)]
     finally:
         instance.dispose()

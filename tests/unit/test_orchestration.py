@@ -188,3 +188,13 @@ def test_region_turns_keep_each_region_in_day_order_and_both_threads_busy():
     lone = RegionTurns(["2026-11-20|EU", "2026-11-21|EU"])
     lone.take()
     assert lone.take() is None  # the other thread holds the only region
+
+
+def test_region_turns_hand_out_nothing_once_closed():
+    from orchestration.defs.dbt.refresh import RegionTurns
+
+    turns = RegionTurns(["2026-11-20|EU", "2026-11-21|EU", "2026-11-20|US"])
+    assert turns.take() == "2026-11-20|EU"
+    turns.close()  # the run terminated: the partition taken is refreshed to its end, no other begins
+    assert turns.take("EU") is None
+    assert turns.take() is None

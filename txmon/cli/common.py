@@ -17,7 +17,6 @@ from confluent_kafka import KafkaException
 from txmon.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from txmon.core import credentials
 from txmon.core.errors import first_line
-from txmon.core.processes import terminate
 from txmon.core.settings import ConfigError, Settings
 from txmon.devtools.services.common import ServiceError
 
@@ -76,20 +75,18 @@ def supervise(
     children: Sequence[subprocess.Popen], duration: float = 0, status: Callable[[], str] | None = None
 ) -> int:
     """Watch ``children`` until SIGINT or SIGTERM, ``duration`` seconds (0: no limit) or one of them exits
-    (then exit 1); print ``status()`` every 5 seconds; stop them all in the end."""
+    (then exit 1); print ``status()`` every 5 seconds. The caller then stops them, in its order: a further SIGINT
+    or SIGTERM is ignored (that stop is bounded, and a second Ctrl-C would leave it half done)."""
     stop = stop_on_signals()
     deadline = time.monotonic() + duration if duration else None
-    try:
-        while not stop.wait(5):
-            exited = [c for c in children if c.poll() is not None]
-            if exited:
-                name = " ".join(map(str, exited[0].args[:2]))
-                click.echo(f"txmon: {name} exited with {exited[0].returncode}; stopping", err=True)
-                return EXIT_FAILURE
-            if status:
-                click.echo(status())
-            if deadline and time.monotonic() > deadline:
-                break
-    finally:
-        terminate(children)
+    while not stop.wait(5):
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            name = " ".join(map(str, exited[0].args[:2]))
+            click.echo(f"txmon: {name} exited with {exited[0].returncode}; stopping", err=True)
+            return EXIT_FAILURE
+        if status:
+            click.echo(status())
+        if deadline and time.monotonic() > deadline:
+            break
     return 0

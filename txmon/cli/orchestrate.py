@@ -7,6 +7,8 @@ import importlib
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,11 +17,12 @@ import click
 
 from orchestration.instance import dagster_env, flag_env
 from txmon.cli import EXIT_FAILURE
-from txmon.cli.common import BadArgument, pass_settings, supervise
+from txmon.cli.common import BadArgument, pass_settings, stop_on_signals, supervise
 from txmon.cli.params import DAY, check_partition, days
 from txmon.core.db import connect
 from txmon.core.errors import first_line
 from txmon.core.leases import end_leases
+from txmon.core.processes import start_detached, terminate
 from txmon.core.progress import Progress
 from txmon.core.settings import Settings
 from txmon.core.warehouse import grant_dagster_reads, migrate
@@ -113,7 +116,20 @@ def dagster_process_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **dagster_env(settings), **flag_env(settings)}
 
 
-def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
+@dataclass
+class Dagster:
+    """Dagster's webserver and daemon, each in a session of its own (``start_detached``): a Ctrl-C in the terminal
+    reaches neither them nor the runs they launch, and `stop_live` ends them in its order."""
+
+    webserver: subprocess.Popen
+    daemon: subprocess.Popen
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [self.webserver, self.daemon]
+
+
+def start_dagster(settings: Settings, port: int) -> Dagster:
     """Prepare Dagster (home, manifest, reference models, mart tables), then start its webserver on
     127.0.0.1:``port`` and its daemon, logging to <state dir>/logs."""
     _runner().setup(settings)
@@ -127,11 +143,11 @@ def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
         "webserver": [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port), *module],
         "daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
     }
-    children = []
+    started = {}
     for name, argv in commands.items():
         with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
-            children.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env))
-    return children
+            started[name] = start_detached(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return Dagster(**started)
 
 
 @click.command("dagster")
@@ -140,21 +156,27 @@ def start_dagster(settings: Settings, port: int) -> list[subprocess.Popen]:
 def dagster(settings: Settings, port: int) -> int:
     migrate(settings)  # the components by duty never migrate; the operator's start command does
     started = datetime.now(UTC)
-    children = start_dagster(settings, port)
-    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (logs in .txmon/logs; Ctrl-C stops)")
+    running = start_dagster(settings, port)
     try:
-        return supervise(children)
+        click.echo(f"Dagster UI: http://127.0.0.1:{port}  (logs in .txmon/logs; Ctrl-C stops)")
+        return supervise(running.processes)
     finally:
-        stop_live(settings, started)
+        stop_live(settings, started, running)
 
 
-def stop_live(settings: Settings, started: datetime) -> None:
-    """After the daemon: end the sensors' leases (their lander, their live refresh run) and let a refresh
-    run finish its cycle, so that no run is left half-way in the UI."""
+def stop_live(settings: Settings, started: datetime, dagster: Dagster, others: Sequence[subprocess.Popen] = ()) -> None:
+    """Stop the live platform in an order that leaves no run failed or half-way in the UI: the daemon (no run is
+    launched, no lease renewed after it) and ``others`` (the generator, the API, a worker); the sensors' leases ended
+    (the lander finishes its batch, the live refresh run its cycle); the runs the daemon launched since ``started``
+    ended, by themselves or terminated (CANCELED); the webserver last."""
+    stop_on_signals()  # a Ctrl-C from now on leaves the stop to its end (it is bounded)
+    click.echo("stopping: the runs in flight end their cycle or are canceled")
+    terminate([dagster.daemon, *others])
     end_leases(settings)
     try:
-        running = _runner().wait_for_refresh_runs(settings, started)
+        running = _runner().end_runs(settings, started)
     except Exception as exc:  # the storage is away: nothing more to wait for here
         running = [f"not known ({first_line(exc)})"]
     if running:
-        click.echo(f"txmon: refresh runs still running: {', '.join(running)}", err=True)
+        click.echo(f"txmon: runs still ending: {', '.join(running)}", err=True)
+    terminate([dagster.webserver])

@@ -16,6 +16,7 @@ from txmon.cli.ingest import status_line
 from txmon.cli.orchestrate import dagster_process_env, start_dagster, stop_live
 from txmon.cli.params import NON_NEGATIVE, POSITIVE
 from txmon.cli.services import show
+from txmon.core.processes import start_detached
 from txmon.core.settings import Settings, replace
 from txmon.core.urls import where
 from txmon.devtools import services as local_services
@@ -50,37 +51,38 @@ def run(
     if worker:
         settings = replace(settings, ingest_mode="worker")  # Dagster's processes get it in their environment
     started = datetime.now(UTC)
-    children = start_dagster(settings, port)
-    txmon = [sys.executable, "-m", "txmon.cli"]
-    child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
-    if worker:
-        children.append(subprocess.Popen([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=child_env))
-    # Late data for yesterday (a closed day): its refresh publishes every region's daily settlements (and,
-    # with regional databases, the home database's global roll-up) within minutes, so the web page and
-    # `reporting` show settlements from the start, not only after midnight UTC.
-    yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
-    late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
-    subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
-    click.echo(f"late data: 10,000 events of {yesterday.date()} sent (a closed day: its settlements publish)")
-    children.append(
-        subprocess.Popen([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
-    )
-    log_fd = os.open(settings.state_dir / "logs" / "api.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(log_fd, "ab") as log:  # the child keeps its own descriptor
-        api = [*txmon, "api", "--port", str(settings.api_port)]
-        children.append(subprocess.Popen(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
-    lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
-    for region in settings.regions:
-        click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
-    click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
-    click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
-    key = key_line(settings, show_key=True)
-    click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key}; OpenAPI at /docs)")
-    click.echo(
-        f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  (scraping the API, the ingest processes on "
-        f":{settings.ingest_metrics_port} and the PostgreSQL exporter; alert rules in services/prometheus/rules)"
-    )
+    dagster = start_dagster(settings, port)
+    children: list[subprocess.Popen] = []  # each in a session of its own, as Dagster's: `stop_live` ends them
     try:
-        return supervise(children, duration, lambda: status_line(settings))
+        txmon = [sys.executable, "-m", "txmon.cli"]
+        child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
+        if worker:
+            children.append(start_detached([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=child_env))
+        # Late data for yesterday (a closed day): its refresh publishes every region's daily settlements (and,
+        # with regional databases, the home database's global roll-up) within minutes, so the web page and
+        # `reporting` show settlements from the start, not only after midnight UTC.
+        yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
+        late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
+        subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
+        click.echo(f"late data: 10,000 events of {yesterday.date()} sent (a closed day: its settlements publish)")
+        children.append(
+            start_detached([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
+        )
+        log_fd = os.open(settings.state_dir / "logs" / "api.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(log_fd, "ab") as log:  # the child keeps its own descriptor
+            api = [*txmon, "api", "--port", str(settings.api_port)]
+            children.append(start_detached(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
+        lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
+        for region in settings.regions:
+            click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
+        click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
+        click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
+        key = key_line(settings, show_key=True)
+        click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key}; OpenAPI at /docs)")
+        click.echo(
+            f"Prometheus: http://127.0.0.1:{settings.prometheus_port}  (scraping the API, the ingest processes on "
+            f":{settings.ingest_metrics_port} and the PostgreSQL exporter; alert rules in services/prometheus/rules)"
+        )
+        return supervise([*dagster.processes, *children], duration, lambda: status_line(settings))
     finally:
-        stop_live(settings, started)
+        stop_live(settings, started, dagster, children)

@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -349,8 +350,10 @@ _WORKER_DBT: InProcessDbt | None = None  # in a DbtWorkers process: its dbt, the
 
 def _start_worker(slots: Any) -> None:
     """A DbtWorkers process: its own dbt, writing to its own target path (two parses must not share one); it ends
-    when the process that started it has ended, however that ended (killed, its run terminated)."""
+    when the process that started it has ended, however that ended (killed, its run terminated), and is not ended by
+    a Ctrl-C meant for that process (the command it runs ends first)."""
     global _WORKER_DBT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch_parent() -> None:

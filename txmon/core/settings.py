@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     # The live refresh run (marts_refresh) keeps refreshing what lands, in one warm process, for up to this
     # many seconds (it ends sooner after a minute with nothing to refresh); 0: one pass over its partitions.
     refresh_run_seconds: Whole = Field(600, ge=0, le=86400)
+    # A stop of `txmon run` or `txmon dagster` gives the runs in flight this many seconds to end by themselves (a
+    # live refresh run ends its cycle), then terminates those left: they end canceled.
+    stop_grace_seconds: Whole = Field(30, ge=0, le=3600)
     # Dagster runs (and sensor-reported events) older than this are pruned daily.
     dagster_retention_days: Whole = Field(30, ge=1, le=3660)
 

@@ -13,9 +13,11 @@ the open day and closed days (late data) alike."""
 # databases known) it reads the batches landed after the ones it was launched for, and refreshes their partitions as
 # they land, cycle after cycle, for up to TXMON_REFRESH_RUN_SECONDS; it ends sooner after IDLE_SECONDS with nothing to
 # refresh, at its first failed partition, or once the sensor stops renewing its lease (sensor turned off, daemon
-# stopped). Each cycle records how far it got (the run tag FOLLOWED_TAG); the sensor, which reads no batches while the
-# run is in flight, resumes from there when the run succeeded and from the run's start when it failed, so a partition is
-# requested again whenever a refresh of it may not have happened. Partitions of a run that failed are requested again,
+# stopped). Terminated (Terminate in the UI, a stop of the platform that its cycle outlasts), it begins no further
+# partition, reports those begun once they end and ends CANCELED. Each cycle records how far it got (the run tag
+# FOLLOWED_TAG); the sensor, which reads no batches while the run is in flight, resumes from there when the run
+# succeeded and from the run's start when it failed or was canceled, so a partition is requested again whenever a
+# refresh of it may not have happened. Partitions of a run that failed are requested again,
 # at most MAX_ATTEMPTS times until new data lands for them.
 #
 # The same job refreshes yesterday's partitions after midnight (daily_settlements schedule, the settlements included now
@@ -97,9 +99,14 @@ class RegionTurns:
     def regions(self) -> int:
         return len(self._left)
 
+    def close(self) -> None:
+        """Hand out no more partitions (the ones taken are refreshed to their end)."""
+        with self._lock:
+            self._left.clear()
+
     def take(self, done: str | None = None) -> str | None:
         """The next partition for a thread that has just refreshed one of region ``done`` (released now), or None
-        when every region with days left is held by another thread."""
+        when every region with days left is held by another thread, or after ``close``."""
         with self._lock:
             self._held.discard(done or "")
             free = [region for region, keys in self._left.items() if keys and region not in self._held]
@@ -151,13 +158,24 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         with ThreadPoolExecutor(max_workers=REFRESH_THREADS, thread_name_prefix="txmon-refresh") as pool:
             for _ in range(min(REFRESH_THREADS, turns.regions)):
                 pool.submit(refresh_in_turn)
-            for _ in keys:
-                key, outcome = ended.get()
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                report(context, key, outcome)
-                if not outcome.ok:
-                    failed.append(f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}")
+            try:
+                for _ in keys:
+                    key, outcome = ended.get()
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    report(context, key, outcome)
+                    if not outcome.ok:
+                        failed.append(f"{key}: {outcome.error or 'checks failed: ' + ', '.join(outcome.failed_checks)}")
+            except BaseException:
+                # A failure, or the run terminated (DagsterExecutionInterruptedError in this thread): no partition
+                # begins; those begun end (leaving the pool waits for them), their publications reported.
+                turns.close()
+                pool.shutdown(wait=True)
+                while not ended.empty():
+                    key, outcome = ended.get()
+                    if not isinstance(outcome, BaseException):
+                        report(context, key, outcome)
+                raise
         return failed
 
     def report(context: OpExecutionContext, key: str, outcome: SliceRefresh) -> None:
