@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+import orjson
 from confluent_kafka import KafkaException
 from psycopg import sql
 
@@ -24,6 +26,8 @@ from txmon.core import kafka as kafka_clients
 from txmon.core.db import connect
 from txmon.core.settings import REPO_ROOT, Settings
 from txmon.devtools import services
+from txmon.devtools.generate import LIFECYCLE_SECONDS, PaymentGenerator
+from txmon.devtools.produce import write_replay
 from txmon.devtools.services.kafka import MAVEN_PROJECT
 
 BENCH_ENV = {
@@ -45,6 +49,12 @@ VERSIONED = (
     "orjson",
     "pandas",
 )
+
+
+# A rate benchmark whose load delivered less than this share of the rate asked for did not test its targets: its
+# verdicts are "not met", whatever its latencies.
+LOAD_MET_SHARE = 0.97
+CALIBRATION_SECONDS = 1.0  # of the stream, generated to estimate how long the whole stream takes to serialise
 
 
 class BenchError(RuntimeError):
@@ -203,3 +213,118 @@ def clear_staging(settings: Settings) -> None:
     with connect(settings.warehouse_dsn, autocommit=True, purpose="bench") as conn:
         conn.execute(f"TRUNCATE {', '.join(STAGING_TABLES)}")
         conn.execute("CHECKPOINT")
+
+
+# ---------------------------------------------------------------------------------------------------------- load
+# A rate benchmark's load is stated in transactions per second, the generator's mix of lifecycle updates and
+# redeliveries following (events per transaction measured on the very stream sent). The stream is generated and
+# serialised into a replay file before the clock starts, with its event times from the moment the replay is due to
+# begin; `python -m bench.replay` then sends it at its moments as its own process, so the load costs little CPU and
+# that CPU is measured. What counts is what the broker acknowledged, and what landed, inside the measured window.
+
+
+def pregenerate(settings: Settings, path: Path, *, tps: float, seconds: float, seed: int, lead: float = 5.0) -> dict:
+    """Serialise ``seconds`` of the stream at ``tps`` transactions/s into ``path``; its first event is due when the
+    returned ``start_at`` (epoch seconds) comes: the serialising time (estimated from a short sample) plus ``lead``.
+
+    Events per transaction are counted on the stream once its lifecycle updates have caught up with it (after
+    LIFECYCLE_SECONDS; the whole stream when it is shorter), as they run in a measured window after a warm-up."""
+    began = time.monotonic()
+    sample = PaymentGenerator(settings, tps=tps, seed=seed + 1)
+    sampled = sum(1 for _ in sample.until(CALIBRATION_SECONDS))
+    per_stream_second = (time.monotonic() - began) / CALIBRATION_SECONDS
+    start_at = time.time() + per_stream_second * seconds * 1.3 + lead
+    gen = PaymentGenerator(settings, tps=tps, seed=seed, start=datetime.fromtimestamp(start_at, UTC))
+    began = time.monotonic()
+    settled = [0, 0]  # events, transactions after the lifecycle's first updates
+    since = LIFECYCLE_SECONDS if seconds > 2 * LIFECYCLE_SECONDS else 0.0
+
+    def counted(events):
+        for event in events:
+            if event.at >= since:
+                settled[0] += 1
+                settled[1] += event.first
+            yield event
+
+    written = write_replay(path, counted(gen.until(seconds)))
+    if not written.transactions or not settled[1]:
+        raise BenchError(f"the generator gave no transaction for {seconds}s at {tps} tx/s")
+    return {
+        "start_at": start_at,
+        "transactions": written.transactions,
+        "events": written.sent,
+        "events_per_transaction": round(settled[0] / settled[1], 4),
+        "calibration_events": sampled,
+        "serialise_seconds": round(time.monotonic() - began, 1),
+        "file_mib": round(path.stat().st_size / 2**20, 1),
+    }
+
+
+def replay_load(path: Path, env: dict[str, str], *, start_at: float, window: tuple[float, float], timeout: float):
+    """Start `python -m bench.replay` on ``path``; ``finish`` waits for it and returns its report and CPU."""
+    out_path = path.with_suffix(".out")
+    out = open(out_path, "wb")  # closed by finish
+    argv = [sys.executable, "-m", "bench.replay", str(path), "--start-at", repr(start_at), "--window"]
+    argv += [str(w) for w in window]
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def finish() -> dict:
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    raise BenchError(f"the load's replay did not finish in {timeout:.0f}s")
+                time.sleep(0.2)
+        finally:
+            out.close()
+        text = out_path.read_text()
+        out_path.unlink()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        lines = text.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise BenchError(f"the load's replay failed ({proc.returncode}): {text.strip()[-400:]}")
+        report = orjson.loads(lines[-1])
+        report["process_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
+        return report
+
+    return proc, finish
+
+
+def load_result(
+    asked_tps: float,
+    window_seconds: float,
+    events_per_transaction: float,
+    *,
+    acknowledged: tuple[int, int],
+    landed: tuple[int, int],
+) -> dict:
+    """The load a rate benchmark asked for against what it got in its measured window: (transactions, events)
+    acknowledged by the broker and landed; ``met`` only when both reached LOAD_MET_SHARE of the asked rate."""
+    if window_seconds <= 0 or asked_tps <= 0:
+        raise BenchError(f"no load to judge: {asked_tps} tx/s over {window_seconds}s")
+
+    def rates(counts: tuple[int, int]) -> dict:
+        tx, events = counts
+        return {
+            "transactions": tx,
+            "events": events,
+            "transactions_per_second": round(tx / window_seconds, 1),
+            "events_per_second": round(events / window_seconds, 1),
+        }
+
+    got = {"acknowledged": rates(acknowledged), "landed": rates(landed)}
+    share = min(got[k]["transactions_per_second"] for k in got) / asked_tps
+    return {
+        "asked_transactions_per_second": asked_tps,
+        "asked_events_per_second": round(asked_tps * events_per_transaction, 1),
+        "events_per_transaction": events_per_transaction,
+        "window_seconds": window_seconds,
+        **got,
+        "share_of_asked": round(share, 4),
+        "met": share >= LOAD_MET_SHARE,
+    }

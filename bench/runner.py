@@ -6,9 +6,10 @@ import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from bench import api, freshness, ingest, scaling, settlement
-from bench.common import RESULTS_DIR, BenchError, bench_env, bench_settings, machine
+from bench.common import LOAD_MET_SHARE, RESULTS_DIR, BenchError, bench_env, bench_settings, machine
 from txmon.core.progress import Progress
 
 SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api")
@@ -23,49 +24,96 @@ def _get(results: dict, path: str):
     return value
 
 
-# (label, path in the results, target, higher is better)
+class Row(NamedTuple):
+    label: str
+    path: str  # in the results
+    target: float | None = None
+    higher: bool = True  # is better
+    load: str | None = None  # the section's load (bench.common.load_result): not met there, not met here
+
+
+def _freshness_rows(mode: str, landing_target: float) -> list[Row]:
+    at, load = f"freshness.{mode}", f"freshness.{mode}.load"
+    return [
+        Row(f"freshness {mode}: asked tx/s", f"{load}.asked_transactions_per_second"),
+        Row(f"freshness {mode}: asked events/s", f"{load}.asked_events_per_second"),
+        Row(f"freshness {mode}: events per transaction", f"{load}.events_per_transaction"),
+        Row(f"freshness {mode}: acknowledged tx/s", f"{load}.acknowledged.transactions_per_second"),
+        Row(f"freshness {mode}: acknowledged events/s", f"{load}.acknowledged.events_per_second"),
+        Row(f"freshness {mode}: landed tx/s", f"{load}.landed.transactions_per_second"),
+        Row(f"freshness {mode}: landed events/s", f"{load}.landed.events_per_second"),
+        Row(f"freshness {mode}: delivered / asked tx/s", f"{load}.share_of_asked", LOAD_MET_SHARE),
+        Row(f"freshness {mode}: generator CPU (s)", f"{at}.generator.cpu_seconds", None, False),
+        Row(f"freshness {mode}: generator CPU share of a core", f"{at}.generator.cpu_share_of_core", None, False),
+        Row(f"freshness {mode}: landing p50 (s)", f"{at}.landing_seconds.p50", None, False),
+        Row(f"freshness {mode}: landing p95 (s)", f"{at}.landing_seconds.p95", None, False),
+        Row(f"freshness {mode}: landing p99 (s)", f"{at}.landing_seconds.p99", landing_target, False, load),
+        Row(f"freshness {mode}: landing max (s)", f"{at}.landing_seconds.max", None, False),
+        Row(f"freshness {mode}: published p50 (s)", f"{at}.suspicious_seconds.p50", None, False),
+        Row(f"freshness {mode}: published p95 (s)", f"{at}.suspicious_seconds.p95", 30.0, False, load),
+        Row(f"freshness {mode}: published n", f"{at}.suspicious_seconds.n"),
+        Row(f"freshness {mode}: never published", f"{at}.suspicious_seconds.not_seen", 0, False, load),
+        Row(f"freshness {mode}: published max (s)", f"{at}.suspicious_seconds.max", None, False),
+        Row(f"freshness {mode}: max consumer lag", f"{at}.lag_max", None, False),
+    ]
+
+
 ROWS = [
-    ("ingest: txmon events/s", "ingest.txmon.events_per_second", 50_000, True),
-    ("ingest: COPY limit rows/s", "ingest.copy_limit.rows_per_second", None, True),
-    ("ingest: naive INSERT+commit events/s", "ingest.naive.events_per_second", None, True),
-    ("ingest: txmon / COPY limit", "ingest.ratio_to_copy_limit", 0.5, True),
-    ("ingest: txmon / naive", "ingest.ratio_to_naive", None, True),
-    ("ingest: peak RSS per process (MiB)", "ingest.txmon.peak_rss_mib", None, False),
-    *[
-        row
-        for mode, landing_target in (("sensor", 5.0), ("worker", 1.0))
-        for row in (
-            (f"freshness {mode}: landing p50 (s)", f"freshness.{mode}.landing_seconds.p50", None, False),
-            (f"freshness {mode}: landing p95 (s)", f"freshness.{mode}.landing_seconds.p95", None, False),
-            (f"freshness {mode}: landing p99 (s)", f"freshness.{mode}.landing_seconds.p99", landing_target, False),
-            (f"freshness {mode}: landing max (s)", f"freshness.{mode}.landing_seconds.max", None, False),
-            (f"freshness {mode}: published p50 (s)", f"freshness.{mode}.suspicious_seconds.p50", None, False),
-            (f"freshness {mode}: published p95 (s)", f"freshness.{mode}.suspicious_seconds.p95", 30.0, False),
-            (f"freshness {mode}: published n", f"freshness.{mode}.suspicious_seconds.n", None, True),
-            (f"freshness {mode}: never published", f"freshness.{mode}.suspicious_seconds.not_seen", 0, False),
-            (f"freshness {mode}: published max (s)", f"freshness.{mode}.suspicious_seconds.max", None, False),
-            (f"freshness {mode}: max consumer lag", f"freshness.{mode}.lag_max", None, False),
-        )
-    ],
-    ("settlement: region-day events", "settlement.region_day.events", None, True),
-    ("settlement: mart only (s)", "settlement.region_day.mart_seconds", None, False),
-    ("settlement: mart + checks (s)", "settlement.region_day.materialize_with_checks_seconds", 60.0, False),
-    ("settlement: backfill partitions", "settlement.backfill.partitions", None, True),
-    ("settlement: backfill events", "settlement.backfill.events", None, True),
-    ("settlement: backfill (s)", "settlement.backfill.seconds", 120.0, False),
-    ("late data: region-days", "late.region_days", None, True),
-    ("late data: events", "late.events", None, True),
-    ("late data: landed -> published p50 (s)", "late.seconds_landed_to_published.p50", None, False),
-    ("late data: landed -> published max (s)", "late.seconds_landed_to_published.max", 120.0, False),
-    ("late data: produced -> all published (s)", "late.seconds_produced_to_all_published", None, False),
-    ("api: published rows of the day", "api.rows", None, True),
-    ("api: /suspicious page of 100 p50 (ms)", "api.page_ms.p50", None, False),
-    ("api: /suspicious page of 100 p99 (ms)", "api.page_ms.p99", 50.0, False),
-    ("api: full walk through the cursor rows/s", "api.walk_rows_per_second", None, True),
-    ("api: same keyset query, psycopg p99 (ms)", "api.plain_select.keyset_page_ms.p99", None, False),
-    ("api: plain SELECT of the day rows/s", "api.plain_select.rows_per_second", None, True),
-    ("api: walk / plain SELECT", "api.walk_to_select", None, True),
+    Row("ingest: events per transaction", "ingest.preload.events_per_transaction"),
+    Row("ingest: txmon events/s", "ingest.txmon.events_per_second", 50_000),
+    Row("ingest: txmon tx/s", "ingest.txmon.transactions_per_second"),
+    Row("ingest: COPY events+identities rows/s", "ingest.copy_limit.rows_per_second"),
+    Row("ingest: COPY events table alone rows/s", "ingest.copy_limit_events_only.rows_per_second"),
+    Row("ingest: naive INSERT+commit events/s", "ingest.naive.events_per_second"),
+    Row("ingest: txmon / COPY events+identities", "ingest.ratio_to_copy_limit", ingest.COPY_TARGET),
+    Row("ingest: txmon / COPY events table alone", "ingest.ratio_to_copy_limit_events_only"),
+    Row("ingest: txmon / naive", "ingest.ratio_to_naive"),
+    Row("ingest: peak RSS per process (MiB)", "ingest.txmon.peak_rss_mib", None, False),
+    *_freshness_rows("sensor", 5.0),
+    *_freshness_rows("worker", 1.0),
+    Row("settlement: region-day events", "settlement.region_day.events"),
+    Row("settlement: region-day transactions", "settlement.region_day.transactions"),
+    Row("settlement: mart only (s)", "settlement.region_day.mart_seconds", None, False),
+    Row("settlement: mart + checks (s)", "settlement.region_day.materialize_with_checks_seconds", 60.0, False),
+    Row("settlement: backfill partitions", "settlement.backfill.partitions"),
+    Row("settlement: backfill events", "settlement.backfill.events"),
+    Row("settlement: backfill (s)", "settlement.backfill.seconds", 120.0, False),
+    Row("late data: region-days", "late.region_days"),
+    Row("late data: events", "late.events"),
+    Row("late data: landed -> published p50 (s)", "late.seconds_landed_to_published.p50", None, False),
+    Row("late data: landed -> published max (s)", "late.seconds_landed_to_published.max", 120.0, False),
+    Row("late data: produced -> all published (s)", "late.seconds_produced_to_all_published", None, False),
+    Row("api: published rows of the day", "api.rows"),
+    Row("api: /suspicious page of 100 p50 (ms)", "api.page_ms.p50", None, False),
+    Row("api: /suspicious page of 100 p99 (ms)", "api.page_ms.p99", 50.0, False),
+    Row("api: full walk through the cursor rows/s", "api.walk_rows_per_second"),
+    Row("api: same keyset query, psycopg p99 (ms)", "api.plain_select.keyset_page_ms.p99", None, False),
+    Row("api: plain SELECT of the day rows/s", "api.plain_select.rows_per_second"),
+    Row("api: walk / plain SELECT", "api.walk_to_select"),
 ]
+
+
+def verdict(row: Row, results: dict) -> dict | None:
+    """A row's value against its target: ``met`` only when the value meets the target and, for a rate benchmark,
+    its load reached the asked rate (``load_met``); None for a row without a target or a value."""
+    value = _get(results, row.path)
+    if row.target is None or value is None:
+        return None
+    value_met = value >= row.target if row.higher else value <= row.target
+    load_met = None if row.load is None else _get(results, f"{row.load}.met") is True
+    return {
+        "measure": row.label,
+        "path": row.path,
+        "value": value,
+        "target": row.target,
+        "value_met": value_met,
+        "load_met": load_met,
+        "met": value_met and load_met is not False,
+    }
+
+
+def verdicts(results: dict) -> list[dict]:
+    return [v for row in ROWS if (v := verdict(row, results)) is not None]
 
 
 def _fmt(value) -> str:
@@ -77,18 +125,23 @@ def _fmt(value) -> str:
 
 
 def table(results: dict) -> str:
-    lines = [f"{'measure':<42} {'value':>14} {'target':>10}  met", "-" * 74]
-    for label, path, target, higher in ROWS:
-        value = _get(results, path)
+    lines = [f"{'measure':<46} {'value':>14} {'target':>10}  met", "-" * 82]
+    for row in ROWS:
+        value = _get(results, row.path)
         if value is None:
             continue
-        met = "" if target is None else ("yes" if (value >= target if higher else value <= target) else "NO")
-        lines.append(f"{label:<42} {_fmt(value):>14} {_fmt(target):>10}  {met}")
+        judged = verdict(row, results)
+        met = ""
+        if judged is not None:
+            met = "yes" if judged["met"] else "NO (load not met)" if judged["value_met"] else "NO"
+        lines.append(f"{row.label:<46} {_fmt(value):>14} {_fmt(row.target):>10}  {met}")
     for name, error in results.get("failed", {}).items():
         lines.append(f"{name}: FAILED: {error.strip().splitlines()[-1][:200]}")
     for point in results.get("scaling", []):
         label = f"scaling: {point['partitions']} partition(s) x {point['processes']} process(es)"
-        lines.append(f"{label:<42} {_fmt(point.get('events_per_second')):>14}")
+        rate = point.get("events_per_second")
+        shown = _fmt(rate) if rate is not None else "n/a"
+        lines.append(f"{label:<46} {shown:>14}" + ("" if rate is not None else f"  {point.get('note', '')}"))
     return "\n".join(lines)
 
 
@@ -135,6 +188,7 @@ def run_bench(args) -> dict:
                 progress.line(f"bench: {name} FAILED after {time.monotonic() - began:.0f}s")
         progress.update(len(chosen))
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["verdicts"] = verdicts(results)
     output = Path(args.output) if args.output else RESULTS_DIR / f"bench-{results['started_at'][:19]}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -58,9 +58,14 @@ FROM events
 EVENTS_PER_TRANSACTION = 1.6  # 60% of the transactions have a second event
 
 
+def transactions_for(events: int) -> int:
+    """The transactions of a generated day of about ``events`` events."""
+    return max(1, round(events / EVENTS_PER_TRANSACTION))
+
+
 def load_day(settings: Settings, day: date, region: str, events: int, partition: int) -> int:
     """Generate about ``events`` events of (day, region); returns how many were written."""
-    n = max(1, round(events / EVENTS_PER_TRANSACTION))
+    n = transactions_for(events)
     currencies = [c for c in REGION_CURRENCIES.get(region, ()) if c in settings.currencies] or ["USD"]
     with connect(settings.dsn_for_region(region), autocommit=True, purpose="bench") as conn:
         conn.execute("SELECT staging.ensure_transactions_partition(%s)", (day,))
@@ -78,6 +83,8 @@ def load_day(settings: Settings, day: date, region: str, events: int, partition:
             },
         )
         written = cur.rowcount
+        if written <= 0:
+            raise BenchError(f"generating {day} {region} wrote no events")
         # Their identities, as the landing writes them (the staging_events_unique check reads them).
         conn.execute(
             """INSERT INTO staging.event_identities (transaction_id, status, event_time, topic, "partition", "offset")
@@ -147,6 +154,8 @@ def run(
             "date": big_day.isoformat(),
             "region": region,
             "events": written,
+            "transactions": transactions_for(events),
+            "events_per_transaction": round(written / transactions_for(events), 4),
             "generate_seconds": load_seconds,
             "mart_seconds": mart_seconds,
             "materialize_with_checks_seconds": with_checks,
@@ -159,6 +168,7 @@ def run(
             "partitions": backfill_days * len(settings.regions),
             "events_per_partition": backfill_events,
             "events": backfill_rows,
+            "transactions": transactions_for(backfill_events) * backfill_days * len(settings.regions),
             "generate_seconds": backfill_load_seconds,
             "seconds": backfill_seconds,
         },

@@ -11,6 +11,7 @@ from ingestion.validate import validator_for
 from tests.integration.test_ingest import assert_every_offset_accounted_for
 
 EVENTS = 120_000
+EVENTS_PER_TRANSACTION = 1.6  # `txmon generate --tps` paces transactions: about this many events each
 
 
 def expected_from(path, settings) -> tuple[set[tuple[str, str]], int]:
@@ -39,7 +40,7 @@ def test_sigkill_mid_backlog_loses_and_duplicates_nothing(platform, tmp_path):
         "--tps",
         "10000",
         "--duration",
-        str(EVENTS / 10_000),
+        str(EVENTS / 10_000 / EVENTS_PER_TRANSACTION),
         "--seed",
         "11",
         "--bad-rate",

@@ -22,6 +22,7 @@ from txmon.devtools.services.kafka import Kafka
 from txmon.devtools.services.postgres import Postgres
 
 START = "2026-11-26T10:00:00Z"
+EVENTS_PER_TRANSACTION = 1.6  # `txmon generate --tps` paces transactions: about this many events each
 
 
 class Produced(set):
@@ -43,7 +44,7 @@ def backlog(platform, tmp_path, name: str, events: int, seed: int) -> Produced:
         "--tps",
         "1000",
         "--duration",
-        str(events / 1000),
+        str(events / 1000 / EVENTS_PER_TRANSACTION),
         "--seed",
         str(seed),
         "--start",

@@ -59,3 +59,29 @@ def test_amounts_are_decimal_strings():
     for e in stream(500):
         amount = orjson.loads(e.value)["amount"]
         assert isinstance(amount, str) and Decimal(amount) > 0
+
+
+def test_tps_paces_transactions_with_their_lifecycle_updates_following():
+    rate, seconds = 500, 20
+    gen = PaymentGenerator(Settings.from_env({}), tps=rate, seed=5, start=START)
+    events = list(gen.until(seconds))
+    firsts = [e for e in events if e.first]
+    ids = {orjson.loads(e.value)["transaction_id"] for e in firsts}
+    assert len(firsts) == len(ids) == rate * seconds  # one first event per transaction, R x N of them
+    assert all(e.at < seconds for e in events)
+    assert [e.at for e in events] == sorted(e.at for e in events)  # in time order
+    per_second = [sum(1 for e in firsts if s <= e.at < s + 1) for s in range(seconds)]
+    assert set(per_second) == {rate}  # evenly paced
+    ratio = len(events) / len(firsts)
+    assert 1.5 < ratio < 1.65  # 60% pending then settled or failed, a few reversals and redeliveries
+    later = [orjson.loads(e.value) for e in events if not e.first]
+    first_status = {orjson.loads(e.value)["transaction_id"]: orjson.loads(e.value)["status"] for e in firsts}
+    updates = [e for e in later if e["status"] != first_status.get(e["transaction_id"])]
+    assert len(updates) > 0.5 * len(firsts)
+    assert all(datetime.fromisoformat(e["event_time"]) >= START for e in later)
+
+
+def test_until_continues_where_it_stopped():
+    whole = PaymentGenerator(Settings.from_env({}), tps=200, seed=9, start=START)
+    parts = PaymentGenerator(Settings.from_env({}), tps=200, seed=9, start=START)
+    assert [e.value for e in whole.until(6)] == [e.value for e in parts.until(2)] + [e.value for e in parts.until(6)]

@@ -30,10 +30,16 @@ def produce(settings: Settings, file: Path) -> int:
 
 
 @click.command("generate")
-@click.option("--tps", type=POSITIVE, required=True, help="events per second")
-@click.option("--duration", type=NON_NEGATIVE, required=True, help="seconds of events (0: until interrupted)")
+@click.option(
+    "--tps",
+    type=POSITIVE,
+    required=True,
+    help="transactions per second: each starts with one event, lifecycle updates and redeliveries follow "
+    "(about 1.6 events per transaction)",
+)
+@click.option("--duration", type=NON_NEGATIVE, required=True, help="seconds of the stream (0: until interrupted)")
 @click.option("--seed", type=int, help="makes the stream reproducible")
-@click.option("--bad-rate", type=RATE, default=0.0, help="share of malformed events (0..1)")
+@click.option("--bad-rate", type=RATE, default=0.0, help="share of transactions sent as a malformed event (0..1)")
 @click.option("--start", type=TIMESTAMP, help="event_time of the first event (default: now)")
 @click.option("--output", type=click.Path(path_type=Path), help="write JSON lines to this file instead of the topic")
 @pass_settings
@@ -47,16 +53,21 @@ def generate(
     output: Path | None,
 ) -> int:
     gen = PaymentGenerator(settings, tps=tps, seed=seed, bad_rate=bad_rate, start=start)
-    count = int(tps * duration) if duration else None
-    events = gen.events(count) if count is not None else iter(gen.next, None)
+    events = gen.until(duration) if duration else iter(gen.next, None)
     if output:
-        if count is None:
+        if not duration:
             raise BadArgument("txmon generate: --output needs a --duration above 0")
+        count = transactions = 0
         with open(output, "wb") as fh:
             for event in events:
                 fh.write(event.value + b"\n")
-        click.echo(f"wrote {count} events to {output}")
+                count += 1
+                transactions += event.first
+        click.echo(f"wrote {count} events ({transactions} transactions) to {output}")
         return 0
-    report = send(settings, events, tps=tps)
-    click.echo(f"sent {report.sent} events to {settings.topic} in {report.seconds:.1f}s, {report.failed} failed")
+    report = send(settings, events, paced=True)
+    click.echo(
+        f"sent {report.sent} events ({report.transactions} transactions) to {settings.topic} "
+        f"in {report.seconds:.1f}s, {report.failed} failed"
+    )
     return EXIT_FAILURE if report.failed else 0

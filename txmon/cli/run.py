@@ -25,7 +25,7 @@ from txmon.devtools.services.postgres import local_region_dsns
 
 
 @click.command("run")
-@click.option("--tps", type=POSITIVE, default=2000.0)
+@click.option("--tps", type=POSITIVE, default=2000.0, help="synthetic transactions per second (about 1.6 events each)")
 @click.option("--duration", type=NON_NEGATIVE, default=0.0, help="seconds (0: until Ctrl-C)")
 @click.option("--worker", is_flag=True, help="land with a standalone worker; the Dagster sensor then only reports")
 @click.option("--port", type=int, default=3000, help="Dagster UI port")
@@ -64,7 +64,7 @@ def run(
         yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
         late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
         subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
-        click.echo(f"late data: 10,000 events of {yesterday.date()} sent (a closed day: its settlements publish)")
+        click.echo(f"late data: 10,000 transactions of {yesterday.date()} sent (a closed day: its settlements publish)")
         children.append(
             start_detached([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
         )
@@ -75,7 +75,9 @@ def run(
         lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
         for region in settings.regions:
             click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")
-        click.echo(f"synthetic payments at {tps:g}/s -> {settings.topic} -> staging.transactions ({lander})")
+        click.echo(
+            f"synthetic payments at {tps:g} transactions/s -> {settings.topic} -> staging.transactions ({lander})"
+        )
         click.echo(f"Dagster UI: http://127.0.0.1:{port}  (sensor, automation and schedules on; Ctrl-C stops)")
         key = key_line(settings, show_key=True)
         click.echo(f"API and web page: http://127.0.0.1:{settings.api_port}/  ({key}; OpenAPI at /docs)")

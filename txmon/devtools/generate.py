@@ -6,8 +6,11 @@
 # - occasional producer-style redeliveries (the same bytes again);
 # - malformed events of several kinds at ``bad_rate``.
 #
-# Event times follow a simulated clock (``start`` + i / tps); with a seed and a start the stream is reproducible byte
-# for byte.
+# ``tps`` is transactions per second: the stream's clock starts a transaction (its first event, or a malformed event in
+# its place) every 1 / tps seconds; each lifecycle update follows its transaction within ~5 simulated seconds, and a
+# redelivery repeats a recent event at the moment it follows, so events per second are about 1.6 tps. Every event
+# carries its moment on that clock (``at``, seconds since ``start``; event times are ``start`` + at) and whether it is
+# a transaction's first event. With a seed and a start the stream is reproducible byte for byte.
 
 from __future__ import annotations
 
@@ -42,12 +45,15 @@ BAD_KINDS = (
     "bad_timestamp",
     "too_many_decimals",
 )
+LIFECYCLE_SECONDS = 5.0  # a transaction's lifecycle update follows it within this time
 
 
 @dataclass(frozen=True)
 class Generated:
     key: bytes | None
     value: bytes
+    at: float = 0.0  # seconds since the stream's start, on its clock
+    first: bool = False  # a transaction's first event (or the malformed event in its place)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -85,12 +91,15 @@ class PaymentGenerator:
             self.accounts.append((f"acc-{region.lower()}-{i:06d}", region, self.rng.choice(choices)))
         self.merchants = [f"mch-{i:05d}" for i in range(2_000)]
         self._recent: deque[Generated] = deque(maxlen=1_000)
-        self._due: list[tuple[int, int, dict]] = []  # (due index, tiebreak, event) lifecycle updates
-        self._n = 0
+        self._due: list[tuple[float, int, dict]] = []  # (due moment, tiebreak, event) lifecycle updates
+        self._transactions = 0  # started so far: the next one starts at _transactions / tps
+        self._at = 0.0  # the current event's moment
+        self._redelivery: Generated | None = None  # follows the current event
+        self._held: Generated | None = None  # taken from the stream by until() but not yet given
 
     # ------------------------------------------------------------------ pieces
     def _now(self) -> datetime:
-        return self.start + timedelta(seconds=self._n / self.tps)
+        return self.start + timedelta(seconds=self._at)
 
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -105,8 +114,8 @@ class PaymentGenerator:
         places = Decimal("1") if currency in ZERO_DECIMAL_CURRENCIES else Decimal("0.01")
         return str(max(local.quantize(places, ROUND_HALF_UP), places))
 
-    def _emit(self, event: dict) -> Generated:
-        out = Generated(event["account_id"].encode(), orjson.dumps(event))
+    def _emit(self, event: dict, *, first: bool) -> Generated:
+        out = Generated(event["account_id"].encode(), orjson.dumps(event), self._at, first)
         self._recent.append(out)
         return out
 
@@ -135,13 +144,13 @@ class PaymentGenerator:
         return event
 
     def _schedule(self, event: dict, status: str) -> None:
-        due = self._n + self.rng.randint(1, max(2, int(self.tps * 5)))  # within ~5 simulated seconds
+        due = self._at + self.rng.uniform(0.001, LIFECYCLE_SECONDS)
         heapq.heappush(self._due, (due, self.rng.getrandbits(32), {**event, "status": status}))
 
     def _bad(self) -> Generated:
         kind = self.rng.choice(BAD_KINDS)
         if kind == "not_json":
-            return Generated(None, b"{not json" + str(self._n).encode())
+            return Generated(None, b"{not json" + str(self._transactions).encode(), self._at, True)
         event = self._new_transaction()
         self._due = [d for d in self._due if d[2]["transaction_id"] != event["transaction_id"]]
         heapq.heapify(self._due)
@@ -157,22 +166,43 @@ class PaymentGenerator:
             event["event_time"] = event["event_time"].replace("T", " at ").removesuffix("Z")
         elif kind == "too_many_decimals":
             event["amount"] = event["amount"].split(".")[0] + ".123456"
-        return Generated(event["account_id"].encode(), orjson.dumps(event))
+        return Generated(event["account_id"].encode(), orjson.dumps(event), self._at, True)
 
     # ------------------------------------------------------------------ stream
     def next(self) -> Generated:
-        self._n += 1
-        if self._due and self._due[0][0] <= self._n:
-            _, _, update = heapq.heappop(self._due)
+        """The next event in time order: a redelivery, a lifecycle update now due, or the next transaction."""
+        if self._held is not None:
+            out, self._held = self._held, None
+            return out
+        if self._redelivery is not None:
+            out, self._redelivery = self._redelivery, None
+            return out
+        starts = self._transactions / self.tps
+        if self._due and self._due[0][0] <= starts:
+            due, _, update = heapq.heappop(self._due)
+            self._at = max(self._at, due)
             update["event_time"] = _rfc3339(max(self._now(), datetime.fromisoformat(update["event_time"])))
-            return self._emit(update)
+            return self._emit(update, first=False)
+        self._at = starts
+        self._transactions += 1
         roll = self.rng.random()
-        if roll < self.bad_rate:
-            return self._bad()
-        if roll < self.bad_rate + self.redelivery_rate and self._recent:
-            return self.rng.choice(self._recent)
-        return self._emit(self._new_transaction())
+        out = self._bad() if roll < self.bad_rate else self._emit(self._new_transaction(), first=True)
+        if self.rng.random() < self.redelivery_rate and self._recent:
+            again = self.rng.choice(self._recent)
+            self._redelivery = Generated(again.key, again.value, self._at, False)
+        return out
 
     def events(self, count: int) -> Iterator[Generated]:
+        """The next ``count`` events."""
         for _ in range(count):
             yield self.next()
+
+    def until(self, moment: float) -> Iterator[Generated]:
+        """The next events up to ``moment`` on the stream's clock (excluded): from a new generator, ``moment`` x tps
+        transactions and the updates and redeliveries that fall in that time."""
+        while True:
+            event = self.next()
+            if event.at >= moment:
+                self._held = event
+                return
+            yield event
