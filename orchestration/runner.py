@@ -17,11 +17,10 @@ from orchestration.defs.dbt.refresh import JOB, run_config
 from orchestration.instance import OrchestrationError, open_instance, prepare
 from orchestration.partitions import partition_key
 from txmon.core.db import connect
-from txmon.core.dbt import dbt_vars, targets, vars_arg
+from txmon.core.dbt import dbt_vars, manifest, partitioned_tables, targets, vars_arg
 from txmon.core.settings import Settings
 
 REFERENCE_RELATIONS = ("reference.fx_rates", "stg.stg_transactions")
-PARTITIONED_RELATIONS = ("intermediate.int_transactions_latest", "marts.suspicious_activity", "marts.daily_settlements")
 
 # Runs started from the CLI log warnings and errors to the terminal; the UI has the full logs.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -55,6 +54,10 @@ def _create_partitioned_tables(settings: Settings, target: str) -> None:
         raise OrchestrationError(f"creating the mart tables failed: {reason[:500]}")
 
 
+def _partitioned_relations() -> set[str]:
+    return {t.relation for t in partitioned_tables(manifest())}
+
+
 def _missing(settings: Settings) -> dict[str, set[str]]:
     """Per dbt target (database), the reference and partitioned relations not created yet."""
     missing = {}
@@ -62,7 +65,7 @@ def _missing(settings: Settings) -> dict[str, set[str]]:
         with connect(dsn, autocommit=True, purpose="setup") as conn:
             missing[target] = {
                 name
-                for name in (*REFERENCE_RELATIONS, *PARTITIONED_RELATIONS)
+                for name in (*REFERENCE_RELATIONS, *_partitioned_relations())
                 if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()[0]
             }
     return missing
@@ -85,7 +88,7 @@ def setup(settings: Settings):
         if not result.success:
             raise OrchestrationError(f"building the reference models failed (run {result.run_id})")
     for target, names in missing.items():
-        if names & set(PARTITIONED_RELATIONS):
+        if names & _partitioned_relations():
             _create_partitioned_tables(settings, target)
     return defs, instance
 

@@ -3,8 +3,8 @@
 -#}
 
 {#- A transaction's latest event first: greatest event time, then the later lifecycle state, then the later offset. -#}
-{% macro latest_first(alias) -%}
-    {{ alias }}.event_at desc, {{ alias }}.status_rank desc, {{ alias }}.kafka_offset desc
+{% macro latest_first() -%}
+    event_at desc, status_rank desc, kafka_offset desc
 {%- endmacro %}
 
 

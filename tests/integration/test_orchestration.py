@@ -166,7 +166,7 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
             str(e.event_specific_data.materialization.partition)
             for e in outcome.all_events
             if e.event_type_value == "ASSET_MATERIALIZATION"
-            and e.event_specific_data.materialization.asset_key == AssetKey(["intermediate", "int_transactions_latest"])
+            and e.event_specific_data.materialization.asset_key == AssetKey(["intermediate", "int_transaction_state"])
         ]
         return keys
 

@@ -1,10 +1,11 @@
-"""Data residency: regions in their own databases (shared/CONTRACT.md section 4), end to end through
+"""Data residency: regions in their own databases, end to end through
 the real services: landing, quarantine, dbt, checks, publication and the global roll-up (the live
 platform with regional databases: tests/integration/test_live.py)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
@@ -15,8 +16,8 @@ from tests.integration.conftest import REGIONAL
 from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
 from txmon.core.db import connect
+from txmon.core.dbt import dbt_vars, run_dbt, target_for, vars_arg
 from txmon.core.settings import Settings
-from txmon.quality.reconciliations import run_check
 
 DAY = date(2026, 11, 20)
 ID_COLUMNS = ("transaction_id", "account_id")
@@ -175,9 +176,22 @@ def test_each_region_lives_in_its_own_database_end_to_end(regions, tmp_path):
     assert eu_rows > 0
     platform.execute("DELETE FROM marts.daily_settlements WHERE region = 'EU'", dsn=eu)
     platform.execute("DELETE FROM marts.suspicious_activity WHERE region = 'EU'", dsn=eu)
-    for check in ("settlements_reconcile_with_staging", "suspicious_complete"):
-        outcome = run_check(settings, check, DAY, "EU")
-        assert not outcome.passed, (check, outcome.summary)
+    tests = run_dbt(
+        settings,
+        [
+            "test",
+            "--select",
+            "fct_daily_settlements fct_suspicious_activity",
+            "--exclude-resource-type",
+            "unit_test",
+            *vars_arg(dbt_vars(settings, DAY, "EU")),
+        ],
+        capture=True,
+        target=target_for(settings, "EU"),
+    )
+    assert tests.returncode == 1
+    for kind in ("totals_match_state", "selected_by_rule"):
+        assert re.search(rf"FAIL \d+ {kind}_", tests.stdout), (kind, tests.stdout[-3000:])
 
 
 def test_one_database_under_two_urls_is_refused(platform):

@@ -117,7 +117,7 @@ def test_publish_reads_marts_writes_reporting_and_appends_to_the_log(platform):
         for statement in (
             "SELECT count(*) FROM staging.transactions",
             "SELECT count(*) FROM staging.raw_events",
-            "SELECT count(*) FROM intermediate.slice_dirty",
+            "SELECT count(*) FROM intermediate.changed_slices",
             "INSERT INTO marts.role_probe VALUES (2)",
             "DELETE FROM reporting.publication_log",
             "UPDATE reporting.publication_log SET row_count = 0",

@@ -139,8 +139,8 @@ def test_a_day_refreshes_its_open_day_tables_until_it_closes():
     today, yesterday = date(2026, 11, 26), date(2026, 11, 25)
     open_day = [t.name for t in tables_to_build(manifest(), today, today=today)]
     closed = [t.name for t in tables_to_build(manifest(), yesterday, today=today)]
-    assert open_day == ["int_transactions_latest", "suspicious_activity"]
-    assert closed == ["int_transactions_latest", "daily_settlements", "suspicious_activity"]
+    assert open_day == ["int_transaction_state", "suspicious_activity"]
+    assert closed == ["int_transaction_state", "daily_settlements", "suspicious_activity"]
     assert [t.name for t in tables_to_build(manifest(), today, today=today, whole=True)] == closed
 
 

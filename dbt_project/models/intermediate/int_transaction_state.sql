@@ -114,9 +114,9 @@ candidates as (
 latest as (
 
     -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
-    select distinct on (candidates.transaction_id collate "C") *
+    select distinct on (transaction_id collate "C") *
     from candidates
-    order by candidates.transaction_id collate "C", {{ latest_first('candidates') }}
+    order by transaction_id collate "C", {{ latest_first() }}
 
 ),
 
