@@ -73,7 +73,6 @@ ROWS = [
     *_freshness_rows("worker", 1.0),
     Row("settlement: region-day events", "settlement.region_day.events"),
     Row("settlement: region-day transactions", "settlement.region_day.transactions"),
-    Row("settlement: mart only (s)", "settlement.region_day.mart_seconds", None, False),
     Row("settlement: mart + checks (s)", "settlement.region_day.materialize_with_checks_seconds", 60.0, False),
     Row("settlement: backfill partitions", "settlement.backfill.partitions"),
     Row("settlement: backfill events", "settlement.backfill.events"),

@@ -32,15 +32,23 @@
 {%- endmacro %}
 
 
-{#- FX rule: the amount in USD at the rate with the latest rate_date on or before the business day (null without one). -#}
-{% macro amount_usd(alias) -%}
-    round({{ alias }}.amount * (
+{#-
+  FX rule: the rate of the currency with the latest rate_date on or before the business day (none: amount_usd null).
+  A join (`usd_rate`), planned with a cache per currency and day, then amount_usd of the joined row.
+-#}
+{% macro join_usd_rate(alias) -%}
+    left join lateral (
         select fx.usd_per_unit
         from {{ ref('fx_rates') }} as fx
         where fx.currency = {{ alias }}.currency and fx.rate_date <= {{ alias }}.event_date
         order by fx.rate_date desc
         limit 1
-    ), 4)
+    ) as usd_rate on true
+{%- endmacro %}
+
+
+{% macro amount_usd(alias) -%}
+    round({{ alias }}.amount * usd_rate.usd_per_unit, 4)
 {%- endmacro %}
 
 

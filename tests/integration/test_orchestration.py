@@ -213,8 +213,8 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     quiet = tick(first.cursor)
     assert not quiet.run_requests, quiet
 
-    # Today a new status flags od-4 and settles late-1: today is refreshed from its watermark, and
-    # yesterday (where late-1 was pending) is marked and refreshed by the same run's next cycle.
+    # Today a new status flags od-4 and settles late-1: the cycle's merge of the state marks today and yesterday
+    # (where late-1 was pending, its old day), and the same cycle refreshes both from their watermarks, in day order.
     land(
         "second.jsonl",
         [
@@ -225,7 +225,7 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     second = tick(quiet.cursor)
     partitions, outcome = run(second)
     assert partitions == [f"{today}|EU"]
-    assert refreshed(outcome) == [f"{today}|EU", f"{yesterday}|EU"]
+    assert refreshed(outcome) == [f"{yesterday}|EU", f"{today}|EU"]
     modes = {
         e.event_specific_data.materialization.metadata["slice_mode"].value
         for e in outcome.all_events

@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     suspicious_threshold_usd_by_region: dict[str, PositiveDecimal] = Field(
         default_factory=dict, description='a JSON object like {"EU": "15000"}'
     )
-    # A later event of the same transaction is looked for up to this many days after an event.
+    # How long before a transaction's latest event an upstream fraud flag still makes it suspicious (days).
     lifecycle_window_days: Whole = Field(7, ge=0, le=3660)
     partitions_start_date: IsoDate = date(2025, 1, 1)
 

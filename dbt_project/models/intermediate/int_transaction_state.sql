@@ -113,20 +113,17 @@ candidates as (
 
 latest as (
 
+    -- One sort serves both: the window's frame is the whole transaction, in the order DISTINCT ON keeps the first of.
     -- collate "C": grouping by identifier needs no linguistic order, and byte order sorts twice as fast.
-    select distinct on (transaction_id collate "C") *
+    select distinct on (transaction_id collate "C")
+        *,
+        max(flagged_at) over (
+            partition by transaction_id collate "C"
+            order by {{ latest_first() }}
+            rows between unbounded preceding and unbounded following
+        ) as any_flagged_at
     from candidates
     order by transaction_id collate "C", {{ latest_first() }}
-
-),
-
-flags as (
-
-    select
-        transaction_id,
-        max(flagged_at) as flagged_at
-    from candidates
-    group by transaction_id
 
 )
 
@@ -143,9 +140,9 @@ select
     latest.event_date,
     latest.kafka_partition,
     latest.kafka_offset,
-    flags.flagged_at,
+    latest.any_flagged_at as flagged_at,
     coalesce(
-        flags.flagged_at >= (latest.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC',
+        latest.any_flagged_at >= (latest.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC',
         false
     ) as is_fraud_flagged,
     {% if is_incremental() -%}
@@ -158,7 +155,6 @@ select
     now() as refreshed_at
 
 from latest
-inner join flags on latest.transaction_id = flags.transaction_id
 {% if is_incremental() -%}
 left join prior on latest.transaction_id = prior.transaction_id
 {%- endif %}

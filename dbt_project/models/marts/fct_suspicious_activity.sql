@@ -27,6 +27,7 @@ converted as (
         {{ amount_usd('state') }} as amount_usd,
         {{ suspicious_threshold_usd('state.region') }} as threshold_usd
     from state
+    {{ join_usd_rate('state') }}
 
 ),
 

@@ -17,6 +17,7 @@ changed as (
         state.*,
         {{ amount_usd('state') }} as amount_usd
     from {{ state }} as state
+    {{ join_usd_rate('state') }}
     where {{ partition_filter('state.event_date', 'state.region') }}{{ checked_rows('state.refreshed_at') }}
 
 ),
@@ -37,6 +38,7 @@ published as (
         {{ amount_usd('state') }} as amount_usd
     from slice_rows as mart
     left join {{ state }} as state on mart.transaction_id = state.transaction_id
+    {{ join_usd_rate('state') }}
 
 )
 

@@ -291,7 +291,7 @@ def refresh_sensor_def():
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.RUNNING,
         description="Every 5 s: one refresh_partitions run for every region x day partition that received data "
-        "(open day and late data alike) or that a neighbouring slice's refresh marked, when none is in flight; "
+        "(open day and late data alike) or that a merge of the state marked, when none is in flight; "
         "the run keeps refreshing what lands while the sensor ticks.",
     )
     @skip_while_unreachable
