@@ -182,6 +182,8 @@ def test_each_region_lives_in_its_own_database_end_to_end(regions, tmp_path):
             "test",
             "--select",
             "fct_daily_settlements fct_suspicious_activity",
+            "--indirect-selection",
+            "buildable",
             "--exclude-resource-type",
             "unit_test",
             *vars_arg(dbt_vars(settings, DAY, "EU")),
