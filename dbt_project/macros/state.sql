@@ -25,6 +25,16 @@
 {%- endmacro %}
 
 
+{#- The columns a transaction's state keeps of its latest event (prefixed with `alias.` when given). -#}
+{% macro state_event_columns(alias=none) -%}
+    {%- set columns = ['transaction_id', 'account_id', 'counterparty_id', 'amount', 'currency', 'region', 'status',
+                       'status_rank', 'event_at', 'event_date', 'kafka_partition', 'kafka_offset'] -%}
+    {%- for column in columns -%}
+        {{ alias ~ '.' if alias }}{{ column }}{{ ',\n        ' if not loop.last }}
+    {%- endfor -%}
+{%- endmacro %}
+
+
 {#- Where the last merge left off ('-infinity' before the first). -#}
 {% macro state_watermark() -%}
     (select coalesce(max(w.processed_until), '-infinity'::timestamptz)
@@ -52,4 +62,27 @@
     ) as changed (slice_date, region)
     where state.refreshed_at = now() and changed.slice_date is not null
     on conflict do nothing
+{%- endmacro %}
+
+
+{#-
+  After a merge that changed a tenth of the state or more (the first build, a backfill, a large day), before its
+  commit: fresh statistics, or the slices' builds and checks that follow at once are planned on a state the planner
+  believes small (a nested loop over millions of rows where a hash join was meant). Autovacuum's ANALYZE follows the
+  smaller merges.
+-#}
+{% macro analyze_after_large_merge() -%}
+    {%- set relation = this.schema ~ '.' ~ this.identifier -%}
+    do $$
+    begin
+        if (
+            select c.reltuples < 0
+                or pg_stat_get_xact_tuples_inserted(c.oid) + pg_stat_get_xact_tuples_updated(c.oid)
+                    >= 0.1 * c.reltuples
+            from pg_class as c where c.oid = '{{ relation }}'::regclass
+        ) then
+            analyze {{ relation }};
+        end if;
+    end
+    $$
 {%- endmacro %}

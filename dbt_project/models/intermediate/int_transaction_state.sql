@@ -16,6 +16,7 @@
             "{{ create_index('refreshed_at') }}",
             "{{ mark_changed_slices() }}",
             "{{ record_state_watermark() }}",
+            "{{ analyze_after_large_merge() }}",
         ],
     )
 }}
@@ -26,18 +27,7 @@ with events as not materialized (
     select
         ingested_at,
         is_fraud_flagged,
-        transaction_id,
-        account_id,
-        counterparty_id,
-        amount,
-        currency,
-        region,
-        status,
-        status_rank,
-        event_at,
-        event_date,
-        kafka_partition,
-        kafka_offset,
+        {{ state_event_columns() }},
         case when is_fraud_flagged then event_at end as flagged_at
     from {{ ref('stg_transactions') }}
 
@@ -76,35 +66,13 @@ prior as (
 candidates as (
 
     select
-        transaction_id,
-        account_id,
-        counterparty_id,
-        amount,
-        currency,
-        region,
-        status,
-        status_rank,
-        event_at,
-        event_date,
-        kafka_partition,
-        kafka_offset,
+        {{ state_event_columns() }},
         flagged_at
     from landed
     {%- if is_incremental() %}
     union all
     select
-        transaction_id,
-        account_id,
-        counterparty_id,
-        amount,
-        currency,
-        region,
-        status,
-        status_rank,
-        event_at,
-        event_date,
-        kafka_partition,
-        kafka_offset,
+        {{ state_event_columns() }},
         flagged_at
     from prior
     {%- endif %}
@@ -128,18 +96,7 @@ latest as (
 )
 
 select
-    latest.transaction_id,
-    latest.account_id,
-    latest.counterparty_id,
-    latest.amount,
-    latest.currency,
-    latest.region,
-    latest.status,
-    latest.status_rank,
-    latest.event_at,
-    latest.event_date,
-    latest.kafka_partition,
-    latest.kafka_offset,
+    {{ state_event_columns('latest') }},
     latest.any_flagged_at as flagged_at,
     coalesce(
         latest.any_flagged_at >= (latest.event_date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC',

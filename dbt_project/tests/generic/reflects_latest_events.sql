@@ -34,8 +34,10 @@ select
     'a state that is no landed event' as problem
 from slice_states as state
 where not exists (
+    -- a state of the slice is an event of the slice: only the slice's day is read
     select 1 from {{ events }} as event
-    where event.transaction_id = state.transaction_id
+    where {{ in_partition('event.event_at', 'event.region') }}
+      and event.transaction_id = state.transaction_id
       and event.status = state.status
       and event.event_at = state.event_at
       and event.amount = state.amount
