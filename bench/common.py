@@ -120,6 +120,20 @@ class Measured:
     max_rss_mib: float
 
 
+def wait_measured(proc: subprocess.Popen, deadline: float, what: str, *, poll: float = 0.05):
+    """Wait for ``proc`` until ``deadline`` (monotonic): its wait status and resource usage; killed and BenchError
+    past the deadline."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise BenchError(f"{what} did not finish in time")
+        time.sleep(poll)
+
+
 def run_measured(argv: list[str], env: dict[str, str], *, timeout: float = 3600) -> Measured:
     out_path = RESULTS_DIR / f".stdout-{os.getpid()}"
     err_path = RESULTS_DIR / f".stderr-{os.getpid()}"
@@ -127,15 +141,7 @@ def run_measured(argv: list[str], env: dict[str, str], *, timeout: float = 3600)
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise BenchError(f"{' '.join(argv[2:])} did not finish in {timeout:.0f}s")
-            time.sleep(0.05)
+        status, usage = wait_measured(proc, started + timeout, f"{' '.join(argv[2:])} ({timeout:.0f}s)")
     seconds = time.monotonic() - started
     stdout, stderr = out_path.read_text(), err_path.read_text()
     out_path.unlink()
@@ -269,17 +275,10 @@ def replay_load(path: Path, env: dict[str, str], *, start_at: float, window: tup
     proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def finish() -> dict:
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.monotonic() > deadline:
-                    proc.kill()
-                    proc.wait()
-                    raise BenchError(f"the load's replay did not finish in {timeout:.0f}s")
-                time.sleep(0.2)
+            status, usage = wait_measured(
+                proc, time.monotonic() + timeout, f"the load's replay ({timeout:.0f}s)", poll=0.2
+            )
         finally:
             out.close()
         text = out_path.read_text()

@@ -17,8 +17,9 @@
 
 {#-
   A full partitioned run restates its slice from staging (`txmon materialize`): the slice's states are derived again
-  from the slice's events (and the flagged events of the lifecycle window before it), so a state whose event is no
-  longer in staging, or one that drifted, is put right. Otherwise a merge reads only what landed since the last one.
+  from the slice's events (and the flagged events of the lifecycle window up to the slice's end, in any region), so a
+  state whose event is no longer in staging, or one that drifted, is put right. Otherwise a merge reads only what
+  landed since the last one.
 -#}
 {% macro restating() -%}
     {{ return(is_incremental() and var('partition_date') is not none and var('slice_mode') == 'full') }}

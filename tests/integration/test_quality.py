@@ -334,8 +334,7 @@ def slice_test_failures(platform, day: date, region: str) -> dict[str, int]:
 
 def test_reconciliations_find_what_does_not_add_up(landed):
     from txmon.quality.reconciliations import (
-        IDENTITIES_OF_SLICE_BY_DAY,
-        IDENTITIES_OF_SLICE_BY_KEY,
+        IDENTITIES_OF_SLICE,
         kafka_offsets_accounted,
         slice_bounds,
         staging_events_unique,
@@ -423,9 +422,7 @@ def test_reconciliations_find_what_does_not_add_up(landed):
     assert not doubled.passed and doubled.metadata["second_copies"] == 1
     # The day's identities joined or probed one by one (identities_scope picks one by size): the same counts.
     params = {**slice_bounds(DAY, "US"), "sample": 0}
-    joined, probed = (
-        platform.query(q, params)[0][:3] for q in (IDENTITIES_OF_SLICE_BY_DAY, IDENTITIES_OF_SLICE_BY_KEY)
-    )
+    joined, probed = (platform.query(IDENTITIES_OF_SLICE, {**params, "by_day": d})[0][:3] for d in (True, False))
     assert joined == probed and joined[2] == 1
     # A second copy on the next day: its identity points at the first copy, outside that day's identities.
     next_day = DAY + timedelta(days=1)
@@ -438,9 +435,7 @@ def test_reconciliations_find_what_does_not_add_up(landed):
         (suspicious[-1], next_day),
     )
     params = {**slice_bounds(next_day, "US"), "sample": 0}
-    joined, probed = (
-        platform.query(q, params)[0][1:3] for q in (IDENTITIES_OF_SLICE_BY_DAY, IDENTITIES_OF_SLICE_BY_KEY)
-    )
+    joined, probed = (platform.query(IDENTITIES_OF_SLICE, {**params, "by_day": d})[0][1:3] for d in (True, False))
     assert joined == probed == (0, 1)  # (without an identity, second copies)
     platform.execute(
         'DELETE FROM staging.transactions WHERE transaction_id = %s AND "offset" > 2000000', (suspicious[-1],)

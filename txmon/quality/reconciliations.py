@@ -24,12 +24,13 @@ from txmon.core.db import connect
 from txmon.core.settings import Role, Settings
 
 # Each event of the slice (landed since `since`) is the one its identity (transaction_id, status) points at. Two ways
-# to find its identities, chosen from the planner's estimates (identities_scope):
+# to find its identities, chosen from the planner's estimates (identities_scope) and passed as `by_day`:
 # - the day's: the identities of the slice's day (a BRIN range: an identity carries its event's time), hashed against
 #   the slice; an event matched there by none (normally none) is probed by key, so an identity that points at another
 #   day's copy still counts as a second copy, not as a missing identity;
-# - by key: one probe per event (for a slice small against its day: what landed since a publication).
-IDENTITIES_OF_SLICE_BY_DAY = """
+# - by key (`by_day` false: the day's join is planned away): one probe per event, for a slice small against its day
+#   (what landed since a publication).
+IDENTITIES_OF_SLICE = """
 SELECT count(*),
        count(*) FILTER (WHERE i.transaction_id IS NULL),
        count(*) FILTER (WHERE i.transaction_id IS NOT NULL
@@ -39,7 +40,7 @@ SELECT count(*),
        )[1:%(sample)s]
 FROM staging.transactions AS t
 LEFT JOIN staging.event_identities AS d
-  ON d.transaction_id = t.transaction_id AND d.status = t.status
+  ON %(by_day)s AND d.transaction_id = t.transaction_id AND d.status = t.status
  AND d.event_time >= %(day_start)s AND d.event_time < %(day_end)s
 LEFT JOIN LATERAL (
     SELECT * FROM staging.event_identities AS p
@@ -49,23 +50,6 @@ LEFT JOIN LATERAL (
 CROSS JOIN LATERAL (SELECT coalesce(d.transaction_id, p.transaction_id) AS transaction_id,
                            coalesce(d.topic, p.topic) AS topic, coalesce(d."partition", p."partition") AS "partition",
                            coalesce(d."offset", p."offset") AS "offset") AS i
-WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.region = %(region)s
-  AND t.ingested_at >= %(since)s
-"""
-IDENTITIES_OF_SLICE_BY_KEY = """
-SELECT count(*),
-       count(*) FILTER (WHERE i.transaction_id IS NULL),
-       count(*) FILTER (WHERE i.transaction_id IS NOT NULL
-                          AND (i.topic, i."partition", i."offset") <> (t.topic, t."partition", t."offset")),
-       (array_agg(t.transaction_id) FILTER (
-            WHERE (i.topic, i."partition", i."offset") IS DISTINCT FROM (t.topic, t."partition", t."offset"))
-       )[1:%(sample)s]
-FROM staging.transactions AS t
-LEFT JOIN LATERAL (
-    SELECT * FROM staging.event_identities AS i
-    WHERE i.transaction_id = t.transaction_id AND i.status = t.status
-    OFFSET 0
-) AS i ON true
 WHERE t.event_time >= %(day_start)s AND t.event_time < %(day_end)s AND t.region = %(region)s
   AND t.ingested_at >= %(since)s
 """
@@ -113,9 +97,8 @@ def staging_events_unique(settings: Settings, day: date, region: str, since: dat
     is the one event its identity row in staging.event_identities points at."""
     params = {**slice_bounds(day, region, since), "sample": settings.metadata_sample_size}
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="check") as conn:
-        by_key = identities_scope(conn, params) == "by_key"
-        query = IDENTITIES_OF_SLICE_BY_KEY if by_key else IDENTITIES_OF_SLICE_BY_DAY
-        events, without, second, sample = conn.execute(query, params).fetchone()
+        params["by_day"] = identities_scope(conn, params) == "day"
+        events, without, second, sample = conn.execute(IDENTITIES_OF_SLICE, params).fetchone()
     return CheckOutcome(
         name="staging_events_unique",
         passed=without == 0 and second == 0,

@@ -171,7 +171,6 @@ def refresh_slice(
         state = state or advance_state(settings, dbt, manifest, region, restate=day if full else None)
         result.models.append(state)
         with slice_lock(settings, day, region), state_lock(settings, region, shared=True):
-            take_mark(settings, day, region)
             if not full and slice_processed_before(settings, day, region):
                 result.mode = "new_data"
                 result.checked_since = checked_through(settings, day, region, tables)
@@ -182,6 +181,8 @@ def refresh_slice(
                 _check(settings, dbt, manifest, tables, result)
             if result.error is None:
                 _publish(settings, tables, result, run_id, launched_by)
+            if result.ok and not result.not_published:
+                take_mark(settings, day, region)  # no merge can have marked it again meanwhile: the lock is shared
     except Exception as exc:
         result.error = first_line(exc)
     result.seconds = time.monotonic() - started
@@ -189,7 +190,8 @@ def refresh_slice(
 
 
 def take_mark(settings: Settings, day: date, region: str) -> None:
-    """The slice is being refreshed: a merge's mark of it is taken (a later merge marks it again)."""
+    """The slice was refreshed, checked and published: a merge's mark of it is taken. A refresh that failed leaves
+    it, so the sensor requests the slice again."""
     with connect(settings.dsn_for_region(region, Role.TRANSFORM), autocommit=True, purpose="dbt") as conn:
         conn.execute("DELETE FROM intermediate.changed_slices WHERE slice_date = %s AND region = %s", (day, region))
 

@@ -47,7 +47,7 @@ landed as (
     select * from events
     where is_fraud_flagged
       and event_at >= ('{{ var('partition_date') }}'::date - {{ var('lifecycle_window_days') }})::timestamp at time zone 'UTC'
-      and event_at < ('{{ var('partition_date') }}'::date)::timestamp at time zone 'UTC'
+      and event_at < ('{{ var('partition_date') }}'::date + 1)::timestamp at time zone 'UTC'
     {%- endif %}
     {%- endif %}
 
