@@ -1,14 +1,20 @@
 {#-
-  The hooks of int_transaction_state, inside its merge's transaction. Orchestration holds the state's lock exclusively
-  around the merge (txmon/quality/refresh.py), so merges never overlap and none runs while a slice is built or checked.
+  The hooks of int_transaction_state, inside its merge's transaction: merges never overlap, and none runs while a
+  slice is built or checked (state_clock).
 -#}
 
 {#-
-  How far this merge reads staging: rows carry their landing transaction's start (ingested_at), so every row landed
-  before the oldest transaction still open now is visible; the rows of transactions still open are read next time.
+  The merge takes the state's lock exclusively for its transaction (a slice's refresh holds it shared: no merge runs
+  while a slice is built, checked and published), then notes its clocks:
+  - how far it reads staging: rows carry their landing transaction's start (ingested_at), so every row landed before
+    the oldest transaction still open now is visible; the rows of transactions still open are read next time;
+  - the time its rows are merged at (`refreshed_at`), taken once the lock is held: later than any slice build that
+    ran before it, earlier than any that runs after.
 -#}
 {% macro state_clock() -%}
-    create temp table txmon_state_clock on commit drop as select txmon.run_clock() as processed_until;
+    select pg_advisory_xact_lock(hashtext('txmon state'));
+    create temp table txmon_state_clock on commit drop as
+    select txmon.run_clock() as processed_until, clock_timestamp() as merged_at;
     {%- if restating() %}
     delete from {{ this }} where {{ partition_filter('event_date', 'region') }};
     {%- endif %}
@@ -33,6 +39,12 @@
     {%- for column in columns -%}
         {{ alias ~ '.' if alias }}{{ column }}{{ ',\n        ' if not loop.last }}
     {%- endfor -%}
+{%- endmacro %}
+
+
+{#- When this merge's rows are merged (state_clock). -#}
+{% macro merged_at() -%}
+    (select txmon_state_clock.merged_at from txmon_state_clock)
 {%- endmacro %}
 
 
@@ -61,7 +73,7 @@
     cross join lateral (
         values (state.event_date, state.region), (state.previous_event_date, state.previous_region)
     ) as changed (slice_date, region)
-    where state.refreshed_at = now() and changed.slice_date is not null
+    where state.refreshed_at = {{ merged_at() }} and changed.slice_date is not null
     on conflict do nothing
 {%- endmacro %}
 

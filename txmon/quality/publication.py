@@ -102,10 +102,11 @@ def slice_lock(settings: Settings, day: date, region: str):
     return _advisory_lock(settings, region, f"txmon slice|{day}|{region}", "slice-lock")
 
 
-def state_lock(settings: Settings, region: str, *, shared: bool):
-    """The transactions' state of the region's database: a merge holds it exclusively; a slice's build, checks and
-    publication hold it shared, so the state they read does not change under them."""
-    return _advisory_lock(settings, region, "txmon state", "state-lock", shared=shared)
+def state_lock(settings: Settings, region: str):
+    """The transactions' state of the region's database, held shared by a slice's build, checks and publication: a
+    merge takes it exclusively for its transaction (dbt_project/macros/state.sql), so the state they read does not
+    change under them."""
+    return _advisory_lock(settings, region, "txmon state", "state-lock", shared=True)
 
 
 def publish(

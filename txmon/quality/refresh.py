@@ -134,14 +134,13 @@ def tables_to_build(manifest: dict, day: date, *, today: date | None = None, who
 def advance_state(
     settings: Settings, dbt: Dbt, manifest: dict, region: str, *, restate: date | None = None
 ) -> ModelBuild:
-    """One merge of the transactions' state of the region's database over what landed since the last one, holding the
-    state's lock exclusively; with ``restate``, that day's slice of the region is also derived again from staging. Its
-    build, or RuntimeError when dbt did not make it."""
+    """One merge of the transactions' state of the region's database over what landed since the last one (the merge
+    takes the state's lock exclusively for its transaction); with ``restate``, that day's slice of the region is also
+    derived again from staging. Its build, or RuntimeError when dbt did not make it."""
     table = next(t for t in partitioned_tables(manifest) if t.whole_database)
     variables = dbt_vars(settings, restate, region) if restate else dbt_vars(settings)
     args = ["run", "--select", table.model, *vars_arg(variables)]
-    with state_lock(settings, region, shared=False):
-        outcome = dbt.invoke(settings, args, target=target_for(settings, region))
+    outcome = dbt.invoke(settings, args, target=target_for(settings, region))
     node = next((n for n in outcome.results or () if n.unique_id == f"model.txmon.{table.model}"), None)
     if node is None or node.status != "success":
         raise RuntimeError(f"dbt did not advance {table.model}: {(node and node.message) or outcome.error or '?'}")
@@ -170,7 +169,7 @@ def refresh_slice(
     try:
         state = state or advance_state(settings, dbt, manifest, region, restate=day if full else None)
         result.models.append(state)
-        with slice_lock(settings, day, region), state_lock(settings, region, shared=True):
+        with slice_lock(settings, day, region), state_lock(settings, region):
             if not full and slice_processed_before(settings, day, region):
                 result.mode = "new_data"
                 result.checked_since = checked_through(settings, day, region, tables)

@@ -109,7 +109,7 @@ select
     null::date as previous_event_date,
     null::text as previous_region,
     {%- endif %}
-    now() as refreshed_at
+    {{ merged_at() }} as refreshed_at
 
 from latest
 {% if is_incremental() -%}
