@@ -1,1 +1,1 @@
-"""The read-only HTTP API (shared/CONTRACT.md section 5) and the monitoring web page it serves."""
+"""The read-only HTTP API and the monitoring web page it serves."""

@@ -1,4 +1,4 @@
-"""The FastAPI application: the read-only endpoints of shared/CONTRACT.md section 5, `/partitions` for the
+"""The FastAPI application: the read-only endpoints of docs/api.md, `/partitions` for the
 web page, the page itself at `/`, the OpenAPI document and its interactive docs (served offline)."""
 
 from __future__ import annotations

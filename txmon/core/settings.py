@@ -198,7 +198,7 @@ class Settings(BaseSettings):
     # the migrations from TXMON_BI_READER_PASSWORD or <secrets dir>/bi-reader (NOLOGIN without one).
     bi_reader_password: str | None = Field(None, repr=False)
 
-    # The HTTP API (`txmon api`, shared/CONTRACT.md section 5): each bearer key's role and regions. Empty:
+    # The HTTP API (`txmon api`, docs/api.md): each bearer key's role and regions. Empty:
     # one local key (analyst, every region) generated in the secrets directory, which `txmon run` prints.
     api_keys: dict[str, ApiGrant] = Field(
         default_factory=dict,
