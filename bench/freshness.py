@@ -35,6 +35,7 @@ from bench.common import (
     run_measured,
     txmon_argv,
 )
+from bench.cpu import CpuProfile
 from ingestion.lag import consumer_lag
 from txmon.core.db import connect
 from txmon.core.leases import end_leases
@@ -148,6 +149,8 @@ def run(
             )
             procs.append(gen)
             sampler.start()
+            start = prepared["start_at"]
+            cpu = CpuProfile((start + warmup, start + warmup + seconds))
             sent = finish()
         if sent["failed"]:
             raise BenchError(f"the load's replay failed to send {sent['failed']} events: {sent['first_error']}")
@@ -199,6 +202,7 @@ def run(
         },
         "suspicious_seconds": {**percentiles(delays), "not_seen": len(produced) - len(delays)},
         "lag_max": max(in_window, default=None),
+        "cpu": cpu.result(timeout=seconds + 60),
         "lag_samples": [[round(t - window[0].timestamp(), 1), lag] for t, lag in sampler.lag],
     }
 
