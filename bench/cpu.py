@@ -15,21 +15,23 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # First match wins: (component, what its command line contains).
 COMPONENTS = (
     ("load replay", "bench.replay"),
+    ("bench itself (samplers)", "txmon bench"),
     ("kafka", "kafka.Kafka"),
-    ("postgres: ingest", "postgres: txmon_ingest"),
-    ("postgres: transform (dbt, checks)", "postgres: txmon_transform"),
-    ("postgres: publish", "postgres: txmon_publish"),
+    ("postgres: landing", "postgres: txmon_ingest"),
+    ("postgres: transform (state merge, marts, checks)", "postgres: txmon_transform"),
+    ("postgres: publication", "postgres: txmon_publish"),
     ("postgres: dagster storage", "postgres: txmon_dagster"),
     ("postgres: other sessions", "postgres: txmon"),
     ("postgres: parallel workers", "postgres: parallel worker"),
     ("postgres: wal, checkpoints, autovacuum", "postgres"),
-    ("txmon ingest worker", "txmon ingest"),
-    ("dagster run workers", "execute_run"),
-    ("dagster run workers", "execute_step"),
-    ("dbt", "dbt"),
+    ("landing: txmon ingest", "txmon.cli ingest"),
+    ("landing: txmon ingest", "txmon ingest"),
+    # A run is a child process of a code server, and its dbt invocations run in its own children.
+    ("dagster runs (dbt, checks, publication)", "multiprocessing.spawn"),
+    ("dagster runs (dbt, checks, publication)", "execute_run"),
+    ("dagster code servers", "dagster api grpc"),
     ("dagster daemon", "dagster-daemon"),
-    ("dagster daemon", "daemon"),
-    ("dagster webserver and code server", "dagster"),
+    ("dagster webserver", "dagster"),
 )
 
 

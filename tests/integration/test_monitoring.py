@@ -123,3 +123,5 @@ def test_prometheus_scrapes_every_txmon_process_and_every_panel_evaluates(platfo
             ingest.terminate()
             ingest.wait(timeout=60)
             log.close()
+        # Stopped: neither Prometheus nor the exporter listens any more.
+        assert [status.name for status in monitoring.status() if status.up] == []

@@ -244,3 +244,18 @@ def test_refresh_sensor_runs_one_refresh_for_every_touched_partition(platform, t
     assert settled(yesterday) == [(1, 1, Decimal("20000.0000"))]  # late-1 now belongs to today
     assert not tick(second.cursor).run_requests
     instance.dispose()
+
+
+def test_marks_that_can_never_be_a_partition_are_dropped(platform):
+    """A merge's mark of a day before the first partition, or of a region not configured, is dropped when the marks
+    are read; a partition's mark stays for its refresh."""
+    from orchestration.defs.dbt.refresh import marked_slices
+
+    before = platform.settings.partitions_start_date - timedelta(days=1)
+    today = datetime.now(UTC).date()
+    platform.execute(
+        "INSERT INTO intermediate.changed_slices (slice_date, region) VALUES (%s, 'EU'), (%s, 'MARS'), (%s, 'EU')",
+        (before, today, today),
+    )
+    assert marked_slices(platform.settings) == {f"{today}|EU"}
+    assert platform.query("SELECT slice_date, region FROM intermediate.changed_slices") == [(today, "EU")]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
 import pytest
 
 from bench.common import LOAD_MET_SHARE, BenchError, load_result
+from bench.cpu import CpuProfile
 from bench.runner import table, verdicts
 from txmon.core.settings import Settings
 from txmon.devtools.generate import Generated, PaymentGenerator
@@ -132,3 +136,17 @@ def test_replay_sends_each_event_at_its_moment_and_counts_the_window(tmp_path, m
     assert 45 <= report.window_events <= 55 and 22 <= report.window_transactions <= 28
     assert report.late_seconds < 0.05
     assert 0 <= report.cpu_seconds < report.seconds
+
+
+def test_cpu_profile_attributes_a_busy_process_to_its_component():
+    # A process spinning for the whole window, named like the load's replay, and the machine's busy cores beside it.
+    spin = "import time\nend = time.time() + 2.5\nwhile time.time() < end: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin, "bench.replay"])
+    try:
+        now = time.time()
+        profile = CpuProfile((now + 0.3, now + 2.0), interval=0.2).result(timeout=10)
+    finally:
+        busy.wait()
+    assert profile["cores"] == os.cpu_count()
+    assert profile["by_component"]["load replay"] >= 0.2  # its share of a core, however loaded the machine is
+    assert profile["busy_cores"] >= profile["by_component"]["load replay"] - 0.05

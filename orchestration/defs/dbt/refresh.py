@@ -130,16 +130,19 @@ def refresh_job_def(manifest: dict, check_specs: list[AssetCheckSpec]):
         """Advance the state of each database the partitions live in, add the partitions its merge changed, then refresh
         them through txmon.quality.refresh, REFRESH_THREADS at a time in the order RegionTurns hands them out; each
         reported as Dagster events, in this thread, as it ends. What failed, if anything."""
-        states: dict[str, ModelBuild] = {}  # region -> the merge of its database's state
-        for region in sorted({parse_partition_key(k)[1] for k in keys}):
-            dsn = settings.dsn_for_region(region)
-            merged = next((m for r, m in states.items() if settings.dsn_for_region(r) == dsn), None)
-            states[region] = merged or advance_state(settings, DBT, manifest, region)
+        states: dict[str, ModelBuild] = {}  # region -> the merge of its database's state, one per database
+
+        def advance(regions: set[str]) -> None:
+            for region in sorted(regions - set(states)):
+                dsn = settings.dsn_for_region(region)
+                merged = next((m for r, m in states.items() if settings.dsn_for_region(r) == dsn), None)
+                states[region] = merged or advance_state(settings, DBT, manifest, region)
+
+        advance({parse_partition_key(k)[1] for k in keys})
         if keys:
             today = datetime.now(UTC).date()
             keys = sorted(set(keys) | {k for k in marked_slices(settings) if in_partitions(settings, k, today)})
-        for region in sorted({parse_partition_key(k)[1] for k in keys} - set(states)):
-            states[region] = advance_state(settings, DBT, manifest, region)
+        advance({parse_partition_key(k)[1] for k in keys})
         turns = RegionTurns(keys)
         ended: queue.Queue = queue.Queue()
 
@@ -260,10 +263,15 @@ def run_config(
 
 
 def marked_slices(settings: Settings) -> set[str]:
-    """Slices that a merge of the transactions' state changed, for their next refresh."""
+    """Slices that a merge of the transactions' state changed, for their next refresh. A mark that can never be a
+    partition (a day before the first partition, a region not configured) is dropped, not kept for ever."""
     marked = set()
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.TRANSFORM), autocommit=True, purpose="report") as conn:
+            conn.execute(
+                "DELETE FROM intermediate.changed_slices WHERE slice_date < %s OR region <> ALL(%s)",
+                (settings.partitions_start_date, list(settings.regions)),
+            )
             rows = conn.execute("SELECT slice_date, region FROM intermediate.changed_slices").fetchall()
         marked |= {f"{day.isoformat()}|{region}" for day, region in rows}
     return marked

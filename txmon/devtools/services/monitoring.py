@@ -53,8 +53,13 @@ class Monitoring:
         self.root = root or settings.state_dir / "prometheus"
         self.config = self.root / "prometheus.yml"
 
+    def _marker(self, name: str) -> str:
+        """What the command line of our own ``name`` holds: Prometheus's names its folder; the exporter's, whose
+        connection comes from its environment, only its listen address."""
+        return f"127.0.0.1:{self.settings.postgres_exporter_port}" if name == "postgres-exporter" else str(self.root)
+
     def _pid(self, name: str) -> int | None:
-        return running_pid(self.root / f"{name}.pid", str(self.root))
+        return running_pid(self.root / f"{name}.pid", self._marker(name))
 
     def _configure(self) -> None:
         """The repo's configuration and rules, and the targets of this machine's ports."""
@@ -144,7 +149,7 @@ class Monitoring:
 
     def stop(self) -> None:
         for name in ("prometheus", "postgres-exporter"):
-            stop_process(self.root / f"{name}.pid", str(self.root), 30)
+            stop_process(self.root / f"{name}.pid", self._marker(name), 30)
 
     def running(self) -> bool:
         return self._pid("prometheus") is not None
