@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import NamedTuple
 from bench import api, freshness, ingest, scaling, settlement
 from bench.common import LOAD_MET_SHARE, RESULTS_DIR, BenchError, bench_env, bench_settings, machine
 from txmon.core.progress import Progress
+from txmon.core.settings import REPO_ROOT
 
 SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api")
 
@@ -144,11 +146,28 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def source_commit() -> str | None:
+    """The commit the benchmarked code is at, marked "+changes" when the work tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout
+    return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
+
+
 def run_bench(args) -> dict:
     settings, env = bench_settings(), bench_env()
     results: dict = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "txmon bench " + " ".join(args.argv),
+        "commit": source_commit(),
         "machine": machine(settings),
         "parameters": {k: v for k, v in vars(args).items() if k not in ("argv", "command")},
     }
