@@ -55,6 +55,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "delete what is past its retention (raw events, quarantine, duplicates, batch log, Dagster "
         "runs and check evaluations), as the daily prune_dagster_history job does",
     ),
+    "report": (
+        "txmon.cli.report:report",
+        "build a published region-day's signed report package, or `txmon report verify PATH`",
+    ),
     "bench": (
         "txmon.cli.bench:bench",
         "benchmarks on the local services (own database and topics): table + JSON in bench/results",

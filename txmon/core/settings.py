@@ -228,11 +228,21 @@ class Settings(BaseSettings):
     batch_log_retention_days: Whole = Field(30, ge=1, le=3660)
     metadata_sample_size: Whole = Field(0, ge=0, le=1000)
 
+    # Report packages (docs/reports.md): each region's in a directory of its own, <reports dir>/<region> unless
+    # TXMON_REPORT_DIRS names one (an object-store mount in the region, say); signed with the Ed25519 key in
+    # TXMON_REPORT_SIGNING_KEY_FILE, else <secrets dir>/report-signing-key (generated at first use).
+    reports_dir_override: Directory | None = Field(None, validation_alias="TXMON_REPORTS_DIR")
+    report_dirs: dict[str, Directory] = Field(
+        default_factory=dict, description='a JSON object like {"EU": "/mnt/eu-reports"}'
+    )
+    report_signing_key_file: Directory | None = None
+
     @model_validator(mode="after")
     def _mappings_name_configured_regions(self) -> Settings:
         for variable, mapping in (
             ("TXMON_REGION_DSNS", self.region_dsns),
             ("TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION", self.suspicious_threshold_usd_by_region),
+            ("TXMON_REPORT_DIRS", self.report_dirs),
         ):
             unknown = set(mapping) - set(self.regions)
             if unknown:
@@ -252,6 +262,14 @@ class Settings(BaseSettings):
     @property
     def secrets_dir(self) -> Path:
         return self.secrets_dir_override or self.state_dir / "secrets"
+
+    def report_dir(self, region: str) -> Path:
+        """Where the region's report packages and the public key they verify with are kept."""
+        return self.report_dirs.get(region) or (self.reports_dir_override or self.state_dir / "reports") / region
+
+    @property
+    def report_signing_key_path(self) -> Path:
+        return self.report_signing_key_file or self.secrets_dir / "report-signing-key"
 
     @property
     def passfile(self) -> Path:

@@ -1,0 +1,166 @@
+"""Report packages: built from what `reporting` published, deterministic, versioned on republication, verified
+(tampering and drift each named)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from datetime import date
+from decimal import Decimal
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.integration.test_ingest import event, line
+
+DAY, REGION = date(2026, 11, 18), "EU"
+
+
+def land(platform, tmp_path, name: str, events: list[dict]) -> None:
+    source = tmp_path / f"{name}.jsonl"
+    source.write_text("\n".join(line(e) for e in events) + "\n")
+    platform.txmon("produce", str(source))
+    platform.txmon("ingest", "--until-idle")
+
+
+def at(hour: int) -> str:
+    return f"{DAY}T{hour:02d}:00:00Z"
+
+
+FIRST = [
+    event("r-1", amount="12500.10", currency="EUR", region=REGION, event_time=at(9)),
+    event("r-2", amount="0.01", currency="EUR", region=REGION, event_time=at(10)),
+    event("r-3", amount="15.00", currency="GBP", region=REGION, fraud_flag=True, event_time=at(11)),
+    event("r-4", "pending", amount="123456789012.3456", currency="EUR", region=REGION, event_time=at(12)),
+]
+
+
+@pytest.fixture
+def packaged(platform, tmp_path):
+    land(platform, tmp_path, "first", FIRST)
+    platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
+    reports = tmp_path / "reports"
+    env = {"TXMON_REPORTS_DIR": str(reports)}
+    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
+    assert "built version 1" in out
+    return platform, reports / REGION, env
+
+
+def digests(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged):
+    platform, root, env = packaged
+    v1 = root / DAY.isoformat() / "v1"
+    assert sorted(p.name for p in v1.iterdir()) == [
+        "daily_settlements.csv",
+        "daily_settlements.parquet",
+        "manifest.json",
+        "manifest.sig",
+        "report.xlsx",
+        "suspicious_activity.csv",
+        "suspicious_activity.parquet",
+    ]
+    assert (root / "public-key.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    assert (manifest["region"], manifest["day"], manifest["version"], manifest["supersedes"]) == (
+        REGION,
+        DAY.isoformat(),
+        1,
+        None,
+    )
+    logged = dict(
+        platform.query(
+            "SELECT table_name, max(publication_id) FROM reporting.publication_log"
+            " WHERE partition_date = %s AND region = %s GROUP BY 1",
+            (DAY, REGION),
+        )
+    )
+    assert {t: p["publication_id"] for t, p in manifest["publication"].items()} == logged
+    assert all(p["checks"] for p in manifest["publication"].values())
+    # Control totals: 4 transactions, 3 settled (EUR 12500.10 + 0.01, GBP 15.00), 3 suspicious (two over the
+    # threshold, the pending one among them; one flagged).
+    totals = manifest["control_totals"]
+    assert totals["transactions"] == 4
+    assert totals["settled_by_currency"] == {
+        "EUR": {"count": 2, "volume": "12500.1100"},
+        "GBP": {"count": 1, "volume": "15.0000"},
+    }
+    assert totals["suspicious"] == 3
+    assert totals["suspicious_by_reason"] == {"amount_over_threshold": 2, "fraud_flag": 1}
+    # Money exact: the CSV's decimal strings and the Parquet's decimals are reporting's values.
+    published = dict(
+        platform.query(
+            "SELECT transaction_id, amount FROM reporting.suspicious_activity WHERE event_date = %s AND region = %s",
+            (DAY, REGION),
+        )
+    )
+    with open(v1 / "suspicious_activity.csv", newline="") as fh:
+        assert {r["transaction_id"]: Decimal(r["amount"]) for r in csv.DictReader(fh)} == published
+    table = pq.read_table(v1 / "suspicious_activity.parquet").to_pydict()
+    assert dict(zip(table["transaction_id"], table["amount"], strict=True)) == published
+    assert sorted(map(sorted, table["reasons"])) == [["amount_over_threshold"]] * 2 + [["fraud_flag"]]
+    files = {f["name"]: f for f in manifest["files"]}
+    assert {name: f["sha256"] for name, f in files.items()} == {
+        k: v for k, v in digests(v1).items() if k not in ("manifest.json", "manifest.sig")
+    }
+    verified = platform.txmon("report", "verify", str(v1), env_extra=env)
+    assert "verified" in verified.stdout
+
+
+def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_version(packaged, tmp_path):
+    platform, root, env = packaged
+    v1 = root / DAY.isoformat() / "v1"
+    first = digests(v1)
+    # Built again elsewhere from the same publication: byte-identical files.
+    again = tmp_path / "again"
+    platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, "--out", str(again), env_extra=env)
+    assert digests(again / DAY.isoformat() / "v1") == first
+    # Nothing republished: no new version.
+    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
+    assert "already version 1" in out
+    # Late data republishes the day: version 2 names version 1, which stays as it was.
+    land(platform, tmp_path, "late", [event("r-5", amount="30000", currency="EUR", region=REGION, event_time=at(13))])
+    platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
+    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
+    assert "built version 2" in out
+    v2 = json.loads((root / DAY.isoformat() / "v2" / "manifest.json").read_text())
+    assert v2["supersedes"] == {
+        "version": 1,
+        "manifest_sha256": hashlib.sha256((v1 / "manifest.json").read_bytes()).hexdigest(),
+    }
+    assert v2["control_totals"]["suspicious"] == 4
+    assert digests(v1) == first
+    # Version 1 no longer matches reporting: drift, named, and a non-zero exit.
+    stale = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    assert stale.returncode == 1 and "drift:" in stale.stderr and "tampered" not in stale.stderr
+
+
+def test_verify_names_an_edited_csv_cell_and_a_changed_parquet_byte(packaged):
+    platform, root, env = packaged
+    v1 = root / DAY.isoformat() / "v1"
+    settlements = v1 / "daily_settlements.csv"
+    settlements.write_text(settlements.read_text().replace("12500.1100", "12500.1200"))
+    parquet = v1 / "suspicious_activity.parquet"
+    data = bytearray(parquet.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    parquet.write_bytes(bytes(data))
+    checked = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    assert checked.returncode == 1
+    assert "tampered: daily_settlements.csv" in checked.stderr
+    assert "tampered: suspicious_activity.parquet" in checked.stderr
+    # A manifest edited to match is caught by its signature.
+    manifest = v1 / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"transactions": 4', '"transactions": 5'))
+    forged = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    assert "tampered: manifest.json does not match its signature" in forged.stderr
+
+
+def test_report_arguments_get_one_line_errors(platform):
+    missing = platform.txmon("report", "--date", DAY.isoformat(), check=False)
+    assert missing.returncode == 2 and "--date and --region are required" in missing.stderr
+    unpublished = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, check=False)
+    assert unpublished.returncode == 1 and "is not published" in unpublished.stderr
+    assert "Traceback" not in missing.stderr + unpublished.stderr

@@ -1,0 +1,1 @@
+"""Regulatory report packages: what a regulator receives per published region-day, signed."""
