@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -92,8 +93,13 @@ def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
     from txmon.devtools.services.kafka import Kafka
 
     name = f"test_{uuid.uuid4().hex[:12]}"
+    reports = base_settings.state_dir / "test-reports" / name  # its report packages, removed afterwards
     settings = replace(
-        base_settings, topic=f"{name}.transactions", quarantine_topic=f"{name}.quarantine", warehouse_db=name
+        base_settings,
+        topic=f"{name}.transactions",
+        quarantine_topic=f"{name}.quarantine",
+        warehouse_db=name,
+        reports_dir_override=reports,
     )
     with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -105,8 +111,10 @@ def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
         "TXMON_QUARANTINE_TOPIC": settings.quarantine_topic,
         "TXMON_WAREHOUSE_DB": name,
         "TXMON_DAGSTER_DB": settings.dagster_db,
+        "TXMON_REPORTS_DIR": str(reports),
     }
     yield Platform(settings, env)
+    shutil.rmtree(reports, ignore_errors=True)
     with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     admin = kafka_clients.admin(settings)

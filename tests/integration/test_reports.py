@@ -38,13 +38,12 @@ FIRST = [
 
 @pytest.fixture
 def packaged(platform, tmp_path):
+    """The closed day landed and materialized: its refresh published it and built its package (version 1)."""
     land(platform, tmp_path, "first", FIRST)
     platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
-    reports = tmp_path / "reports"
-    env = {"TXMON_REPORTS_DIR": str(reports)}
-    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
-    assert "built version 1" in out
-    return platform, reports / REGION, env
+    root = platform.settings.report_dir(REGION)
+    assert (root / DAY.isoformat() / "v1" / "manifest.json").exists()
+    return platform, root
 
 
 def digests(folder) -> dict[str, str]:
@@ -52,7 +51,7 @@ def digests(folder) -> dict[str, str]:
 
 
 def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged):
-    platform, root, env = packaged
+    platform, root = packaged
     v1 = root / DAY.isoformat() / "v1"
     assert sorted(p.name for p in v1.iterdir()) == [
         "daily_settlements.csv",
@@ -106,26 +105,24 @@ def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged)
     assert {name: f["sha256"] for name, f in files.items()} == {
         k: v for k, v in digests(v1).items() if k not in ("manifest.json", "manifest.sig")
     }
-    verified = platform.txmon("report", "verify", str(v1), env_extra=env)
+    verified = platform.txmon("report", "verify", str(v1))
     assert "verified" in verified.stdout
 
 
 def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_version(packaged, tmp_path):
-    platform, root, env = packaged
+    platform, root = packaged
     v1 = root / DAY.isoformat() / "v1"
     first = digests(v1)
     # Built again elsewhere from the same publication: byte-identical files.
     again = tmp_path / "again"
-    platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, "--out", str(again), env_extra=env)
+    platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, "--out", str(again))
     assert digests(again / DAY.isoformat() / "v1") == first
     # Nothing republished: no new version.
-    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
+    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION).stdout
     assert "already version 1" in out
-    # Late data republishes the day: version 2 names version 1, which stays as it was.
+    # Late data republishes the day, and its refresh builds version 2, which names version 1, kept as it was.
     land(platform, tmp_path, "late", [event("r-5", amount="30000", currency="EUR", region=REGION, event_time=at(13))])
     platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
-    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, env_extra=env).stdout
-    assert "built version 2" in out
     v2 = json.loads((root / DAY.isoformat() / "v2" / "manifest.json").read_text())
     assert v2["supersedes"] == {
         "version": 1,
@@ -134,12 +131,12 @@ def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_ver
     assert v2["control_totals"]["suspicious"] == 4
     assert digests(v1) == first
     # Version 1 no longer matches reporting: drift, named, and a non-zero exit.
-    stale = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    stale = platform.txmon("report", "verify", str(v1), check=False)
     assert stale.returncode == 1 and "drift:" in stale.stderr and "tampered" not in stale.stderr
 
 
 def test_verify_names_an_edited_csv_cell_and_a_changed_parquet_byte(packaged):
-    platform, root, env = packaged
+    platform, root = packaged
     v1 = root / DAY.isoformat() / "v1"
     settlements = v1 / "daily_settlements.csv"
     settlements.write_text(settlements.read_text().replace("12500.1100", "12500.1200"))
@@ -147,14 +144,14 @@ def test_verify_names_an_edited_csv_cell_and_a_changed_parquet_byte(packaged):
     data = bytearray(parquet.read_bytes())
     data[len(data) // 2] ^= 0x01
     parquet.write_bytes(bytes(data))
-    checked = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    checked = platform.txmon("report", "verify", str(v1), check=False)
     assert checked.returncode == 1
     assert "tampered: daily_settlements.csv" in checked.stderr
     assert "tampered: suspicious_activity.parquet" in checked.stderr
     # A manifest edited to match is caught by its signature.
     manifest = v1 / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"transactions": 4', '"transactions": 5'))
-    forged = platform.txmon("report", "verify", str(v1), check=False, env_extra=env)
+    forged = platform.txmon("report", "verify", str(v1), check=False)
     assert "tampered: manifest.json does not match its signature" in forged.stderr
 
 

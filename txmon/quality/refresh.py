@@ -93,6 +93,7 @@ class SliceRefresh:
     watermarks: Watermarks = field(default_factory=dict)  # the slice's build the checks saw (publish verifies)
     checked_since: datetime | None = None  # checks narrowed to what landed or was rebuilt since then
     seconds: float = 0.0
+    package: dict | None = None  # the report package of the published region-day (txmon.reports), once built
 
     @property
     def key(self) -> str:
@@ -116,6 +117,8 @@ class SliceRefresh:
         tests = sum(c.seconds for c in self.checks if c.dbt_test)
         slowest = ", ".join(f"{c.outcome.name} {c.seconds:.1f}s" for c in own[:3])
         state = f"published {', '.join(p.table for p in self.published)}" if self.published else self.not_published
+        if self.package:
+            state += f"; report package v{self.package['version']}"
         scope = f"since {self.checked_since:%H:%M:%S}" if self.checked_since else "whole slice"
         return (
             f"{self.key} {self.mode} in {self.seconds:.1f}s: {built}; {len(self.checks)} checks {scope} "

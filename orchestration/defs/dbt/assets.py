@@ -45,10 +45,15 @@ from txmon.core.dbt import (
     targets,
     vars_arg,
 )
+from txmon.core.errors import first_line
 from txmon.core.settings import Settings
 from txmon.quality.publication import GLOBAL_CHECK, GLOBAL_CHECK_DESCRIPTION, GLOBAL_SETTLEMENTS, ROLLED_UP
 from txmon.quality.reconciliations import DESCRIPTIONS
 from txmon.quality.refresh import SliceRefresh, refresh_slice
+from txmon.reports.package import PackageError
+from txmon.reports.package import build as build_package
+
+PACKAGE_ASSET = AssetKey(["reports", "report_package"])
 
 # A run tagged with it rebuilds its slices fully instead of from their watermarks.
 FULL_SLICE_TAG = "txmon/full_slice"
@@ -208,6 +213,18 @@ def _region_day_assets(settings: Settings, manifest: dict) -> AssetsDefinition:
             "settlements, aggregates only (what crosses regions), replaced per region-day at each publication.",
         )
     ]
+    reporting_specs.append(
+        AssetSpec(
+            key=PACKAGE_ASSET,
+            deps=[AssetKey(["reporting", t.name]) for t in tables if t.published],
+            group_name="reports",
+            kinds={"parquet", "csv", "xlsx"},
+            skippable=True,  # built once the day's settlements are published (the day has closed)
+            description="The region-day's report package for regulators, built from reporting whenever its "
+            "settlements are (re)published: CSV, Parquet and XLSX, a manifest with the publication, its checks and "
+            "control totals, signed (Ed25519); a republication is a new version (txmon report verify checks one).",
+        )
+    )
     check_specs = [readable_check(spec, manifest, partitions_def) for spec in test_specs]
     check_specs += [
         AssetCheckSpec(
@@ -272,7 +289,7 @@ def refresh_in_run(
     """One partition refreshed by a Dagster run (the op's or the asset's context): recorded with the run's id
     and what launched it; ``state``: the merge of the partition's state made for it, if the run made one."""
     day, region = parse_partition_key(key)
-    return refresh_slice(
+    outcome = refresh_slice(
         settings,
         DBT,
         manifest,
@@ -284,6 +301,20 @@ def refresh_in_run(
         launched_by=launched_by(context.run.tags),
         state=state,
     )
+    if outcome.ok and any(p.table == ROLLED_UP for p in outcome.published):
+        # The day's settlements were (re)published: the region-day's package, a new version if it changed.
+        try:
+            built = build_package(settings, day, region)
+        except (PackageError, OSError) as exc:
+            outcome.error = f"published, but its report package failed: {first_line(exc)}"
+        else:
+            outcome.package = {
+                "version": built.version,
+                "path": str(built.path),
+                "new_version": built.created,
+                "files": len(built.manifest["files"]),
+            }
+    return outcome
 
 
 def check_key_by_test(check_specs: list[AssetCheckSpec]) -> dict[str, AssetCheckSpec]:
@@ -305,6 +336,8 @@ def refresh_records(outcome: SliceRefresh, check_specs: list[AssetCheckSpec]):
         (AssetKey(["reporting", p.table]), {"rows": p.rows, "checks_passed": len(outcome.checks)})
         for p in outcome.published
     ]
+    if outcome.package:
+        materialized.append((PACKAGE_ASSET, outcome.package))
     checks = []
     for run in outcome.checks:
         spec = by_test.get(run.dbt_test) if run.dbt_test else None
