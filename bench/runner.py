@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from bench import api, freshness, ingest, scaling, settlement
+from bench import api, freshness, ingest, reports, scaling, settlement
 from bench.common import LOAD_MET_SHARE, RESULTS_DIR, BenchError, bench_env, bench_settings, machine
 from txmon.core.progress import Progress
 from txmon.core.settings import REPO_ROOT
 
-SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api")
+SECTIONS = ("ingest", "freshness", "late", "settlement", "scaling", "api", "reports")
 
 
 def _get(results: dict, path: str):
@@ -91,6 +91,11 @@ ROWS = [
     Row("api: same keyset query, psycopg p99 (ms)", "api.plain_select.keyset_page_ms.p99", None, False),
     Row("api: plain SELECT of the day rows/s", "api.plain_select.rows_per_second"),
     Row("api: walk / plain SELECT", "api.walk_to_select"),
+    Row("reports: 10M-event day's package (s)", "reports.region_day_10m_events.build_seconds", 20.0, False),
+    Row("reports: its peak memory (MiB)", "reports.region_day_10m_events.build_peak_rss_mib", None, False),
+    Row("reports: 100,000 suspicious rows' package (s)", "reports.suspicious_100k.build_seconds", 20.0, False),
+    Row("reports: its peak memory (MiB)", "reports.suspicious_100k.build_peak_rss_mib", None, False),
+    Row("reports: its verification (s)", "reports.suspicious_100k.verify_seconds", None, False),
 ]
 
 
@@ -192,6 +197,7 @@ def run_bench(args) -> dict:
         ),
         "scaling": lambda: scaling.run(events=args.scaling_events),
         "api": lambda: api.run(settings, env, rows=args.api_rows),
+        "reports": lambda: reports.run(settings, env),
     }
     chosen = [name for name in SECTIONS if name in args.sections]
     with Progress("bench sections done", len(chosen)) as progress:
