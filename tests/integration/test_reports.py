@@ -108,6 +108,22 @@ def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged)
     verified = platform.txmon("report", "verify", str(v1))
     assert "verified" in verified.stdout
 
+    # The home database's roll-up has its own package of the day: aggregates only, each region's publication named.
+    rolled_up = platform.settings.report_dir("global") / DAY.isoformat() / "v1"
+    assert sorted(p.name for p in rolled_up.iterdir()) == [
+        "global_daily_settlements.csv",
+        "global_daily_settlements.parquet",
+        "manifest.json",
+        "manifest.sig",
+        "report.xlsx",
+    ]
+    whole = json.loads((rolled_up / "manifest.json").read_text())
+    assert whole["region"] == "global" and list(whole["publication"]) == [REGION]
+    assert whole["publication"][REGION] == manifest["publication"]["daily_settlements"]
+    assert whole["control_totals"]["settled_by_currency"] == totals["settled_by_currency"]
+    assert whole["control_totals"]["transactions"] == 4
+    assert "verified" in platform.txmon("report", "verify", str(rolled_up)).stdout
+
 
 def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_version(packaged, tmp_path):
     platform, root = packaged

@@ -11,12 +11,12 @@ from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, Failure, pass_settings
 from txmon.cli.params import DAY, check_partition
 from txmon.core.settings import Settings, replace
-from txmon.reports.package import PackageError, build, verify
+from txmon.reports.package import GLOBAL, PackageError, build, build_global, verify
 
 
 @click.group("report", invoke_without_command=True)
 @click.option("--date", "day", type=DAY, help="the UTC day (with --region: build its package)")
-@click.option("--region")
+@click.option("--region", help=f"a region, or {GLOBAL!r}: the home database's roll-up of every region")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -35,13 +35,13 @@ def report(ctx: click.Context, day: date | None, region: str | None, out: Path |
 @pass_settings
 def _build(settings: Settings, day: date, region: str, out: Path | None) -> int:
     try:
-        check_partition(settings, day, region)
+        check_partition(settings, day, settings.regions[0] if region == GLOBAL else region)
     except ValueError as exc:
         raise BadArgument(f"txmon: {exc}") from None
     if out is not None:
         settings = replace(settings, report_dirs={**settings.report_dirs, region: out.resolve()})
     try:
-        built = build(settings, day, region)
+        built = build_global(settings, day) if region == GLOBAL else build(settings, day, region)
     except PackageError as exc:
         raise Failure(f"txmon: {exc}") from None
     what = "built" if built.created else "unchanged, already"

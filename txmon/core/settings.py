@@ -108,6 +108,9 @@ class ApiGrant(BaseModel):
         return configured if "*" in self.regions else tuple(r for r in configured if r in self.regions)
 
 
+GLOBAL_REPORTS = "global"  # the report packages of the home database's roll-up, beside the regions'
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TXMON_",
@@ -244,7 +247,7 @@ class Settings(BaseSettings):
             ("TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION", self.suspicious_threshold_usd_by_region),
             ("TXMON_REPORT_DIRS", self.report_dirs),
         ):
-            unknown = set(mapping) - set(self.regions)
+            unknown = set(mapping) - set(self.regions) - ({GLOBAL_REPORTS} if mapping is self.report_dirs else set())
             if unknown:
                 raise ConfigError(f"{variable} names regions that are not configured: {sorted(unknown)}")
         for grant in self.api_keys.values():
@@ -264,7 +267,8 @@ class Settings(BaseSettings):
         return self.secrets_dir_override or self.state_dir / "secrets"
 
     def report_dir(self, region: str) -> Path:
-        """Where the region's report packages and the public key they verify with are kept."""
+        """Where the region's report packages (GLOBAL_REPORTS: the home database's roll-up's) and the public key they
+        verify with are kept."""
         return self.report_dirs.get(region) or (self.reports_dir_override or self.state_dir / "reports") / region
 
     @property

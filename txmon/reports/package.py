@@ -44,11 +44,19 @@ from psycopg import sql
 from txmon import __version__
 from txmon.core.credentials import write_private
 from txmon.core.db import connect
-from txmon.core.settings import ConfigError, Role, Settings
+from txmon.core.settings import GLOBAL_REPORTS, ConfigError, Role, Settings
 
 FORMAT = "txmon-report-package/1"
 TABLES = ("daily_settlements", "suspicious_activity")  # reporting's tables of a region-day, in package order
-DATE_COLUMNS = {"daily_settlements": "settlement_date", "suspicious_activity": "event_date"}
+# The home database's roll-up gets a package of its own per day: every region's published daily settlements,
+# aggregates only (what may cross regions).
+GLOBAL = GLOBAL_REPORTS
+GLOBAL_TABLES = ("global_daily_settlements",)
+DATE_COLUMNS = {
+    "daily_settlements": "settlement_date",
+    "suspicious_activity": "event_date",
+    "global_daily_settlements": "settlement_date",
+}
 CHUNK_ROWS = 50_000
 MANIFEST, SIGNATURE, WORKBOOK, PUBLIC_KEY = "manifest.json", "manifest.sig", "report.xlsx", "public-key.pem"
 # ISO 4217 minor units where they are not 2.
@@ -138,9 +146,13 @@ def _columns(conn: psycopg.Connection, table: str) -> list[Column]:
     return [Column(*row) for row in rows]
 
 
-def _chunks(conn: psycopg.Connection, table: str, columns: list[Column], day: date, region: str) -> Iterator[list]:
-    """The region-day's rows of reporting.<table>, in the order of all their columns (a total order), in chunks."""
-    query = sql.SQL("SELECT {columns} FROM reporting.{table} WHERE {day} = %s AND region = %s ORDER BY {order}").format(
+def _chunks(conn: psycopg.Connection, table: str, columns: list[Column], day: date, scope: str) -> Iterator[list]:
+    """The day's rows of reporting.<table> (of the region ``scope``, or all for GLOBAL), in the order of all their
+    columns (a total order), in chunks."""
+    query = sql.SQL(
+        "SELECT {columns} FROM reporting.{table} WHERE {day} = %(day)s AND (%(all)s OR region = %(region)s) "
+        "ORDER BY {order}"
+    ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
         table=sql.Identifier(table),
         day=sql.Identifier(DATE_COLUMNS[table]),
@@ -148,7 +160,7 @@ def _chunks(conn: psycopg.Connection, table: str, columns: list[Column], day: da
     )
     with conn.cursor(name=f"package_{table}") as cur:
         cur.itersize = CHUNK_ROWS
-        cur.execute(query, (day, region))
+        cur.execute(query, {"day": day, "all": scope == GLOBAL, "region": scope})
         while rows := cur.fetchmany(CHUNK_ROWS):
             yield rows
 
@@ -162,9 +174,11 @@ ORDER BY table_name, publication_id DESC
 """
 
 
-def _publications(conn: psycopg.Connection, day: date, region: str) -> dict[str, dict]:
+def _publications(
+    conn: psycopg.Connection, day: date, region: str, tables: tuple[str, ...] = TABLES
+) -> dict[str, dict]:
     found = {}
-    for row in conn.execute(PUBLICATIONS, (day, region, list(TABLES))).fetchall():
+    for row in conn.execute(PUBLICATIONS, (day, region, list(tables))).fetchall():
         name, pid, published_at, run_id, rows, checks, staging_as_of, built_as_of, by, launched = row
         found[name] = {
             "publication_id": pid,
@@ -177,7 +191,7 @@ def _publications(conn: psycopg.Connection, day: date, region: str) -> dict[str,
             "published_by": by,
             "launched_by": launched,
         }
-    missing = [t for t in TABLES if t not in found]
+    missing = [t for t in tables if t not in found]
     if missing:
         raise PackageError(f"{day}|{region} is not published ({', '.join(missing)}): nothing to package")
     return found
@@ -196,7 +210,7 @@ class Totals:
     suspicious_by_reason: Counter = field(default_factory=Counter)
 
     def add(self, table: str, frame: pd.DataFrame) -> None:
-        if table == "daily_settlements":
+        if table in ("daily_settlements", "global_daily_settlements"):
             for row in frame.itertuples(index=False):
                 self.transactions += int(row.transaction_count)
                 entry = self.settled.setdefault(row.currency, {"count": 0, "volume": Decimal(0)})
@@ -331,46 +345,81 @@ class Built:
     manifest: dict
 
 
-def versions(settings: Settings, day: date, region: str) -> list[Path]:
-    """The region-day's package versions, oldest first."""
-    folder = settings.report_dir(region) / day.isoformat()
+def versions(settings: Settings, day: date, scope: str) -> list[Path]:
+    """The day's package versions of ``scope`` (a region, or GLOBAL), oldest first."""
+    folder = settings.report_dir(scope) / day.isoformat()
     found = [p for p in folder.glob("v*") if p.is_dir() and p.name[1:].isdigit()] if folder.is_dir() else []
     return sorted(found, key=lambda p: int(p.name[1:]))
 
 
 def build(settings: Settings, day: date, region: str) -> Built:
-    """The package of the region-day's current publication: the latest version when it packages that publication
-    already, else a new version (its files written aside, then moved into place whole)."""
+    """The package of the region-day's current publication, from the region's own database into its own directory."""
     if region not in settings.regions:
         raise PackageError(f"unknown region {region!r} (configured: {', '.join(settings.regions)})")
+    with connect(settings.dsn_for_region(region, Role.PUBLISH), purpose="report") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot: files, totals, publications
+        return _build(settings, conn, region, day, TABLES, _publications(conn, day, region))
+
+
+def build_global(settings: Settings, day: date) -> Built:
+    """The package of the home database's roll-up of the day: every region's published daily settlements (aggregates
+    only), with each region's publication of them, from its own database."""
+    publications = {}
+    for region in settings.regions:
+        with connect(settings.dsn_for_region(region, Role.PUBLISH), autocommit=True, purpose="report") as conn:
+            found = _publications(conn, day, region, ("daily_settlements",)) if _published(conn, day, region) else {}
+        if found:
+            publications[region] = found["daily_settlements"]
+    if not publications:
+        raise PackageError(f"no region has published its daily settlements of {day}: nothing to package")
+    with connect(settings.home_dsn(Role.PUBLISH), purpose="report") as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        return _build(settings, conn, GLOBAL, day, GLOBAL_TABLES, publications)
+
+
+def _published(conn: psycopg.Connection, day: date, region: str) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM reporting.publication_log WHERE table_name = 'daily_settlements'"
+        " AND partition_date = %s AND region = %s)",
+        (day, region),
+    ).fetchone()[0]
+
+
+def _build(
+    settings: Settings,
+    conn: psycopg.Connection,
+    scope: str,
+    day: date,
+    tables: tuple[str, ...],
+    publications: dict[str, dict],
+) -> Built:
+    """The latest version when it packages ``publications`` already, else a new version (its files written aside,
+    then moved into place whole, signed)."""
     key = signing_key(settings)
-    root = settings.report_dir(region)
+    root = settings.report_dir(scope)
     root.mkdir(parents=True, exist_ok=True)
     pem = public_key_pem(settings)
     if not (root / PUBLIC_KEY).exists() or (root / PUBLIC_KEY).read_bytes() != pem:
         (root / PUBLIC_KEY).write_bytes(pem)
-    with connect(settings.dsn_for_region(region, Role.PUBLISH), purpose="report") as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot: files, totals, publications
-        publications = _publications(conn, day, region)
-        previous = versions(settings, day, region)
-        if previous:
-            latest = json.loads((previous[-1] / MANIFEST).read_text())
-            if latest["publication"] == publications:
-                return Built(previous[-1], int(previous[-1].name[1:]), False, latest)
-        version = int(previous[-1].name[1:]) + 1 if previous else 1
-        staging = root / day.isoformat() / f".v{version}.{os.getpid()}"
+    previous = versions(settings, day, scope)
+    if previous:
+        latest = json.loads((previous[-1] / MANIFEST).read_text())
+        if latest["publication"] == publications:
+            return Built(previous[-1], int(previous[-1].name[1:]), False, latest)
+    version = int(previous[-1].name[1:]) + 1 if previous else 1
+    staging = root / day.isoformat() / f".v{version}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = _write(conn, staging, day, scope, tables, version, previous, publications)
+        signature = base64.b64encode(key.sign(_canonical(manifest))).decode() + "\n"
+        (staging / MANIFEST).write_bytes(_canonical(manifest))
+        (staging / SIGNATURE).write_text(signature)
+        final = staging.with_name(f"v{version}")
+        os.rename(staging, final)  # fails if a concurrent build took the version: nothing is overwritten
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
-            manifest = _write(conn, staging, day, region, version, previous, publications)
-            signature = base64.b64encode(key.sign(_canonical(manifest))).decode() + "\n"
-            (staging / MANIFEST).write_bytes(_canonical(manifest))
-            (staging / SIGNATURE).write_text(signature)
-            final = staging.with_name(f"v{version}")
-            os.rename(staging, final)  # fails if a concurrent build took the version: nothing is overwritten
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        raise
     return Built(final, version, True, manifest)
 
 
@@ -378,7 +427,8 @@ def _write(
     conn: psycopg.Connection,
     folder: Path,
     day: date,
-    region: str,
+    scope: str,
+    tables: tuple[str, ...],
     version: int,
     previous: list[Path],
     publications: dict[str, dict],
@@ -387,7 +437,7 @@ def _write(
     workbook = Workbook(folder / WORKBOOK, published_at)
     totals = Totals()
     rows: dict[str, int] = {}
-    for table in TABLES:
+    for table in tables:
         columns = _columns(conn, table)
         schema = pa.schema([pa.field(c.name, c.arrow) for c in columns])
         workbook.start(table, columns)
@@ -397,7 +447,7 @@ def _write(
             pq.ParquetWriter(folder / f"{table}.parquet", schema, compression="zstd") as parquet,
         ):
             csv_file.write(",".join(c.name for c in columns) + "\n")
-            for chunk in _chunks(conn, table, columns, day, region):
+            for chunk in _chunks(conn, table, columns, day, scope):
                 frame = pd.DataFrame.from_records(chunk, columns=[c.name for c in columns], coerce_float=False)
                 _csv_frame(frame, columns).to_csv(csv_file, header=False, index=False, lineterminator="\n")
                 try:
@@ -407,11 +457,10 @@ def _write(
                 workbook.append(table, columns, frame)
                 totals.add(table, frame)
                 rows[table] += len(frame)
-        if rows[table] != publications[table]["row_count"]:
-            raise PackageError(
-                f"reporting.{table} {day}|{region} has {rows[table]} rows, its publication "
-                f"{publications[table]['publication_id']} {publications[table]['row_count']}"
-            )
+        published = sum(p["row_count"] for p in publications.values()) if scope == GLOBAL else None
+        expected = published if published is not None else publications[table]["row_count"]
+        if rows[table] != expected:
+            raise PackageError(f"reporting.{table} {day}|{scope} has {rows[table]} rows, its publications {expected}")
     supersedes = None
     if previous:
         supersedes = {"version": int(previous[-1].name[1:]), "manifest_sha256": _sha256(previous[-1] / MANIFEST)}
@@ -422,10 +471,10 @@ def _write(
         "exactly are written as text.",
     ]
     summary: list[tuple[str, Any]] = [
-        ("region", region),
+        ("region", scope),
         ("day", day.isoformat()),
         ("version", str(version)),
-        ("publications", {t: p["publication_id"] for t, p in publications.items()}),
+        ("publications", {name: p["publication_id"] for name, p in publications.items()}),
         ("rows", rows),
         ("control totals", totals.as_json()),
         *(("note", note) for note in notes),
@@ -438,13 +487,13 @@ def _write(
     ]
     return {
         "format": FORMAT,
-        "region": region,
+        "region": scope,
         "day": day.isoformat(),
         "version": version,
         "supersedes": supersedes,
         "txmon_version": __version__,
         "publication": publications,
-        "staging_as_of": publications["daily_settlements"]["staging_as_of"],
+        "staging_as_of": min(p["staging_as_of"] or "" for p in publications.values()) or None,
         "rows": rows,
         "control_totals": totals.as_json(),
         "files": files,
@@ -455,14 +504,15 @@ def _write(
 # -- verification -----------------------------------------------------------------------------------------------------
 
 
-def current_totals(settings: Settings, day: date, region: str) -> tuple[dict, dict[str, int]]:
-    """The control totals and row counts of what `reporting` holds for the region-day now."""
+def current_totals(settings: Settings, day: date, scope: str) -> tuple[dict, dict[str, int]]:
+    """The control totals and row counts of what `reporting` holds for the day of ``scope`` now."""
     totals, rows = Totals(), {}
-    with connect(settings.dsn_for_region(region, Role.PUBLISH), purpose="report") as conn:
-        for table in TABLES:
+    dsn = settings.home_dsn(Role.PUBLISH) if scope == GLOBAL else settings.dsn_for_region(scope, Role.PUBLISH)
+    with connect(dsn, purpose="report") as conn:
+        for table in GLOBAL_TABLES if scope == GLOBAL else TABLES:
             columns = _columns(conn, table)
             rows[table] = 0
-            for chunk in _chunks(conn, table, columns, day, region):
+            for chunk in _chunks(conn, table, columns, day, scope):
                 frame = pd.DataFrame.from_records(chunk, columns=[c.name for c in columns], coerce_float=False)
                 totals.add(table, frame)
                 rows[table] += len(frame)

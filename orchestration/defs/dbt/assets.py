@@ -52,6 +52,7 @@ from txmon.quality.reconciliations import DESCRIPTIONS
 from txmon.quality.refresh import SliceRefresh, refresh_slice
 from txmon.reports.package import PackageError
 from txmon.reports.package import build as build_package
+from txmon.reports.package import build_global as build_global_package
 
 PACKAGE_ASSET = AssetKey(["reports", "report_package"])
 
@@ -303,8 +304,9 @@ def refresh_in_run(
     )
     if outcome.ok and any(p.table == ROLLED_UP for p in outcome.published):
         # The day's settlements were (re)published: the region-day's package, a new version if it changed.
+        # So is the roll-up's package of the day, which the region's settlements are now part of.
         try:
-            built = build_package(settings, day, region)
+            built, rolled_up = build_package(settings, day, region), build_global_package(settings, day)
         except (PackageError, OSError) as exc:
             outcome.error = f"published, but its report package failed: {first_line(exc)}"
         else:
@@ -313,6 +315,8 @@ def refresh_in_run(
                 "path": str(built.path),
                 "new_version": built.created,
                 "files": len(built.manifest["files"]),
+                "global_version": rolled_up.version,
+                "global_path": str(rolled_up.path),
             }
     return outcome
 
