@@ -29,7 +29,7 @@ def at(hour: int) -> str:
 
 
 FIRST = [
-    event("r-1", amount="12500.10", currency="EUR", region=REGION, event_time=at(9)),
+    event("r-1", amount="12500.10", currency="EUR", region=REGION, counterparty_id="mch-1", event_time=at(9)),
     event("r-2", amount="0.01", currency="EUR", region=REGION, event_time=at(10)),
     event("r-3", amount="15.00", currency="GBP", region=REGION, fraud_flag=True, event_time=at(11)),
     event("r-4", "pending", amount="123456789012.3456", currency="EUR", region=REGION, event_time=at(12)),
@@ -97,9 +97,17 @@ def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged)
         )
     )
     with open(v1 / "suspicious_activity.csv", newline="") as fh:
-        assert {r["transaction_id"]: Decimal(r["amount"]) for r in csv.DictReader(fh)} == published
+        rows = list(csv.DictReader(fh))
+    assert {r["transaction_id"]: Decimal(r["amount"]) for r in rows} == published
+    # NULL is empty, never a word: only r-1 names a counterparty.
+    assert {r["transaction_id"]: r["counterparty_id"] for r in rows} == {"r-1": "mch-1", "r-3": "", "r-4": ""}
     table = pq.read_table(v1 / "suspicious_activity.parquet").to_pydict()
     assert dict(zip(table["transaction_id"], table["amount"], strict=True)) == published
+    assert dict(zip(table["transaction_id"], table["counterparty_id"], strict=True)) == {
+        "r-1": "mch-1",
+        "r-3": None,
+        "r-4": None,
+    }
     assert sorted(map(sorted, table["reasons"])) == [["amount_over_threshold"]] * 2 + [["fraud_flag"]]
     files = {f["name"]: f for f in manifest["files"]}
     assert {name: f["sha256"] for name, f in files.items()} == {

@@ -244,16 +244,24 @@ def _iso(value: Any) -> Any:
     return value
 
 
+def _frame(chunk: list, columns: list[Column]) -> pd.DataFrame:
+    """A chunk of rows as they came from PostgreSQL: Python objects, None for NULL (pandas' own string dtype would
+    turn NULL into NaN, and Decimal must stay Decimal)."""
+    return pd.DataFrame(chunk, columns=[c.name for c in columns], dtype=object)
+
+
+def _text(column: Column) -> Any:
+    """How a value of ``column`` is written as text (CSV, a workbook's text cell); NULL is empty."""
+    if column.data_type == "ARRAY":
+        return lambda v: "" if v is None else ";".join(v)
+    if column.data_type in ("timestamp with time zone", "date"):
+        return lambda v: "" if v is None else _iso(v)
+    return lambda v: "" if v is None else str(v)
+
+
 def _csv_frame(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     """Every value as the text a CSV keeps: decimals as written by PostgreSQL, times in UTC, lists joined by `;`."""
-    out = pd.DataFrame(index=frame.index)
-    for column in columns:
-        values = frame[column.name]
-        if column.data_type == "ARRAY":
-            out[column.name] = [";".join(v) if v is not None else "" for v in values]
-        else:
-            out[column.name] = [("" if v is None else str(_iso(v))) for v in values]
-    return out
+    return pd.DataFrame({c.name: list(map(_text(c), frame[c.name])) for c in columns}, index=frame.index)
 
 
 def _excel_money(value: Decimal) -> float | None:
@@ -291,26 +299,28 @@ class Workbook:
         if row - 1 + len(frame) > EXCEL_MAX_ROWS:
             raise PackageError(f"{table} has more rows than a spreadsheet sheet holds ({EXCEL_MAX_ROWS})")
         names = [c.name for c in columns]
-        for values in frame.itertuples(index=False):
-            record = dict(zip(names, values, strict=True))
-            for i, column in enumerate(columns):
-                value = record[column.name]
+        # Per column, once: money (with the index of its currency's column), a number, or text.
+        money = {
+            i: names.index(MONEY[c.name]) if MONEY[c.name] else None for i, c in enumerate(columns) if c.name in MONEY
+        }
+        numbers = {i for i, c in enumerate(columns) if c.data_type in ("bigint", "integer", "numeric")} - set(money)
+        texts = [_text(c) for c in columns]
+        for values in frame.itertuples(index=False, name=None):
+            for i, value in enumerate(values):
                 if value is None:
                     continue
-                if column.name in MONEY and isinstance(value, Decimal):
-                    currency = record.get(MONEY[column.name] or "", None) or "USD"
+                if i in money:
+                    currency = values[money[i]] if money[i] is not None else "USD"
                     number = _excel_money(value)
                     if number is None:
                         sheet.write_string(row, i, str(value))
                         self.text_cells += 1
                     else:
                         sheet.write_number(row, i, number, self._money_format(MINOR_UNITS.get(currency, 2)))
-                elif isinstance(value, int | Decimal) and not isinstance(value, bool):
+                elif i in numbers:
                     sheet.write_number(row, i, float(value))
-                elif isinstance(value, list):
-                    sheet.write_string(row, i, ";".join(value))
                 else:
-                    sheet.write_string(row, i, str(_iso(value)))
+                    sheet.write_string(row, i, texts[i](value))
             row += 1
         self.sheets[table] = (sheet, row)
 
@@ -448,7 +458,7 @@ def _write(
         ):
             csv_file.write(",".join(c.name for c in columns) + "\n")
             for chunk in _chunks(conn, table, columns, day, scope):
-                frame = pd.DataFrame.from_records(chunk, columns=[c.name for c in columns], coerce_float=False)
+                frame = _frame(chunk, columns)
                 _csv_frame(frame, columns).to_csv(csv_file, header=False, index=False, lineterminator="\n")
                 try:
                     parquet.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
@@ -513,7 +523,7 @@ def current_totals(settings: Settings, day: date, scope: str) -> tuple[dict, dic
             columns = _columns(conn, table)
             rows[table] = 0
             for chunk in _chunks(conn, table, columns, day, scope):
-                frame = pd.DataFrame.from_records(chunk, columns=[c.name for c in columns], coerce_float=False)
+                frame = _frame(chunk, columns)
                 totals.add(table, frame)
                 rows[table] += len(frame)
     return totals.as_json(), rows
