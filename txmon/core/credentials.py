@@ -20,6 +20,7 @@ from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 FILES = {
     Role.ADMIN: "postgres-admin",
     Role.INGEST: "postgres-ingest",
+    Role.RETENTION: "postgres-retention",
     Role.TRANSFORM: "postgres-transform",
     Role.PUBLISH: "postgres-publish",
     Role.DAGSTER: "postgres-dagster",

@@ -45,7 +45,8 @@ class Role(StrEnum):
     """
 
     ADMIN = "admin"
-    INGEST = "txmon_ingest"  # lands Kafka events: COPY into staging, its positions and batch log
+    INGEST = "txmon_ingest"  # lands Kafka events: INSERTs into staging, its positions and batch log; deletes nothing
+    RETENTION = "txmon_retention"  # the prune job alone: deletes what is past its retention (migration 0018)
     TRANSFORM = "txmon_transform"  # dbt and the checks: reads staging, writes intermediate and marts
     PUBLISH = "txmon_publish"  # copies checked mart partitions to reporting, appends the publication log
     DAGSTER = "txmon_dagster"  # Dagster's own storage (the dagster database)
