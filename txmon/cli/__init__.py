@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prepare Dagster's home, the dbt manifest, reference models and mart tables",
     ),
     "api": ("txmon.cli.api:api", "the read-only HTTP API and the monitoring web page, to Ctrl-C"),
+    "api-key": (
+        "txmon.cli.api:api_key",
+        "make a key of the HTTP API (or digest one from stdin): its line for TXMON_API_KEYS_FILE",
+    ),
     "run": (
         "txmon.cli.run:run",
         "services up, synthetic payments, ingestion, Dagster UI and daemon, live status (Ctrl-C stops)",

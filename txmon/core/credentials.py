@@ -10,10 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 
@@ -93,14 +97,82 @@ def local_api_key(settings: Settings) -> str | None:
     return _read(settings, API_KEY_FILE)
 
 
+def api_key_digest(key: str) -> str:
+    """A key of the HTTP API as its file and the API hold it: its SHA-256 digest, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    """A fresh key of the HTTP API: 32 random bytes, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
+
+
+def api_key_line(digest: str, grant: ApiGrant) -> str:
+    """One line of TXMON_API_KEYS_FILE: the key's digest, its role, its regions (``*``: every region)."""
+    return f"{digest} {grant.role} {','.join(grant.regions)}\n"
+
+
+_LINE = re.compile(r"(?:sha256:)?(?P<digest>[0-9a-fA-F]{64})\s+(?P<role>\S+)\s+(?P<regions>\S+)")
+
+
+def _keys_file(settings: Settings) -> dict[str, ApiGrant]:
+    """TXMON_API_KEYS_FILE's grants by digest; the file must be readable by its owner alone."""
+    path = settings.api_keys_file
+    assert path is not None
+    where = f"TXMON_API_KEYS_FILE {path}"
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read ({type(exc).__name__})") from None
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(
+            f"{where} has mode {stat.S_IMODE(info.st_mode):04o}: other users may read it; make it 0600 (chmod 600)"
+        )
+    grants: dict[str, ApiGrant] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        found = _LINE.fullmatch(line.strip())
+        if found is None:
+            raise ConfigError(
+                f"{where} line {number}: not `SHA256-HEX-DIGEST ROLE REGIONS` (`txmon api-key` makes a line)"
+            )
+        try:
+            grant = ApiGrant(role=found["role"], regions=tuple(found["regions"].split(",")))  # type: ignore[arg-type]
+        except ValidationError:
+            raise ConfigError(f"{where} line {number}: the role is regulator or analyst") from None
+        if unknown := set(grant.regions) - set(settings.regions) - {"*"}:
+            raise ConfigError(f"{where} line {number}: regions that are not configured: {sorted(unknown)}")
+        digest = found["digest"].lower()
+        if grants.get(digest, grant) != grant:
+            raise ConfigError(f"{where} line {number}: a key given twice with different grants")
+        grants[digest] = grant
+    if not grants:
+        raise ConfigError(f"{where} holds no key (`txmon api-key` makes a line)")
+    return grants
+
+
 def api_keys(settings: Settings) -> dict[str, ApiGrant]:
-    """The HTTP API's keys: TXMON_API_KEYS, else the local key with every region's analyst access."""
-    if settings.api_keys:
-        return dict(settings.api_keys)
+    """The HTTP API's keys by their SHA-256 digests (``api_key_digest``; the keys' text is not kept): those of
+    TXMON_API_KEYS and TXMON_API_KEYS_FILE, else the local key with every region's analyst access."""
+    given = {api_key_digest(key): grant for key, grant in settings.api_keys.items()}
+    if settings.api_keys_file is not None:
+        for digest, grant in _keys_file(settings).items():
+            if given.get(digest, grant) != grant:
+                raise ConfigError("a key is in TXMON_API_KEYS and TXMON_API_KEYS_FILE with different grants")
+            given[digest] = grant
+    if given:
+        return given
     key = local_api_key(settings)
     if key is None:
-        raise ConfigError(f"TXMON_API_KEYS is empty and there is no local key in {settings.secrets_dir / API_KEY_FILE}")
-    return {key: LOCAL_API_GRANT}
+        raise ConfigError(
+            "TXMON_API_KEYS and TXMON_API_KEYS_FILE are empty and there is no local key in "
+            f"{settings.secrets_dir / API_KEY_FILE}"
+        )
+    return {api_key_digest(key): LOCAL_API_GRANT}
 
 
 def pgpass_line(user: str, secret: str) -> str:
@@ -124,16 +196,20 @@ def ensure(settings: Settings) -> None:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
-    lines = []
-    for role in Role:
-        value = password(settings, role)
-        if value:
-            lines.append(pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
-    text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
     passfile = settings.passfile
     try:
         current = passfile.read_text()
     except FileNotFoundError:
         current = None
+    lines = []
+    for role in Role:
+        user = settings.admin_user if role is Role.ADMIN else role.value
+        value = password(settings, role)
+        if value:
+            lines.append(pgpass_line(user, value))
+        elif role is Role.ADMIN and current:
+            # A child txmon started gets no admin password (txmon.core.processes.child_env): it keeps the line.
+            lines += [line + "\n" for line in current.splitlines() if line.startswith(pgpass_line(user, "")[:-1])]
+    text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
     if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
         write_private(passfile, text)
