@@ -21,7 +21,10 @@ def build_definitions(settings: Settings) -> Definitions:
         quality.build(),
         # One process per run: a run's steps share the code location and dbt's parsed project.
         Definitions(
-            resources={"txmon": TxmonResource(overrides=flag_env(settings)), "dbt": dbt_resource(settings)},
+            resources={
+                "txmon": TxmonResource(overrides=flag_env(settings), regional=sorted(settings.region_dsns)),
+                "dbt": dbt_resource(settings),
+            },
             executor=in_process_executor,
         ),
     )

@@ -80,8 +80,9 @@ def signal_when_parent_ends(sig: signal.Signals) -> Callable[[], None]:
 def start_detached(argv: Sequence[str], **popen: Any) -> subprocess.Popen:
     """Start ``argv`` in a session of its own (its stdin /dev/null unless given): a Ctrl-C in the terminal reaches
     this process alone, which stops the child when and how it chooses (`terminate`); the child gets SIGTERM if this
-    process ends without doing so."""
+    process ends without doing so. Its environment is ``child_env()`` unless given."""
     popen.setdefault("stdin", subprocess.DEVNULL)
+    popen.setdefault("env", child_env())
     return subprocess.Popen(argv, start_new_session=True, preexec_fn=signal_when_parent_ends(signal.SIGTERM), **popen)
 
 

@@ -313,6 +313,11 @@ class Settings(BaseSettings):
         given = self.region_dsns.get(region)
         return self.as_role(self._given(given) if given else self.warehouse_dsn, role)
 
+    def local_region_dsn(self, region: str) -> str:
+        """The URL of a database of ``region``'s own on the local cluster (`txmon run --multi-region`), named after
+        the warehouse (txmon_eu)."""
+        return f"postgresql://{self.pg_user}@{self.pg_host}:{self.pg_port}/{self.warehouse_db}_{region.lower()}"
+
     def home_dsn(self, role: Role) -> str:
         """The home (warehouse) database connected as ``role``."""
         return self.as_role(self.warehouse_dsn, role)
