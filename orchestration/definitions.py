@@ -9,6 +9,7 @@ from orchestration.defs import dbt, ingestion, maintenance, quality
 from orchestration.instance import flag_env, prepare
 from orchestration.resources import TxmonResource, dbt_resource
 from txmon.core.dbt import manifest
+from txmon.core.paths import private_files
 from txmon.core.settings import Settings
 
 
@@ -32,6 +33,7 @@ def build_definitions(settings: Settings) -> Definitions:
 
 @definitions
 def defs() -> Definitions:
+    private_files()  # a Dagster process not started by txmon: its compute logs and run folders are private too
     settings = Settings.from_env()
     prepare(settings)  # an up-to-date dbt manifest
     return build_definitions(settings)

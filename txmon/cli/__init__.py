@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import click
 
+from txmon.core.paths import private_files
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -111,6 +113,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. Commands return theirs (0 when they return nothing)."""
+    private_files()  # what txmon and its children (Dagster, dbt, the services) write is their owner's alone
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("txmon").setLevel(logging.INFO)
     logging.getLogger("dagster").setLevel(logging.WARNING)

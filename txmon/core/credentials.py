@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from txmon.core.paths import SYSTEM_STATE_ROOT, only_root_may_change
 from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 
 FILES = {
@@ -186,6 +187,13 @@ def ensure(settings: Settings) -> None:
 
     Idempotent and cheap: every txmon command calls it before connecting.
     """
+    if settings.state_dir.parent == SYSTEM_STATE_ROOT:  # root's default for a checkout the server cannot enter
+        if not only_root_may_change(SYSTEM_STATE_ROOT.parent):
+            raise ConfigError(
+                f"{SYSTEM_STATE_ROOT.parent} may be changed by users other than root: set TXMON_STATE_DIR to a "
+                "private directory"
+            )
+        private_dir(SYSTEM_STATE_ROOT, 0o711)
     # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
     private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
     if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
