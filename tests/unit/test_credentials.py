@@ -228,3 +228,19 @@ def test_txmon_info_prints_no_secret(tmp_path):
 def test_an_empty_bi_reader_password_means_no_login():
     assert Settings.from_env({"TXMON_BI_READER_PASSWORD": ""}).bi_reader_password is None
     assert Settings.from_env({}).bi_reader_password is None
+
+
+def test_a_child_without_the_admin_password_keeps_its_line_in_the_passfile(tmp_path):
+    """TXMON_PG_PASSWORD does not reach the processes txmon starts (child_env); when one of them writes the
+    passfile again, the admin's line stays (the admin itself can still connect)."""
+    state = {"TXMON_STATE_DIR": str(tmp_path / "state")}
+    parent = Settings.from_env({**state, "TXMON_PG_PASSWORD": "admin:s3cret"})
+    credentials.ensure(parent)
+    line = credentials.pgpass_line("txmon", "admin:s3cret")
+    assert line in parent.passfile.read_text()
+    assert not (parent.secrets_dir / credentials.FILES[Role.ADMIN]).exists()
+    child = Settings.from_env(state)
+    credentials.ensure(child)
+    text = child.passfile.read_text()
+    assert text.count(line) == 1 and text.count("txmon_ingest") == 1
+    assert mode(child.passfile) == 0o600

@@ -196,28 +196,30 @@ def ensure(settings: Settings) -> None:
         private_dir(SYSTEM_STATE_ROOT, 0o711)
     # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
     private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
-    if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
-        private_dir(settings.secrets_dir)
-        for role in GENERATED:
-            path = settings.secrets_dir / FILES[role]
-            if not path.exists() and not (role is Role.ADMIN and settings.pg_password):
-                write_private(path, secrets.token_urlsafe(24) + "\n")
-        if not (settings.secrets_dir / API_KEY_FILE).exists():
-            write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
     passfile = settings.passfile
     try:
         current = passfile.read_text()
     except FileNotFoundError:
         current = None
+    admin_prefix = pgpass_line(settings.admin_user, "")[:-1]
+    # The admin's password given (TXMON_PG_PASSWORD) to the command that wrote the passfile: a process txmon started
+    # does not get it (txmon.core.processes.child_env), and keeps that line rather than make another password.
+    given_admin = [line + "\n" for line in (current or "").splitlines() if line.startswith(admin_prefix)]
+    if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
+        private_dir(settings.secrets_dir)
+        for role in GENERATED:
+            path = settings.secrets_dir / FILES[role]
+            if not path.exists() and not (role is Role.ADMIN and (settings.pg_password or given_admin)):
+                write_private(path, secrets.token_urlsafe(24) + "\n")
+        if not (settings.secrets_dir / API_KEY_FILE).exists():
+            write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
     lines = []
     for role in Role:
-        user = settings.admin_user if role is Role.ADMIN else role.value
         value = password(settings, role)
         if value:
-            lines.append(pgpass_line(user, value))
-        elif role is Role.ADMIN and current:
-            # A child txmon started gets no admin password (txmon.core.processes.child_env): it keeps the line.
-            lines += [line + "\n" for line in current.splitlines() if line.startswith(pgpass_line(user, "")[:-1])]
+            lines.append(pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
+        elif role is Role.ADMIN:
+            lines += given_admin
     text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
     if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
         write_private(passfile, text)
