@@ -133,3 +133,22 @@ def test_every_child_txmon_starts_gets_an_environment_from_child_env():
         if _starts_a_child_without_an_environment(node)
     ]
     assert missing == []
+
+
+def test_txmon_forgets_its_secrets_once_its_settings_are_read(monkeypatch):
+    """What the CLI's own process starts without an environment of its own (multiprocessing's dbt workers and
+    resource tracker) inherits none: the settings read before hold what the command needs."""
+    from txmon.core.processes import forget_secrets
+
+    monkeypatch.setenv("TXMON_API_KEYS", "{}")
+    monkeypatch.setenv("TXMON_PG_PASSWORD", "admin-s3cret")
+    monkeypatch.setenv("TXMON_WAREHOUSE_DSN", "postgresql://admin:wh-s3cret@db.example/wh")
+    monkeypatch.setenv("TXMON_TOPIC", "t")
+    forget_secrets()
+    assert "TXMON_API_KEYS" not in os.environ and "TXMON_PG_PASSWORD" not in os.environ
+    assert os.environ["TXMON_WAREHOUSE_DSN"] == "postgresql://admin@db.example/wh"
+    assert os.environ["TXMON_TOPIC"] == "t"
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print('TXMON_PG_PASSWORD' in os.environ)"], capture_output=True, text=True
+    )
+    assert child.stdout.strip() == "False"

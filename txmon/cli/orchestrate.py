@@ -109,11 +109,12 @@ def dagster_setup(settings: Settings) -> int:
     return 0
 
 
-def dagster_process_env(settings: Settings, keep: Sequence[str] = ()) -> dict[str, str]:
+def dagster_process_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of Dagster's processes (and of the others `txmon run` starts): this one's without its secrets
     (``child_env``: none of them reads the API's keys or the admin's password), with the Dagster home, the ingest
-    mode and the regional databases of ``settings`` (the daemon's sensors read their settings from it)."""
-    return child_env(keep=keep, **dagster_env(settings), **flag_env(settings), **region_env(settings))
+    mode and the regional databases of ``settings`` (the daemon's sensors read their settings from it), and
+    ``extra``."""
+    return child_env(**dagster_env(settings), **flag_env(settings), **region_env(settings), **extra)
 
 
 @dataclass

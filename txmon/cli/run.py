@@ -3,6 +3,7 @@ and daemon) with a live status line, until Ctrl-C or the given duration."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,7 +77,9 @@ def run(
         log_fd = os.open(settings.state_dir / "logs" / "api.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(log_fd, "ab") as log:  # the child keeps its own descriptor
             api = [*txmon, "api", "--port", str(settings.api_port)]
-            env = dagster_process_env(settings, keep=[API_KEYS])
+            # The API is the one child that gets the keys of TXMON_API_KEYS (this process no longer has the variable).
+            keys = {key: grant.model_dump(mode="json") for key, grant in settings.api_keys.items()}
+            env = dagster_process_env(settings, **({API_KEYS: json.dumps(keys)} if keys else {}))
             children.append(start_detached(api, stdout=log, stderr=subprocess.STDOUT, env=env))
         lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
         for region in settings.regions:

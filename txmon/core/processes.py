@@ -54,6 +54,18 @@ def child_env(keep: Collection[str] = (), base: Mapping[str, str] | None = None,
     return env
 
 
+def forget_secrets() -> None:
+    """This process's environment as ``child_env`` makes a child's, once its settings are read (they hold what it
+    needs): the processes it starts without an environment of their own (multiprocessing's: dbt's workers, its
+    resource tracker) and the settings it reads again (Dagster's resource in an in-process run) see no secret."""
+    scrubbed = child_env()
+    for name in [name for name in os.environ if name not in scrubbed]:
+        del os.environ[name]
+    for name, value in scrubbed.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
 def tail(path: Path, lines: int = 5) -> str:
     """The last lines of a log file, joined on one line, for an error message."""
     try:
