@@ -18,7 +18,7 @@ from txmon.core.db import connect
 from txmon.core.settings import Role, Settings
 
 DAY = date(2026, 11, 2)
-KEY = "bench-api-key"
+KEY = "bench-api-key-" + "0" * 32  # as long as a key must be
 LOAD = """
 INSERT INTO reporting.suspicious_activity (transaction_id, account_id, counterparty_id, region, amount, currency,
     amount_usd, threshold_usd, status, event_time, event_date, reasons, refreshed_at)

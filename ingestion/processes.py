@@ -21,7 +21,7 @@ from confluent_kafka import KafkaException
 from ingestion.consumer import Outage, partitions_of
 from txmon.core import kafka as kafka_clients
 from txmon.core.leases import held, lease_file, renew
-from txmon.core.processes import signal_when_parent_ends, terminate
+from txmon.core.processes import child_env, signal_when_parent_ends, terminate
 from txmon.core.settings import Settings
 
 # glibc mallopt parameters
@@ -119,7 +119,7 @@ def run_processes(child_args: list[list[str]], stop: threading.Event, env: dict[
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=signal_when_parent_ends(signal.SIGKILL),  # a killed `txmon ingest` leaves no worker
-            env=env,
+            env=child_env(base=env),
         )
         for args in child_args
     ]
@@ -194,6 +194,7 @@ def keep_landing(settings: Settings) -> Lander:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env=child_env(),
         )
     pid_file.write_text(str(proc.pid))
     return Lander(proc.pid, started=True)

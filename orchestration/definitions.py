@@ -9,6 +9,7 @@ from orchestration.defs import dbt, ingestion, maintenance, quality
 from orchestration.instance import flag_env, prepare
 from orchestration.resources import TxmonResource, dbt_resource
 from txmon.core.dbt import manifest
+from txmon.core.paths import private_files
 from txmon.core.settings import Settings
 
 
@@ -21,7 +22,10 @@ def build_definitions(settings: Settings) -> Definitions:
         quality.build(),
         # One process per run: a run's steps share the code location and dbt's parsed project.
         Definitions(
-            resources={"txmon": TxmonResource(overrides=flag_env(settings)), "dbt": dbt_resource(settings)},
+            resources={
+                "txmon": TxmonResource(overrides=flag_env(settings), regional=sorted(settings.region_dsns)),
+                "dbt": dbt_resource(settings),
+            },
             executor=in_process_executor,
         ),
     )
@@ -29,6 +33,7 @@ def build_definitions(settings: Settings) -> Definitions:
 
 @definitions
 def defs() -> Definitions:
+    private_files()  # a Dagster process not started by txmon: its compute logs and run folders are private too
     settings = Settings.from_env()
     prepare(settings)  # an up-to-date dbt manifest
     return build_definitions(settings)

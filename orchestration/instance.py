@@ -28,14 +28,18 @@ def dagster_env(settings: Settings) -> dict[str, str]:
 
 
 def flag_env(settings: Settings) -> dict[str, str]:
-    """The settings a command may take as flags (`txmon run --worker --multi-region`), as the TXMON_*
-    variables that hand them to Dagster's processes and resource."""
-    regional = {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
+    """The settings a command may take as flags (`txmon run --worker`), as the TXMON_* variables that hand them to
+    Dagster's processes and resource (whose configuration the UI shows: nothing secret, no database URL)."""
     return {
         "TXMON_INGEST_MODE": settings.ingest_mode,
         "TXMON_INGEST_METRICS_PORT": str(settings.ingest_metrics_port),
-        **regional,
     }
+
+
+def region_env(settings: Settings) -> dict[str, str]:
+    """The regional databases (`txmon run --multi-region`) for the environment of Dagster's processes, never for
+    its configuration: the resource names the regions (``TxmonResource.regional``), each process reads their URLs."""
+    return {"TXMON_REGION_DSNS": json.dumps(settings.region_dsns)} if settings.region_dsns else {}
 
 
 def storage_url(settings: Settings) -> str:

@@ -12,17 +12,30 @@ from dagster_dbt import DbtCliResource
 from txmon.core.db import refused
 from txmon.core.dbt import DBT_EXECUTABLE, DBT_PROJECT_DIR, profiles_dir
 from txmon.core.errors import first_line
-from txmon.core.settings import Settings
+from txmon.core.settings import ConfigError, Settings, replace
 
 
 class TxmonResource(ConfigurableResource):
     """txmon's one settings object for assets and sensors: the process's TXMON_* variables, with
-    ``overrides`` (TXMON_* variables the command that built the definitions was given as flags)."""
+    ``overrides`` (TXMON_* variables the command that built the definitions was given as flags).
+
+    Its configuration is shown in Dagster's UI, so it holds no URL and no secret: ``regional`` names the regions
+    with a database of their own; their URLs come from this process's TXMON_REGION_DSNS, else (`txmon run
+    --multi-region`, whose own process has no such variable) from the local cluster's layout."""
 
     overrides: dict[str, str] = {}
+    regional: list[str] = []
 
     def settings(self) -> Settings:
-        return Settings.from_env({**os.environ, **self.overrides}) if self.overrides else Settings.from_env()
+        settings = Settings.from_env({**os.environ, **self.overrides}) if self.overrides else Settings.from_env()
+        if not self.regional or sorted(settings.region_dsns) == sorted(self.regional):
+            return settings
+        if settings.region_dsns:
+            raise ConfigError(
+                f"TXMON_REGION_DSNS names the regions {sorted(settings.region_dsns)}; the definitions were built "
+                f"for regional databases of {sorted(self.regional)}"
+            )
+        return replace(settings, region_dsns={region: settings.local_region_dsn(region) for region in self.regional})
 
 
 def dbt_resource(settings: Settings) -> DbtCliResource:

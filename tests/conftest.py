@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from txmon.core.paths import private_files
 from txmon.core.settings import Settings, replace
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config) -> None:
+    """The tests run txmon's code in this process too (services, Dagster instances): with the umask txmon's entry
+    points set, so what they write in the state directory is as private as what txmon writes."""
+    private_files()
 
 
 @dataclass

@@ -138,7 +138,7 @@ def assert_roles_by_duty(platform, regional: list[str]) -> None:
         if db == settings.dagster_db:
             assert user == "txmon_dagster", (db, user, app)
         else:
-            assert user in ("txmon_ingest", "txmon_transform", "txmon_publish"), (db, user, app)
+            assert user in ("txmon_ingest", "txmon_transform", "txmon_publish", "txmon_retention"), (db, user, app)
 
 
 def test_late_data_reaches_reporting_by_itself(regions, tmp_path):

@@ -76,6 +76,69 @@ def test_ingest_lands_in_staging_and_nothing_else(platform):
             refused(conn, statement)
 
 
+# What retention prunes: the audit evidence of the landing. The ingest role writes it and may never erase it.
+PRUNED = {  # table -> its time column
+    "staging.raw_events": "received_at",
+    "staging.rejected_transactions": "received_at",
+    "staging.duplicate_transactions": "received_at",
+    "staging.ingest_batches": "committed_at",
+}
+
+
+@pytest.mark.parametrize("table", PRUNED)
+def test_ingest_cannot_erase_audit_evidence(platform, table):
+    with as_role(platform, Role.INGEST) as conn:
+        conn.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 (constant table names)
+        time = PRUNED[table]
+        for statement in (  # constant table names
+            f"DELETE FROM {table}",  # noqa: S608
+            f"DELETE FROM {table} WHERE {time} < now() - interval '1 day'",  # noqa: S608
+            f"TRUNCATE {table}",
+            f"UPDATE {table} SET {time} = {time}",  # noqa: S608
+        ):
+            refused(conn, statement)
+    has = platform.query(
+        """SELECT p, has_table_privilege('txmon_ingest', %s, p) FROM unnest(ARRAY['DELETE', 'TRUNCATE', 'UPDATE']) AS p
+           ORDER BY p""",
+        (table,),
+    )
+    assert has == [("DELETE", False), ("TRUNCATE", False), ("UPDATE", False)]
+
+
+def test_no_role_but_retention_deletes_in_staging(platform):
+    deleters = platform.query(
+        """SELECT DISTINCT r.rolname FROM pg_roles AS r, pg_tables AS t
+           WHERE t.schemaname = 'staging' AND r.rolname LIKE ANY (ARRAY['txmon%%', 'bi_reader'])
+             AND (has_table_privilege(r.oid, format('%%I.%%I', t.schemaname, t.tablename), 'DELETE')
+                  OR has_table_privilege(r.oid, format('%%I.%%I', t.schemaname, t.tablename), 'TRUNCATE'))
+             AND r.rolname <> %s""",
+        (platform.settings.admin_user,),
+    )
+    assert deleters == [("txmon_retention",)]
+
+
+def test_retention_deletes_what_it_prunes_and_nothing_else(platform):
+    with as_role(platform, Role.RETENTION) as conn:
+        for table in PRUNED:
+            conn.execute(f"DELETE FROM {table} WHERE false")  # noqa: S608 (constant table names)
+        conn.execute("SELECT count(*) FROM staging.offset_audit")
+        for statement in (
+            "DELETE FROM staging.transactions",
+            "DELETE FROM staging.event_identities",
+            "DELETE FROM staging.kafka_offsets",
+            "DELETE FROM staging.offset_audit",
+            "TRUNCATE staging.rejected_transactions",
+            "UPDATE staging.ingest_batches SET landed = 0",
+            """INSERT INTO staging.rejected_transactions (topic, "partition", "offset", raw_text, reason)
+               VALUES ('t', 0, 0, 'x', 'x')""",
+            "SELECT count(*) FROM staging.transactions",
+            "SELECT count(*) FROM reporting.publication_log",
+            "CREATE TEMP TABLE mine (x int)",
+            "CREATE TABLE staging.mine (x int)",
+        ):
+            refused(conn, statement)
+
+
 def test_transform_reads_staging_writes_its_schemas_only(platform):
     with as_role(platform, Role.TRANSFORM) as conn:
         conn.execute("SELECT count(*) FROM staging.transactions").fetchone()

@@ -133,7 +133,7 @@ def test_the_local_api_key_is_shown_only_where_asked(tmp_path):
     given = Settings.from_env(
         {
             "TXMON_STATE_DIR": str(tmp_path / "state"),
-            "TXMON_API_KEYS": '{"k-123": {"role": "analyst", "regions": ["*"]}}',
+            "TXMON_API_KEYS": '{"k-123-given-key-of-32-characters": {"role": "analyst", "regions": ["*"]}}',
         }
     )
     assert "k-123" not in key_line(given, show_key=True)

@@ -134,14 +134,30 @@ def test_bad_api_keys_are_one_line_that_never_shows_a_key(value):
     assert "s3cret" not in message
 
 
+K1, K2 = "k1-" + "a" * 29, "k2-" + "b" * 29  # 32 characters, the shortest a key may be
+
+
 def test_api_keys_give_each_key_its_role_and_regions():
     s = Settings.from_env(
         {
-            "TXMON_API_KEYS": '{"k1": {"role": "regulator", "regions": ["US", "EU"]},'
-            ' "k2": {"role": "analyst", "regions": ["*"]}}'
+            "TXMON_API_KEYS": f'{{"{K1}": {{"role": "regulator", "regions": ["US", "EU"]}},'
+            f' "{K2}": {{"role": "analyst", "regions": ["*"]}}}}'
         }
     )
-    assert s.api_keys["k1"].role == "regulator"
-    assert s.api_keys["k1"].region_list(s.regions) == ("EU", "US")  # in the configured order
-    assert s.api_keys["k2"].region_list(s.regions) == ("EU", "US", "APAC")
-    assert "k1" not in repr(s) and "api_keys" not in s.info()
+    assert s.api_keys[K1].role == "regulator"
+    assert s.api_keys[K1].region_list(s.regions) == ("EU", "US")  # in the configured order
+    assert s.api_keys[K2].region_list(s.regions) == ("EU", "US", "APAC")
+    assert K1 not in repr(s) and "api_keys" not in s.info()
+
+
+@pytest.mark.parametrize("key", ["s3cret", "s3cret-" + "x" * 24])  # 6 and 31 characters
+def test_a_short_api_key_is_refused_in_one_line_that_does_not_show_it(key):
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(
+            {
+                "TXMON_API_KEYS": f'{{"{K1}": {{"role": "analyst", "regions": ["*"]}}, "{key}": '
+                '{"role": "analyst", "regions": ["*"]}}'
+            }
+        )
+    assert str(err.value) == ("TXMON_API_KEYS: 1 key(s) shorter than 32 characters (`txmon api-key` makes one)")
+    assert "s3cret" not in str(err.value)

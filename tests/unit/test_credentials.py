@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import REPO
 from txmon.core import credentials
-from txmon.core.settings import ConfigError, Role, Settings
+from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 from txmon.core.urls import redact
 
 
@@ -60,22 +60,94 @@ def test_the_api_has_a_private_local_key_unless_keys_are_given(tmp_path):
     credentials.ensure(settings)
     key = credentials.local_api_key(settings)
     assert key and len(key) >= 24 and mode(settings.secrets_dir / credentials.API_KEY_FILE) == 0o600
-    assert credentials.api_keys(settings) == {key: credentials.LOCAL_API_GRANT}
+    assert credentials.api_keys(settings) == {credentials.api_key_digest(key): credentials.LOCAL_API_GRANT}
     assert key not in settings.passfile.read_text()
     given = Settings.from_env(
         {
             "TXMON_STATE_DIR": str(tmp_path / "state"),
-            "TXMON_API_KEYS": '{"k": {"role": "regulator", "regions": ["EU"]}}',
+            "TXMON_API_KEYS": f'{{"{KEY}": {{"role": "regulator", "regions": ["EU"]}}}}',
         }
     )
-    assert list(credentials.api_keys(given)) == ["k"], "given keys replace the local one"
+    assert list(credentials.api_keys(given)) == [credentials.api_key_digest(KEY)], "given keys replace the local one"
     orchestrated = Settings.from_env(
         {"TXMON_STATE_DIR": str(tmp_path / "other"), "TXMON_SECRETS_DIR": str(tmp_path / "run-secrets")}
     )
     (tmp_path / "run-secrets").mkdir()
     credentials.ensure(orchestrated)
-    with pytest.raises(ConfigError, match="TXMON_API_KEYS is empty"):
+    with pytest.raises(ConfigError, match="TXMON_API_KEYS and TXMON_API_KEYS_FILE are empty"):
         credentials.api_keys(orchestrated)
+
+
+KEY = "a-key-of-the-api-" + "k" * 20
+
+
+def keys_file(tmp_path, text: str, mode: int = 0o600):
+    path = tmp_path / "api-keys"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_the_keys_file_gives_digests_their_role_and_regions_beside_the_variable(tmp_path):
+    other = "another-key-of-the-api-" + "o" * 20
+    path = keys_file(
+        tmp_path,
+        "# the regulators' keys\n\n"
+        f"{credentials.api_key_digest(other)} regulator EU,US\n"
+        f"sha256:{credentials.api_key_digest('x' * 40).upper()} analyst *\n",
+    )
+    settings = Settings.from_env(
+        {
+            "TXMON_STATE_DIR": str(tmp_path / "state"),
+            "TXMON_API_KEYS_FILE": str(path),
+            "TXMON_API_KEYS": f'{{"{KEY}": {{"role": "analyst", "regions": ["APAC"]}}}}',
+        }
+    )
+    keys = credentials.api_keys(settings)
+    assert keys == {
+        credentials.api_key_digest(KEY): ApiGrant(role="analyst", regions=("APAC",)),
+        credentials.api_key_digest(other): ApiGrant(role="regulator", regions=("EU", "US")),
+        credentials.api_key_digest("x" * 40): ApiGrant(role="analyst", regions=("*",)),
+    }
+    # What `txmon api-key` prints is a line the file takes.
+    line = credentials.api_key_line(credentials.api_key_digest(KEY), ApiGrant(role="analyst", regions=("APAC",)))
+    alone = Settings.from_env(
+        {"TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_API_KEYS_FILE": str(keys_file(tmp_path, line))}
+    )
+    assert credentials.api_keys(alone) == {credentials.api_key_digest(KEY): ApiGrant(role="analyst", regions=("APAC",))}
+
+
+@pytest.mark.parametrize(
+    ("text", "mode", "message"),
+    [
+        (f"{'a' * 64} analyst *\n", 0o644, r"has mode 0644: other users may read it; make it 0600"),
+        (f"{'a' * 64} analyst *\n", 0o640, r"has mode 0640"),
+        (f"{'a' * 63} analyst *\n", 0o600, r"line 1: not `SHA256-HEX-DIGEST ROLE REGIONS`"),
+        (f"# keys\n{'a' * 64} admin *\n", 0o600, r"line 2: the role is regulator or analyst"),
+        (f"{'a' * 64} analyst MARS\n", 0o600, r"line 1: regions that are not configured: \['MARS'\]"),
+        (f"{'a' * 64} analyst *\n{'a' * 64} regulator *\n", 0o600, r"line 2: a key given twice"),
+        ("# nothing yet\n", 0o600, r"holds no key"),
+    ],
+)
+def test_a_bad_keys_file_is_refused_in_one_line(tmp_path, text, mode, message):
+    settings = Settings.from_env(
+        {"TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_API_KEYS_FILE": str(keys_file(tmp_path, text, mode))}
+    )
+    with pytest.raises(ConfigError, match=message) as err:
+        credentials.api_keys(settings)
+    assert str(err.value).startswith(f"TXMON_API_KEYS_FILE {tmp_path / 'api-keys'} ") and "\n" not in str(err.value)
+
+
+def test_a_missing_keys_file_or_a_key_with_two_grants_is_refused(tmp_path):
+    missing = Settings.from_env({"TXMON_API_KEYS_FILE": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="nowhere does not exist"):
+        credentials.api_keys(missing)
+    path = keys_file(tmp_path, f"{credentials.api_key_digest(KEY)} regulator *\n")
+    both = Settings.from_env(
+        {"TXMON_API_KEYS_FILE": str(path), "TXMON_API_KEYS": f'{{"{KEY}": {{"role": "analyst", "regions": ["*"]}}}}'}
+    )
+    with pytest.raises(ConfigError, match="in TXMON_API_KEYS and TXMON_API_KEYS_FILE with different grants"):
+        credentials.api_keys(both)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a directory to another user")
@@ -156,3 +228,19 @@ def test_txmon_info_prints_no_secret(tmp_path):
 def test_an_empty_bi_reader_password_means_no_login():
     assert Settings.from_env({"TXMON_BI_READER_PASSWORD": ""}).bi_reader_password is None
     assert Settings.from_env({}).bi_reader_password is None
+
+
+def test_a_child_without_the_admin_password_keeps_its_line_in_the_passfile(tmp_path):
+    """TXMON_PG_PASSWORD does not reach the processes txmon starts (child_env); when one of them writes the
+    passfile again, the admin's line stays (the admin itself can still connect)."""
+    state = {"TXMON_STATE_DIR": str(tmp_path / "state")}
+    parent = Settings.from_env({**state, "TXMON_PG_PASSWORD": "admin:s3cret"})
+    credentials.ensure(parent)
+    line = credentials.pgpass_line("txmon", "admin:s3cret")
+    assert line in parent.passfile.read_text()
+    assert not (parent.secrets_dir / credentials.FILES[Role.ADMIN]).exists()
+    child = Settings.from_env(state)
+    credentials.ensure(child)
+    text = child.passfile.read_text()
+    assert text.count(line) == 1 and text.count("txmon_ingest") == 1
+    assert mode(child.passfile) == 0o600

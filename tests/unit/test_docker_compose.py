@@ -22,6 +22,7 @@ TXMON_SERVICES = {name: s for name, s in SERVICES.items() if s.get("image") == "
 TXMON_SECRETS = {
     "postgres-admin",
     "postgres-ingest",
+    "postgres-retention",
     "postgres-transform",
     "postgres-publish",
     "postgres-dagster",
@@ -162,6 +163,7 @@ SERVICE_SECRETS = {
         "postgres-transform",
         "postgres-publish",
         "postgres-ingest",
+        "postgres-retention",
         "kafka-password",
     },
     "dagster-daemon": {
@@ -169,6 +171,7 @@ SERVICE_SECRETS = {
         "postgres-transform",
         "postgres-publish",
         "postgres-ingest",
+        "postgres-retention",
         "kafka-password",
     },
 }

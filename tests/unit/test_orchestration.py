@@ -198,3 +198,31 @@ def test_region_turns_hand_out_nothing_once_closed():
     turns.close()  # the run terminated: the partition taken is refreshed to its end, no other begins
     assert turns.take("EU") is None
     assert turns.take() is None
+
+
+def test_dagster_config_names_the_regional_databases_never_their_urls(monkeypatch):
+    """The resource's configuration is shown in Dagster's UI: region names only; each process reads the URLs."""
+    from orchestration.definitions import build_definitions
+    from orchestration.resources import TxmonResource
+    from txmon.core.settings import ConfigError, replace
+
+    secret_url = "postgresql://admin:eu-s3cret@eu.example:5432/wh"
+    monkeypatch.delenv("TXMON_REGION_DSNS", raising=False)
+    settings = replace(Settings.from_env({}), region_dsns={"EU": secret_url})
+    resource = build_definitions(settings).resources["txmon"]
+    assert isinstance(resource, TxmonResource)
+    config = json.dumps(resource.model_dump())
+    assert "s3cret" not in config and "eu.example" not in config and "postgresql" not in config
+    assert resource.regional == ["EU"]
+    # A process with the URLs in its environment (Dagster's, started by txmon) uses them ...
+    monkeypatch.setenv("TXMON_REGION_DSNS", json.dumps({"EU": secret_url}))
+    assert resource.settings().region_dsns == {"EU": secret_url}
+    # ... one without (`txmon run --multi-region` itself) the local layout of the regions named ...
+    monkeypatch.delenv("TXMON_REGION_DSNS")
+    local = TxmonResource(regional=["EU", "US"]).settings()
+    assert local.region_dsns == {r: local.local_region_dsn(r) for r in ("EU", "US")}
+    assert local.region_dsns["US"].endswith(f"/{local.warehouse_db}_us")
+    # ... and one whose environment places other regions is refused, not guessed at.
+    monkeypatch.setenv("TXMON_REGION_DSNS", json.dumps({"US": secret_url.replace("eu", "us")}))
+    with pytest.raises(ConfigError, match="definitions were built for regional databases of \\['EU'\\]"):
+        resource.settings()

@@ -49,8 +49,9 @@ def _digest(key: str) -> bytes:
 class Keys:
     """The keys, held as digests: a lookup compares digests, never the keys' text."""
 
-    def __init__(self, grants: Mapping[str, ApiGrant], configured: tuple[str, ...]) -> None:
-        self._grants = {_digest(key): Caller(g.role, g.region_list(configured)) for key, g in grants.items()}
+    def __init__(self, digests: Mapping[str, ApiGrant], configured: tuple[str, ...]) -> None:
+        """``digests``: each key's SHA-256 digest, hex (``credentials.api_keys``) -> its grant."""
+        self._grants = {bytes.fromhex(d): Caller(g.role, g.region_list(configured)) for d, g in digests.items()}
 
     def caller(self, authorization: str | None) -> Caller:
         scheme, _, key = (authorization or "").partition(" ")

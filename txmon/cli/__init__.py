@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import click
 
+from txmon.core.paths import private_files
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -45,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "prepare Dagster's home, the dbt manifest, reference models and mart tables",
     ),
     "api": ("txmon.cli.api:api", "the read-only HTTP API and the monitoring web page, to Ctrl-C"),
+    "api-key": (
+        "txmon.cli.api:api_key",
+        "make a key of the HTTP API (or digest one from stdin): its line for TXMON_API_KEYS_FILE",
+    ),
     "run": (
         "txmon.cli.run:run",
         "services up, synthetic payments, ingestion, Dagster UI and daemon, live status (Ctrl-C stops)",
@@ -111,6 +117,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. Commands return theirs (0 when they return nothing)."""
+    private_files()  # what txmon and its children (Dagster, dbt, the services) write is their owner's alone
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("txmon").setLevel(logging.INFO)
     logging.getLogger("dagster").setLevel(logging.WARNING)

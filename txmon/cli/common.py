@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 from txmon.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from txmon.core import credentials
 from txmon.core.errors import first_line
+from txmon.core.processes import forget_secrets
 from txmon.core.settings import ConfigError, Settings
 from txmon.devtools.services.common import ServiceError
 
@@ -45,6 +46,7 @@ def pass_settings(command: Callable[..., int | None]) -> Callable[..., int | Non
         try:
             settings = Settings.from_env()
             credentials.ensure(settings)
+            forget_secrets()  # the settings hold them; whatever this process starts from now on does not get them
             return command(settings, *args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own (the latter two are RuntimeErrors)

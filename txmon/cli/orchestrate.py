@@ -4,7 +4,6 @@ through Dagster from the command line, and Dagster's webserver and daemon starte
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestration.instance import dagster_env, flag_env
+from orchestration.instance import dagster_env, flag_env, region_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, stop_on_signals, supervise
 from txmon.cli.params import DAY, check_partition, days
 from txmon.core.db import connect
 from txmon.core.errors import first_line
 from txmon.core.leases import end_leases
-from txmon.core.processes import start_detached, terminate
+from txmon.core.processes import child_env, start_detached, terminate
 from txmon.core.progress import Progress
 from txmon.core.settings import Settings
 from txmon.core.warehouse import grant_dagster_reads, migrate
@@ -110,10 +109,12 @@ def dagster_setup(settings: Settings) -> int:
     return 0
 
 
-def dagster_process_env(settings: Settings) -> dict[str, str]:
-    """The environment of Dagster's processes: this one's, with the Dagster home, the ingest mode and the
-    regional databases of ``settings`` (the daemon's sensors read their settings from it)."""
-    return {**os.environ, **dagster_env(settings), **flag_env(settings)}
+def dagster_process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of Dagster's processes (and of the others `txmon run` starts): this one's without its secrets
+    (``child_env``: none of them reads the API's keys or the admin's password), with the Dagster home, the ingest
+    mode and the regional databases of ``settings`` (the daemon's sensors read their settings from it), and
+    ``extra``."""
+    return child_env(**dagster_env(settings), **flag_env(settings), **region_env(settings), **extra)
 
 
 @dataclass

@@ -3,6 +3,7 @@ and daemon) with a live status line, until Ctrl-C or the given duration."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,12 +12,12 @@ from datetime import UTC, datetime, time, timedelta
 import click
 
 from txmon.cli.api import key_line
-from txmon.cli.common import pass_settings, supervise
+from txmon.cli.common import BadArgument, pass_settings, supervise
 from txmon.cli.ingest import status_line
 from txmon.cli.orchestrate import dagster_process_env, start_dagster, stop_live
 from txmon.cli.params import NON_NEGATIVE, POSITIVE
 from txmon.cli.services import show
-from txmon.core.processes import start_detached
+from txmon.core.processes import API_KEYS, child_env, start_detached
 from txmon.core.settings import Settings, replace
 from txmon.core.urls import where
 from txmon.devtools import services as local_services
@@ -40,6 +41,8 @@ def run(
     settings: Settings, tps: float, duration: float, worker: bool, port: int, api_port: int | None, multi_region: bool
 ) -> int:
     if multi_region:
+        if settings.region_dsns:
+            raise BadArgument("txmon run: --multi-region and TXMON_REGION_DSNS both place the regions: give one")
         settings = replace(settings, region_dsns=local_region_dsns(settings))
     # Prometheus scrapes the API and the ingest processes (the sensor's lander or the worker) on these ports.
     settings = replace(
@@ -55,23 +58,29 @@ def run(
     children: list[subprocess.Popen] = []  # each in a session of its own, as Dagster's: `stop_live` ends them
     try:
         txmon = [sys.executable, "-m", "txmon.cli"]
-        child_env = dagster_process_env(settings)  # the regional databases and the mode, when given by a flag
+        # The regional databases and the mode, when given by a flag; no secret but the API's keys, to the API.
+        flags = dagster_process_env(settings)
         if worker:
-            children.append(start_detached([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=child_env))
+            children.append(start_detached([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=flags))
         # Late data for yesterday (a closed day): its refresh publishes every region's daily settlements (and,
         # with regional databases, the home database's global roll-up) within minutes, so the web page and
         # `reporting` show settlements from the start, not only after midnight UTC.
         yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
         late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
-        subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False)
+        subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False, env=child_env())
         click.echo(f"late data: 10,000 transactions of {yesterday.date()} sent (a closed day: its settlements publish)")
         children.append(
-            start_detached([*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL)
+            start_detached(
+                [*txmon, "generate", "--tps", str(tps), "--duration", "0"], stdout=subprocess.DEVNULL, env=child_env()
+            )
         )
         log_fd = os.open(settings.state_dir / "logs" / "api.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(log_fd, "ab") as log:  # the child keeps its own descriptor
             api = [*txmon, "api", "--port", str(settings.api_port)]
-            children.append(start_detached(api, stdout=log, stderr=subprocess.STDOUT, env=child_env))
+            # The API is the one child that gets the keys of TXMON_API_KEYS (this process no longer has the variable).
+            keys = {key: grant.model_dump(mode="json") for key, grant in settings.api_keys.items()}
+            env = dagster_process_env(settings, **({API_KEYS: json.dumps(keys)} if keys else {}))
+            children.append(start_detached(api, stdout=log, stderr=subprocess.STDOUT, env=env))
         lander = "a standalone worker" if worker else "the Dagster sensor kafka_ingestion"
         for region in settings.regions:
             click.echo(f"region {region}: {where(settings.dsn_for_region(region))}")

@@ -10,16 +10,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from txmon.core.paths import SYSTEM_STATE_ROOT, only_root_may_change
 from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
 
 FILES = {
     Role.ADMIN: "postgres-admin",
     Role.INGEST: "postgres-ingest",
+    Role.RETENTION: "postgres-retention",
     Role.TRANSFORM: "postgres-transform",
     Role.PUBLISH: "postgres-publish",
     Role.DAGSTER: "postgres-dagster",
@@ -92,14 +98,82 @@ def local_api_key(settings: Settings) -> str | None:
     return _read(settings, API_KEY_FILE)
 
 
+def api_key_digest(key: str) -> str:
+    """A key of the HTTP API as its file and the API hold it: its SHA-256 digest, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    """A fresh key of the HTTP API: 32 random bytes, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
+
+
+def api_key_line(digest: str, grant: ApiGrant) -> str:
+    """One line of TXMON_API_KEYS_FILE: the key's digest, its role, its regions (``*``: every region)."""
+    return f"{digest} {grant.role} {','.join(grant.regions)}\n"
+
+
+_LINE = re.compile(r"(?:sha256:)?(?P<digest>[0-9a-fA-F]{64})\s+(?P<role>\S+)\s+(?P<regions>\S+)")
+
+
+def _keys_file(settings: Settings) -> dict[str, ApiGrant]:
+    """TXMON_API_KEYS_FILE's grants by digest; the file must be readable by its owner alone."""
+    path = settings.api_keys_file
+    assert path is not None
+    where = f"TXMON_API_KEYS_FILE {path}"
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except (PermissionError, IsADirectoryError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read ({type(exc).__name__})") from None
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(
+            f"{where} has mode {stat.S_IMODE(info.st_mode):04o}: other users may read it; make it 0600 (chmod 600)"
+        )
+    grants: dict[str, ApiGrant] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        found = _LINE.fullmatch(line.strip())
+        if found is None:
+            raise ConfigError(
+                f"{where} line {number}: not `SHA256-HEX-DIGEST ROLE REGIONS` (`txmon api-key` makes a line)"
+            )
+        try:
+            grant = ApiGrant(role=found["role"], regions=tuple(found["regions"].split(",")))  # type: ignore[arg-type]
+        except ValidationError:
+            raise ConfigError(f"{where} line {number}: the role is regulator or analyst") from None
+        if unknown := set(grant.regions) - set(settings.regions) - {"*"}:
+            raise ConfigError(f"{where} line {number}: regions that are not configured: {sorted(unknown)}")
+        digest = found["digest"].lower()
+        if grants.get(digest, grant) != grant:
+            raise ConfigError(f"{where} line {number}: a key given twice with different grants")
+        grants[digest] = grant
+    if not grants:
+        raise ConfigError(f"{where} holds no key (`txmon api-key` makes a line)")
+    return grants
+
+
 def api_keys(settings: Settings) -> dict[str, ApiGrant]:
-    """The HTTP API's keys: TXMON_API_KEYS, else the local key with every region's analyst access."""
-    if settings.api_keys:
-        return dict(settings.api_keys)
+    """The HTTP API's keys by their SHA-256 digests (``api_key_digest``; the keys' text is not kept): those of
+    TXMON_API_KEYS and TXMON_API_KEYS_FILE, else the local key with every region's analyst access."""
+    given = {api_key_digest(key): grant for key, grant in settings.api_keys.items()}
+    if settings.api_keys_file is not None:
+        for digest, grant in _keys_file(settings).items():
+            if given.get(digest, grant) != grant:
+                raise ConfigError("a key is in TXMON_API_KEYS and TXMON_API_KEYS_FILE with different grants")
+            given[digest] = grant
+    if given:
+        return given
     key = local_api_key(settings)
     if key is None:
-        raise ConfigError(f"TXMON_API_KEYS is empty and there is no local key in {settings.secrets_dir / API_KEY_FILE}")
-    return {key: LOCAL_API_GRANT}
+        raise ConfigError(
+            "TXMON_API_KEYS and TXMON_API_KEYS_FILE are empty and there is no local key in "
+            f"{settings.secrets_dir / API_KEY_FILE}"
+        )
+    return {api_key_digest(key): LOCAL_API_GRANT}
 
 
 def pgpass_line(user: str, secret: str) -> str:
@@ -113,13 +187,29 @@ def ensure(settings: Settings) -> None:
 
     Idempotent and cheap: every txmon command calls it before connecting.
     """
+    if settings.state_dir.parent == SYSTEM_STATE_ROOT:  # root's default for a checkout the server cannot enter
+        if not only_root_may_change(SYSTEM_STATE_ROOT.parent):
+            raise ConfigError(
+                f"{SYSTEM_STATE_ROOT.parent} may be changed by users other than root: set TXMON_STATE_DIR to a "
+                "private directory"
+            )
+        private_dir(SYSTEM_STATE_ROOT, 0o711)
     # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
     private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
+    passfile = settings.passfile
+    try:
+        current = passfile.read_text()
+    except FileNotFoundError:
+        current = None
+    admin_prefix = pgpass_line(settings.admin_user, "")[:-1]
+    # The admin's password given (TXMON_PG_PASSWORD) to the command that wrote the passfile: a process txmon started
+    # does not get it (txmon.core.processes.child_env), and keeps that line rather than make another password.
+    given_admin = [line + "\n" for line in (current or "").splitlines() if line.startswith(admin_prefix)]
     if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
         private_dir(settings.secrets_dir)
         for role in GENERATED:
             path = settings.secrets_dir / FILES[role]
-            if not path.exists() and not (role is Role.ADMIN and settings.pg_password):
+            if not path.exists() and not (role is Role.ADMIN and (settings.pg_password or given_admin)):
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
@@ -128,11 +218,8 @@ def ensure(settings: Settings) -> None:
         value = password(settings, role)
         if value:
             lines.append(pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
+        elif role is Role.ADMIN:
+            lines += given_admin
     text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
-    passfile = settings.passfile
-    try:
-        current = passfile.read_text()
-    except FileNotFoundError:
-        current = None
     if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
         write_private(passfile, text)

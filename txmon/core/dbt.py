@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from txmon.core import credentials
 from txmon.core.db import connect
 from txmon.core.errors import first_line
+from txmon.core.processes import child_env
 from txmon.core.settings import REPO_ROOT, Role, Settings
 
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -176,7 +177,7 @@ def run_dbt(
     return subprocess.run(
         [str(DBT_EXECUTABLE), *args, *(["--target", target] if target else [])],
         cwd=DBT_PROJECT_DIR,
-        env={**os.environ, "DBT_PROFILES_DIR": str(profiles_dir(settings))},
+        env=child_env(DBT_PROFILES_DIR=str(profiles_dir(settings))),  # no secret: its profile has its password
         capture_output=capture,
         text=True,
     )

@@ -15,6 +15,9 @@
 # Every delete takes at most ``BATCH_ROWS`` rows in its own short transaction, under lock and statement timeouts:
 # pruning never holds a lock or a snapshot the landing would wait for. Every regional database is pruned
 # (``settings.databases()``); the audit's positions come from the warehouse.
+#
+# The staging tables are pruned as ``txmon_retention`` (migration 0018), the one role that may delete from them: the
+# ingest role, which parses untrusted input, can add audit evidence and never remove it.
 
 from __future__ import annotations
 
@@ -129,7 +132,7 @@ def _in_batches(conn: psycopg.Connection, statement: str, params: dict) -> int:
 
 def verified_offsets(settings: Settings) -> dict[int, int]:
     """partition -> the last offset of the topic the offset audit verified (in the warehouse)."""
-    with connect(settings.home_dsn(Role.INGEST), autocommit=True, purpose="prune") as conn:
+    with connect(settings.home_dsn(Role.RETENTION), autocommit=True, purpose="prune") as conn:
         return dict(
             conn.execute(
                 'SELECT "partition", verified_through FROM staging.offset_audit WHERE topic = %s', (settings.topic,)
@@ -151,7 +154,7 @@ def prune(settings: Settings, now: datetime | None = None) -> dict[str, int]:
     }
     deleted: Counter = Counter()
     for dsn in settings.databases():
-        with _session(settings.as_role(dsn, Role.INGEST)) as conn:  # ingestion prunes its own bookkeeping
+        with _session(settings.as_role(dsn, Role.RETENTION)) as conn:  # the one role that may delete there
             for table, (key, rows) in STAGING.items():
                 deleted[table] += _in_batches(conn, f"DELETE FROM {table} WHERE {key} IN ({rows})", params)  # noqa: S608
     deleted.update(prune_dagster(settings, limits["dagster"]))

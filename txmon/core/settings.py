@@ -32,6 +32,8 @@ from txmon.core.paths import default_state_dir
 
 DEFAULT_REGIONS = ("EU", "US", "APAC")
 DEFAULT_CURRENCIES = ("USD", "EUR", "GBP", "CHF", "JPY", "SGD", "HKD", "AUD", "CAD", "INR")
+# The shortest key of the HTTP API TXMON_API_KEYS may give (`txmon api-key` makes keys of 43 characters).
+MIN_API_KEY_LENGTH = 32
 
 
 class ConfigError(ValueError):
@@ -45,7 +47,8 @@ class Role(StrEnum):
     """
 
     ADMIN = "admin"
-    INGEST = "txmon_ingest"  # lands Kafka events: COPY into staging, its positions and batch log
+    INGEST = "txmon_ingest"  # lands Kafka events: INSERTs into staging, its positions and batch log; deletes nothing
+    RETENTION = "txmon_retention"  # the prune job alone: deletes what is past its retention (migration 0018)
     TRANSFORM = "txmon_transform"  # dbt and the checks: reads staging, writes intermediate and marts
     PUBLISH = "txmon_publish"  # copies checked mart partitions to reporting, appends the publication log
     DAGSTER = "txmon_dagster"  # Dagster's own storage (the dagster database)
@@ -76,6 +79,7 @@ def _csv(text: str) -> tuple[str, ...]:
 Whole = Annotated[int, _text(int)]  # as int() reads it: " 42", "+42", "16_777_216"; not "42.0"
 IsoDate = Annotated[date, _text(date.fromisoformat)]
 Directory = Annotated[Path, _text(lambda text: Path(text).expanduser().resolve())]
+File = Annotated[Path, _text(lambda text: Path(text).expanduser().absolute())]
 # Comma-separated (NoDecode: not JSON), at least one name, each matching its pattern.
 Regions = Annotated[
     tuple[Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,15}$")], ...],
@@ -201,13 +205,16 @@ class Settings(BaseSettings):
     # the migrations from TXMON_BI_READER_PASSWORD or <secrets dir>/bi-reader (NOLOGIN without one).
     bi_reader_password: str | None = Field(None, repr=False)
 
-    # The HTTP API (`txmon api`, docs/api.md): each bearer key's role and regions. Empty:
-    # one local key (analyst, every region) generated in the secrets directory, which `txmon run` prints.
+    # The HTTP API (`txmon api`, docs/api.md): each bearer key's role and regions, from TXMON_API_KEYS (the keys,
+    # MIN_API_KEY_LENGTH characters or more) and TXMON_API_KEYS_FILE (their SHA-256 digests, one a line, a file of
+    # mode 0600; `txmon api-key` makes a line). Neither: one local key (analyst, every region) generated in the
+    # secrets directory, which `txmon run` prints.
     api_keys: dict[str, ApiGrant] = Field(
         default_factory=dict,
         repr=False,
         description='a JSON object like {"KEY": {"role": "regulator", "regions": ["EU"]}} (roles: regulator, analyst)',
     )
+    api_keys_file: File | None = None
     # Connections the API keeps open per database and role (a pool each).
     api_pool_size: Whole = Field(4, ge=1, le=100)
 
@@ -255,6 +262,11 @@ class Settings(BaseSettings):
                 raise ConfigError(f"TXMON_API_KEYS names regions that are not configured: {sorted(unknown)}")
         if any(not key.strip() or key != key.strip() for key in self.api_keys):
             raise ConfigError("TXMON_API_KEYS: a key is empty or has spaces around it")
+        if short := sum(len(key) < MIN_API_KEY_LENGTH for key in self.api_keys):
+            raise ConfigError(
+                f"TXMON_API_KEYS: {short} key(s) shorter than {MIN_API_KEY_LENGTH} characters "
+                "(`txmon api-key` makes one)"
+            )
         return self
 
     # ------------------------------------------------------------------ derived values
@@ -322,6 +334,11 @@ class Settings(BaseSettings):
             raise ConfigError(f"region {region!r} is not one of the configured regions {list(self.regions)}")
         given = self.region_dsns.get(region)
         return self.as_role(self._given(given) if given else self.warehouse_dsn, role)
+
+    def local_region_dsn(self, region: str) -> str:
+        """The URL of a database of ``region``'s own on the local cluster (`txmon run --multi-region`), named after
+        the warehouse (txmon_eu)."""
+        return f"postgresql://{self.pg_user}@{self.pg_host}:{self.pg_port}/{self.warehouse_db}_{region.lower()}"
 
     def home_dsn(self, role: Role) -> str:
         """The home (warehouse) database connected as ``role``."""

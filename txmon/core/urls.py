@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 
 def query(params: dict[str, str]) -> str:
@@ -22,6 +22,20 @@ def redact(dsn: str) -> str:
             netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
             dsn = urlunsplit(parts._replace(netloc=netloc))
     return re.sub(r"(password=)[^&\s]*", r"\1***", dsn)
+
+
+def without_password(dsn: str) -> str:
+    """``dsn`` with no password in it (URL or key=value form); everything else as it was."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", "@", 1)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        kept = query(dict(pair for pair in pairs if pair[0] != "password")) if pairs else parts.query
+        return urlunsplit(parts._replace(netloc=netloc, query=kept))
+    params = conninfo_to_dict(dsn)
+    return make_conninfo(**{k: str(v) for k, v in params.items() if k != "password"}) if "password" in params else dsn
 
 
 def where(dsn: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from txmon.core import credentials
+from txmon.core.paths import tighten
 from txmon.core.settings import Settings
 from txmon.core.warehouse import migrate
 from txmon.devtools.services.common import ServiceError, ServiceStatus
@@ -17,6 +18,7 @@ def up(settings: Settings, *, monitoring: bool = False) -> list[ServiceStatus]:
     """Start both services (a no-op for one already up), create topics and apply migrations; with
     ``monitoring``, Prometheus and the PostgreSQL exporter too."""
     credentials.ensure(settings)
+    tighten(settings.state_dir)  # what an earlier txmon made readable to others (before umask 077) is made private
     Postgres(settings).start()
     migrate(settings)
     Kafka(settings).start()

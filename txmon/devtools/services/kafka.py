@@ -18,7 +18,7 @@ from confluent_kafka.admin import NewTopic
 
 from txmon.core import credentials
 from txmon.core import kafka as kafka_clients
-from txmon.core.processes import tail
+from txmon.core.processes import child_env, tail
 from txmon.core.settings import REPO_ROOT, Settings
 from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
 
@@ -67,7 +67,7 @@ def _java() -> str:
     java = shutil.which("java")
     if not java:
         raise ServiceError("Java 17 or newer not found: install Debian's package `openjdk-17-jre-headless`")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, env=child_env()).stderr
     match = re.search(r'version "(\d+)', out)
     if not match or int(match.group(1)) < 17:
         raise ServiceError(f"Kafka 4 needs Java 17 or newer, found: {out.splitlines()[0] if out else '?'}")
@@ -86,7 +86,10 @@ def broker_jars() -> Path:
         raise ServiceError("Maven not found (it fetches the Kafka broker): install Debian's package `maven`")
     shutil.rmtree(lib, ignore_errors=True)
     proc = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(MAVEN_PROJECT / "pom.xml"), "package"], capture_output=True, text=True
+        [mvn, "-q", "-B", "-f", str(MAVEN_PROJECT / "pom.xml"), "package"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
     )
     if proc.returncode != 0:
         last = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["?"]
@@ -156,6 +159,7 @@ class Kafka:
                 capture_output=True,
                 text=True,
                 check=True,
+                env=child_env(),
             )
             .stdout.strip()
             .splitlines()[-1]
@@ -166,6 +170,7 @@ class Kafka:
             ),
             capture_output=True,
             text=True,
+            env=child_env(),
         )
         if proc.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed: {(proc.stderr or proc.stdout).strip()}")
@@ -185,6 +190,7 @@ class Kafka:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     umask=0o077,  # segments and checkpoints it writes: owner only
+                    env=child_env(),
                 )
             self.pid_file.write_text(str(proc.pid))
             deadline = time.monotonic() + timeout

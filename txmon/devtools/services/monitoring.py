@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from txmon.core import credentials
 from txmon.core.credentials import write_private
-from txmon.core.processes import tail
+from txmon.core.processes import child_env, tail
 from txmon.core.settings import REPO_ROOT, Role, Settings
 from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
 
@@ -82,11 +82,12 @@ class Monitoring:
         passfile = self.root / "pgpass"
         secret = credentials.password(self.settings, Role.EXPORTER) or ""
         write_private(passfile, credentials.pgpass_line(Role.EXPORTER.value, secret))
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DATA_SOURCE_NAME": f"{dsn} sslmode=disable",
-            "PGPASSFILE": str(passfile),
-        }
+        return child_env(
+            base={},
+            PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+            DATA_SOURCE_NAME=f"{dsn} sslmode=disable",
+            PGPASSFILE=str(passfile),
+        )
 
     def _start(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> bool:
         """Start ``argv`` unless something listens on ``port`` already; whether it was started."""
@@ -103,7 +104,7 @@ class Monitoring:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=env,
+                env=env if env is not None else child_env(),
             )
         (self.root / f"{name}.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + 60

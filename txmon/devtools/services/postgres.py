@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 
 from txmon.core import credentials
 from txmon.core.db import connect
-from txmon.core.processes import tail
+from txmon.core.processes import child_env, tail
 from txmon.core.settings import Role, Settings
 from txmon.core.warehouse import scram_verifier
 from txmon.devtools.services.common import ServiceError, ServiceStatus
@@ -98,7 +98,7 @@ class Postgres:
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         owner = _owner()
         cmd = ["runuser", "-u", owner, "--", *argv] if owner else list(argv)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
         if check and proc.returncode != 0:
             raise ServiceError(f"{Path(argv[0]).name} failed: {(proc.stderr or proc.stdout).strip()}")
         return proc
@@ -256,8 +256,4 @@ class Postgres:
 def local_region_dsns(settings: Settings) -> dict[str, str]:
     """A local multi-region layout (`txmon run --multi-region`): every region but the last in a database
     of its own on the local cluster, named after the warehouse (txmon_eu, txmon_us); the last at home."""
-    return {
-        region: f"postgresql://{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/"
-        f"{settings.warehouse_db}_{region.lower()}"
-        for region in settings.regions[:-1]
-    }
+    return {region: settings.local_region_dsn(region) for region in settings.regions[:-1]}
