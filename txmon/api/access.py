@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from txmon.core.settings import ApiGrant, Role
 
@@ -24,6 +24,7 @@ class Denied(Exception):
 class Caller:
     role: str  # regulator | analyst
     regions: tuple[str, ...]  # the configured regions the key may read, in the configured order
+    digest: bytes = field(default=b"", repr=False)  # the key's SHA-256: what its rate limit counts by
 
     @property
     def database_role(self) -> Role:
@@ -50,7 +51,10 @@ class Keys:
     """The keys, held as digests: a lookup compares digests, never the keys' text."""
 
     def __init__(self, grants: Mapping[str, ApiGrant], configured: tuple[str, ...]) -> None:
-        self._grants = {_digest(key): Caller(g.role, g.region_list(configured)) for key, g in grants.items()}
+        digests = {key: _digest(key) for key in grants}
+        self._grants = {
+            digests[key]: Caller(g.role, g.region_list(configured), digests[key]) for key, g in grants.items()
+        }
 
     def caller(self, authorization: str | None) -> Caller:
         scheme, _, key = (authorization or "").partition(" ")
