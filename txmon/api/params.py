@@ -20,7 +20,7 @@ CURSOR_VERSION = 1
 
 # Days whose bounds (midnight to the next midnight, UTC) Python cannot hold; the document names them too.
 UNBOUNDED_DAYS = (date.min, date.max)
-DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY = re.compile(r"(?!0000)[0-9]{4}-[0-9]{2}-[0-9]{2}")  # year 0000 is no calendar year
 REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 CURSOR = re.compile(r"[A-Za-z0-9_-]*")  # base64url without padding
 
@@ -31,7 +31,7 @@ class BadRequest(Exception):
 
 
 def invalid(message: str, **context: Any) -> PydanticCustomError:
-    """A parameter's value refused: 400 with ``name: message`` (the message formatted with ``context``)."""
+    """A parameter's value refused: 400 with ``name: message`` (``{key}`` in the message replaced by ``context``'s)."""
     return PydanticCustomError("txmon", message, context)
 
 
@@ -39,11 +39,11 @@ def invalid(message: str, **context: Any) -> PydanticCustomError:
 def parse_day(value: object) -> date:
     text = str(value)
     if not DAY.fullmatch(text):
-        raise invalid("must be a day as YYYY-MM-DD, not {given!r}", given=text[:40])
+        raise invalid("must be a day as YYYY-MM-DD, not {given}", given=repr(text[:40]))
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise invalid("{given!r} is not a calendar day", given=text) from None
+        raise invalid("{given} is not a calendar day", given=repr(text)) from None
     if day in UNBOUNDED_DAYS:
         raise invalid("{given} is out of range (0001-01-02 to 9999-12-30)", given=text)
     return day
@@ -56,6 +56,7 @@ Day = Annotated[
         {
             "type": "string",
             "format": "date",
+            "pattern": f"^{DAY.pattern}$",
             "not": {"enum": [day.isoformat() for day in UNBOUNDED_DAYS]},
             "examples": ["2026-11-20"],
         }
@@ -98,7 +99,7 @@ def region_type(regions: tuple[str, ...]) -> Any:
 
     def check(text: str) -> str:
         if text not in regions:
-            raise invalid("{given!r} is not one of {regions}", given=text[:40], regions=", ".join(regions))
+            raise invalid("{given} is not one of {regions}", given=repr(text[:40]), regions=", ".join(regions))
         return text
 
     return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "enum": list(regions)})]
