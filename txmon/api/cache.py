@@ -25,7 +25,8 @@ class Cached(Generic[T]):
         self.seconds = seconds
         self._read = read
         self._clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._name = name
+        self._executor: ThreadPoolExecutor | None = None  # started at the first reading, again after close()
         self._value: tuple[float, T] | None = None  # (when read, value)
         self._pending: asyncio.Future[T] | None = None
 
@@ -39,6 +40,8 @@ class Cached(Generic[T]):
 
     async def _refresh(self) -> T:
         try:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
             value = await asyncio.get_running_loop().run_in_executor(self._executor, self._read)
             self._value = (self._clock(), value)
             return value
@@ -46,4 +49,7 @@ class Cached(Generic[T]):
             self._pending = None
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the reading thread (the application's shutdown); a later request starts another."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
