@@ -5,6 +5,7 @@
 window.ui = SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#swagger-ui",
+  validatorUrl: null, // no badge from an outside validator: the page asks nothing of another server
   layout: "BaseLayout",
   deepLinking: true,
   showExtensions: true,
