@@ -47,14 +47,26 @@ from txmon.core.settings import Settings
 log = logging.getLogger("txmon.api")
 STATIC = Path(__file__).with_name("static")
 
-# On every response (errors and the page's files included): nothing loaded from elsewhere, no inline script
-# or style, never inside a frame, no MIME sniffing, no Referer sent on.
+
+def policy(**relaxed: str) -> str:
+    """The Content-Security-Policy: nothing loaded from elsewhere, no inline script or style, never inside a
+    frame; ``relaxed`` directives (``img_src="'self' data:"``) only where a page of the docs needs them."""
+    directives = {"default-src": "'self'", **{name.replace("_", "-"): value for name, value in relaxed.items()}}
+    directives.update({"base-uri": "'none'", "form-action": "'self'", "frame-ancestors": "'none'"})
+    return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+# On every response (errors and the page's files included): the policy, no MIME sniffing, no Referer sent on.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": policy(),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+# The interactive docs, pages of their libraries: Swagger UI's icons are data: images; ReDoc injects its
+# styles and runs its search in a worker of its own. Neither page holds data; the API and the page keep policy().
+SWAGGER_UI_POLICY = policy(img_src="'self' data:")
+REDOC_POLICY = policy(img_src="'self' data:", style_src="'self' 'unsafe-inline'", worker_src="'self' blob:")
 
 # What /transactions looks up: each set of parameters given together (`region` besides), and nothing else.
 TRANSACTION_LOOKUPS = (frozenset({"transaction_id"}), frozenset({"account_id", "date"}))
@@ -105,7 +117,9 @@ def too_many(exc: Limited) -> JSONResponse:
 
 
 def secured(response: Response) -> Response:
-    response.headers.update(SECURITY_HEADERS)
+    """``response`` with the security headers (a policy of its own, a docs page's, is kept)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     return response
 
 
@@ -394,10 +408,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> FileResponse:
-        return FileResponse(STATIC / "docs.html")
+        return FileResponse(STATIC / "docs.html", headers={"Content-Security-Policy": SWAGGER_UI_POLICY})
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> FileResponse:
-        return FileResponse(STATIC / "redoc.html")
+        return FileResponse(STATIC / "redoc.html", headers={"Content-Security-Policy": REDOC_POLICY})
 
     return app
