@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -542,7 +543,9 @@ def test_an_openapi_fuzzer_finds_nothing(landed, tmp_path):
     content type, body)."""
     generous = {"TXMON_API_KEY_REQUESTS_PER_MINUTE": "1000000", "TXMON_API_ADDRESS_REQUESTS_PER_MINUTE": "1000000"}
     with running_api(landed, tmp_path, generous) as fuzzed:
-        env = {**landed.env, "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_hooks", "NO_COLOR": "1"}
+        # Run in tmp_path (Schemathesis keeps a .schemathesis/ cache where it runs), the hooks from the repository.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), landed.env.get("PYTHONPATH")]))
+        env = {**landed.env, "PYTHONPATH": pythonpath, "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_hooks"}
         run = subprocess.run(
             [
                 sys.executable,
@@ -560,7 +563,7 @@ def test_an_openapi_fuzzer_finds_nothing(landed, tmp_path):
                 "--no-color",
             ],
             env=env,
-            cwd=REPO,
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=600,
