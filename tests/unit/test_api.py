@@ -395,3 +395,31 @@ def test_a_failed_reading_is_not_kept():
         assert asyncio.run(twice()) == "up"
     finally:
         cached.close()
+
+
+# ---------------------------------------------------------------------------------- /health's answer
+def test_health_names_the_source_that_is_down_never_its_error(monkeypatch, caplog):
+    from txmon.api import health
+    from txmon.api.store import Store
+
+    def ping(self) -> dict[str, bool]:
+        return {"EU": True, "US,APAC": False}
+
+    def admin(settings):
+        raise RuntimeError('KafkaError{code=_TRANSPORT,val=-195,str="Failed to get metadata: 127.0.0.1:9"}')
+
+    monkeypatch.setattr(Store, "ping", ping)
+    monkeypatch.setattr(health.kafka_clients, "admin", admin)
+    with caplog.at_level("WARNING", logger="txmon.api"):
+        status, body = health.read(Store(SETTINGS))
+    assert status == 503
+    assert body == {
+        "status": "unavailable",
+        "databases": {"EU": "ok", "US,APAC": "unavailable"},
+        "kafka": "unavailable",
+    }
+    assert "127.0.0.1:9" in caplog.text  # the reason, in the server's log only
+
+    monkeypatch.setattr(Store, "ping", lambda self: {"EU,US,APAC": True})
+    status, body = health.read(Store(SETTINGS))
+    assert (status, body["status"], body["kafka"]) == (200, "ok", "unavailable")  # Kafka does not decide it
