@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
@@ -16,7 +18,7 @@ from decimal import Decimal
 import httpx
 import psycopg
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import REPO
 from tests.integration.test_ingest import event, line
@@ -351,8 +353,12 @@ def test_bad_parameters_are_400_with_a_readable_error(api, path, params, says):
     assert "Traceback" not in response.text
 
 
-def test_health_metrics_and_openapi(api):
-    assert api.ok("/health", None)["status"] == "ok"
+def test_health_metrics_and_openapi(api, landed):
+    assert api.ok("/health", None) == {
+        "status": "ok",
+        "databases": {",".join(landed.settings.regions): "ok"},
+        "kafka": "ok",
+    }
     metrics = api.get("/metrics", None)
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
@@ -383,6 +389,13 @@ def test_health_is_503_when_the_database_is_down(landed, tmp_path):
     with running_api(landed, tmp_path, {"TXMON_PG_PORT": str(free_port())}, ready=503) as down:
         health = down.get("/health", None)
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        # Which source is down, never why: the error (host, port, libpq's words) stays in the server's log.
+        assert health.json()["databases"] == {",".join(landed.settings.regions): "unavailable"}
+        assert health.json()["kafka"] == "ok"
+        for detail in ("connection", "refused", "127.0.0.1", "port", "failed"):
+            assert detail not in health.text.lower(), health.text
+        time.sleep(0.5)
+        assert "health: database" in down.log.read_text()
         response = down.get("/suspicious", date=str(DAY))
         assert response.status_code == 503 and "not answering" in response.json()["error"]
         assert "Traceback" not in response.text
@@ -401,6 +414,173 @@ def test_a_day_without_publications_is_empty_not_an_error(api):
     assert all(all(c["passed"] for c in p["checks"].values()) for p in partitions)
 
 
+# ---------------------------------------------------------------------------------- under load and at the edges
+SECURITY = {
+    "content-security-policy": "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def test_every_answer_carries_the_security_headers(api):
+    answers = [
+        api.get("/", None),
+        api.get("/static/app.js", None),
+        api.get("/docs", None),
+        api.get("/openapi.json", None),
+        api.get("/health", None),
+        api.get("/metrics", None),
+        api.get("/suspicious", date=str(DAY)),
+        api.get("/suspicious", None, date=str(DAY)),  # 401
+        api.get("/suspicious", date="2026-02-30"),  # 400
+        api.get("/transactions", "regulator-key-all", transaction_id="x"),  # 403
+        api.get("/no-such-path", None),  # 404
+        api.client.post("/suspicious"),  # 405
+    ]
+    assert [a.status_code for a in answers] == [200] * 7 + [401, 400, 403, 404, 405]
+    for answer in answers:
+        for name, value in SECURITY.items():
+            if answer.request.url.path == "/docs" and name == "content-security-policy":
+                value = value.replace("default-src 'self';", "default-src 'self'; img-src 'self' data:;")
+            assert answer.headers.get(name) == value, (answer.request.url, name)
+
+
+def test_health_names_kafka_when_it_is_down(landed, tmp_path):
+    with running_api(landed, tmp_path, {"TXMON_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}) as no_kafka:
+        health = no_kafka.get("/health", None)
+        assert health.status_code == 200, health.text  # the API answers without Kafka: it reads the databases
+        assert health.json()["kafka"] == "unavailable" and health.json()["status"] == "ok"
+        assert set(health.json()["databases"].values()) == {"ok"}
+        assert 'txmon_source_up{source="kafka"} 0.0' in no_kafka.get("/metrics", None).text
+        assert no_kafka.ok("/suspicious", date=str(DAY))["items"]
+
+
+def readings(api) -> float:
+    (line,) = [
+        x for x in api.get("/metrics", None).text.splitlines() if x.startswith("txmon_api_metrics_readings_total")
+    ]
+    return float(line.split()[-1])
+
+
+def test_metrics_are_read_once_per_interval_whatever_the_scrape_rate(landed, tmp_path):
+    """40 scrapes at once share one reading of the sources; a loop of scrapes costs one reading per interval,
+    and authenticated requests meanwhile answer as fast as without it."""
+    interval = 5
+    env = {"TXMON_API_STATUS_CACHE_SECONDS": str(interval), "TXMON_API_ADDRESS_REQUESTS_PER_MINUTE": "1000000"}
+    with running_api(landed, tmp_path, env) as scraped:  # no rate limit in the way: the reading alone
+        clients = [httpx.Client(base_url=scraped.base, timeout=30) for _ in range(8)]
+        try:
+            barrier = threading.Barrier(40)
+
+            def scrape(n: int) -> int:
+                barrier.wait()
+                return clients[n % 8].get("/metrics").status_code
+
+            started = time.monotonic()
+            with ThreadPoolExecutor(40) as pool:
+                assert set(pool.map(scrape, range(40))) == {200}
+            assert readings(scraped) == 1.0, "40 concurrent scrapes share one reading"
+
+            stop = threading.Event()
+            scrapes = []
+
+            def loop(client: httpx.Client) -> None:
+                while not stop.is_set():
+                    scrapes.append(client.get("/metrics").status_code)
+
+            loopers = [threading.Thread(target=loop, args=(c,)) for c in clients[:4]]
+            for looper in loopers:
+                looper.start()
+            times = []
+            try:
+                while time.monotonic() - started < interval + 2:  # past one interval: a second reading
+                    t0 = time.perf_counter()
+                    assert scraped.ok("/suspicious", date=str(DAY))["items"]
+                    times.append(time.perf_counter() - t0)
+            finally:
+                stop.set()
+                for looper in loopers:
+                    looper.join()
+            elapsed = time.monotonic() - started
+            assert len(scrapes) > 100 and set(scrapes) == {200}
+            assert sorted(times)[len(times) // 2] < 0.25, times  # the median authenticated request
+            assert 2 <= readings(scraped) <= 2 + elapsed // interval, (readings(scraped), elapsed, len(scrapes))
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_burst_over_a_keys_limit_is_429_with_retry_after_and_starves_no_other_key(landed, tmp_path):
+    limits = {"TXMON_API_KEY_REQUESTS_PER_MINUTE": "5", "TXMON_API_ADDRESS_REQUESTS_PER_MINUTE": "1000"}
+    with running_api(landed, tmp_path, limits) as limited:
+        assert [limited.get("/me").status_code for _ in range(5)] == [200] * 5
+        over = limited.get("/suspicious", date=str(DAY))
+        assert over.status_code == 429 and over.headers["retry-after"] == "12", over.text  # 5 a minute
+        assert set(over.json()) == {"error"} and "this key" in over.json()["error"]
+        assert limited.ok("/suspicious", "analyst-key-us", date=str(DAY))["items"]  # another key
+        assert limited.get("/me", "regulator-key-eu").status_code == 200
+
+
+def test_a_burst_over_an_addresss_limit_is_429_and_starves_no_other_address(landed, tmp_path):
+    """Addresses as a local reverse proxy names them (X-Forwarded-For, trusted from 127.0.0.1 only)."""
+    limits = {"TXMON_API_KEY_REQUESTS_PER_MINUTE": "1000", "TXMON_API_ADDRESS_REQUESTS_PER_MINUTE": "6"}
+    with running_api(landed, tmp_path, limits) as limited:
+        one, other = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "203.0.113.8"}
+        statuses = [limited.client.get("/metrics", headers=one).status_code for _ in range(8)]
+        assert statuses == [200] * 6 + [429] * 2
+        over = limited.client.get(
+            "/suspicious", params={"date": str(DAY)}, headers={**one, **bearer("analyst-key-all")}
+        )
+        assert over.status_code == 429 and int(over.headers["retry-after"]) == 10
+        assert "this address" in over.json()["error"]
+        fine = limited.client.get(
+            "/suspicious", params={"date": str(DAY)}, headers={**other, **bearer("analyst-key-all")}
+        )
+        assert fine.status_code == 200 and fine.json()["items"]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.parametrize("key", ["analyst-key-all", "regulator-key-eu"])
+def test_an_openapi_fuzzer_finds_nothing(landed, tmp_path, key):
+    """Schemathesis, every check, every phase, against the live API with a real key (an analyst's of every
+    region; a regulator's of one, whose answers include the 403s): what the document declares valid is
+    answered, what it declares invalid is a 400, every answer is declared (status, headers, content type,
+    body)."""
+    generous = {"TXMON_API_KEY_REQUESTS_PER_MINUTE": "1000000", "TXMON_API_ADDRESS_REQUESTS_PER_MINUTE": "1000000"}
+    with running_api(landed, tmp_path, generous) as fuzzed:
+        # Run in tmp_path (Schemathesis keeps a .schemathesis/ cache where it runs), the hooks from the repository.
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), landed.env.get("PYTHONPATH")]))
+        env = {**landed.env, "PYTHONPATH": pythonpath, "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_hooks"}
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                f"{fuzzed.base}/openapi.json",
+                "--checks=all",
+                f"--header=Authorization: Bearer {key}",  # the real key on every request
+                "--generation-with-security-parameters=false",  # (ignored_auth still tries without it)
+                "--max-examples=150",
+                "--workers=2",
+                "--request-timeout=10",
+                "--generation-database=none",
+                "--no-color",
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        print(run.stdout[-6000:])  # its summary: operations, phases, checks (pytest -rP shows it)
+        assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+
+
 # ---------------------------------------------------------------------------------- the web page, in Chromium
 CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/bootstrap (Playwright's own download cannot work here)
 CHROMIUM_ARGS = [
@@ -414,6 +594,9 @@ CHROMIUM_ARGS = [
 ]
 
 
+POLICY = "Content Security Policy"  # how Chromium's console names a violation of it
+
+
 def test_the_web_page_shows_published_activity_and_settlements(api):
     settled_eu = sum(i["settled_count"] for i in api.ok("/settlements", date=str(DAY), region="EU")["items"])
     with sync_playwright() as playwright:
@@ -422,6 +605,8 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # The security policy allows nothing inline: a violation would show on the console.
+            page.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
             page.goto(api.base + "/")
             page.fill("#key", "wrong-key")
             page.click("#key-form button")
@@ -448,10 +633,30 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
             assert "suspicious_activity" in page.inner_text("#partitions")
 
             page.select_option("#reason", "fraud_flag")
-            page.wait_for_function(
-                "document.querySelectorAll('#suspicious tbody tr').length === 1"
-                " && document.querySelector('#suspicious tbody tr').dataset.transactionId === 'api-eu-2'"
-            )
+            # (Locator assertions, not a JavaScript predicate: the page's policy refuses eval, the test's too.)
+            rows = page.locator("#suspicious tbody tr")
+            expect(rows).to_have_count(1)
+            expect(rows.first).to_have_attribute("data-transaction-id", "api-eu-2")
             assert errors == []
+
+            # The interactive docs, under the same policy: Swagger UI renders every operation.
+            docs = browser.new_page()
+            docs.on("pageerror", lambda exc: errors.append(str(exc)))
+            docs.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+            docs.goto(api.base + "/docs")
+            docs.wait_for_selector("#operations-published-suspicious_suspicious_get")
+            assert docs.query_selector("#operations-staging-transactions_transactions_get") is not None
+            docs.click("#operations-published-suspicious_suspicious_get .opblock-summary")
+            docs.wait_for_selector("#operations-published-suspicious_suspicious_get .parameters")
+            assert "^(?!0001-01-01$|9999-12-31$)" in docs.inner_text("#operations-published-suspicious_suspicious_get")
+            assert errors == []
+
+            # ReDoc too; the one thing its policy refuses is the logo it would fetch from Redocly's CDN.
+            redoc = browser.new_page()
+            redoc.on("pageerror", lambda exc: errors.append(str(exc)))
+            redoc.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+            redoc.goto(api.base + "/redoc")
+            redoc.wait_for_selector('[id="tag/published/operation/suspicious_suspicious_get"]')
+            assert [e for e in errors if "cdn.redoc.ly" not in e] == []
         finally:
             browser.close()

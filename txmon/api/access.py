@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from txmon.core.settings import ApiGrant, Role
 
@@ -24,6 +24,7 @@ class Denied(Exception):
 class Caller:
     role: str  # regulator | analyst
     regions: tuple[str, ...]  # the configured regions the key may read, in the configured order
+    digest: bytes = field(default=b"", repr=False)  # the key's SHA-256: what its rate limit counts by
 
     @property
     def database_role(self) -> Role:
@@ -51,7 +52,9 @@ class Keys:
 
     def __init__(self, digests: Mapping[str, ApiGrant], configured: tuple[str, ...]) -> None:
         """``digests``: each key's SHA-256 digest, hex (``credentials.api_keys``) -> its grant."""
-        self._grants = {bytes.fromhex(d): Caller(g.role, g.region_list(configured)) for d, g in digests.items()}
+        self._grants = {
+            bytes.fromhex(d): Caller(g.role, g.region_list(configured), bytes.fromhex(d)) for d, g in digests.items()
+        }
 
     def caller(self, authorization: str | None) -> Caller:
         scheme, _, key = (authorization or "").partition(" ")

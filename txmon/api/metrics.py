@@ -1,5 +1,6 @@
-"""`/metrics`: the platform's state read at each scrape (consumer lag, mart freshness, last publication)
-and the API's own requests, in Prometheus' text format (the official client library)."""
+"""`/metrics`: the platform's state (consumer lag, mart freshness, last publication), read at most once per
+interval whatever the scrape rate, and the API's own requests, in Prometheus' text format (the official
+client library)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ingestion.lag import end_offsets, lag
+from txmon.api.cache import Cached
 from txmon.api.store import Store
 
 log = logging.getLogger("txmon.api")
@@ -147,11 +149,13 @@ class PlatformCollector(Collector):
 
 
 class Metrics:
-    """The API's registry: the platform collector and the request counters."""
+    """The platform's metrics (read from their sources at most once per ``seconds``, in a thread of their
+    own, whatever the scrape rate) and the API's own (requests, live at each scrape)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, seconds: float) -> None:
+        self.platform = CollectorRegistry()
+        self.platform.register(PlatformCollector(store))
         self.registry = CollectorRegistry()
-        self.registry.register(PlatformCollector(store))
         self.requests = Counter(
             "txmon_api_requests", "HTTP requests answered", ["path", "status"], registry=self.registry
         )
@@ -162,3 +166,20 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.readings = Counter(
+            "txmon_api_metrics_readings",
+            "Readings of the platform's metrics from their sources (at most one per TXMON_API_STATUS_CACHE_SECONDS)",
+            registry=self.registry,
+        )
+        self._platform = Cached(seconds, self._read, "metrics")
+
+    def _read(self) -> bytes:
+        self.readings.inc()
+        return generate_latest(self.platform)
+
+    async def exposition(self) -> bytes:
+        """The text format: the platform's last reading, then the API's own metrics as they are now."""
+        return await self._platform.get() + generate_latest(self.registry)
+
+    def close(self) -> None:
+        self._platform.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
@@ -93,9 +93,13 @@ class Grant(Model):
     regions: list[str]
 
 
+Answer = Literal["ok", "unavailable"]
+
+
 class Health(Model):
-    status: str
-    databases: dict[str, str]
+    status: Answer = Field(description="ok when every database answers (what the API reads), else unavailable")
+    databases: dict[str, Answer] = Field(description="each database, named by the regions it holds (home: none)")
+    kafka: Answer = Field(description="whether Kafka answers (the metrics' consumer lag reads it; no answer does)")
 
 
 class Error(Model):

@@ -3,6 +3,7 @@ to regions, each region read in the database it lives in (TXMON_REGION_DSNS)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
@@ -14,6 +15,8 @@ from psycopg_pool import ConnectionPool
 from ingestion.lag import positions
 from txmon.core.db import pool
 from txmon.core.settings import Role, Settings
+
+log = logging.getLogger("txmon.api")
 
 # How long a request waits for a connection (a database that is down answers 503, not a hung request);
 # health checks and scrapes wait less.
@@ -120,6 +123,11 @@ SELECT extract(epoch FROM max(timestamp) AT TIME ZONE 'UTC') AS last_tick,
                         AND timestamp > (now() AT TIME ZONE 'UTC') - interval '10 minutes') AS failed_10m
 FROM job_ticks WHERE type = 'SENSOR'
 """
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for the server's log (never an answer)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -232,16 +240,18 @@ class Store:
         """Every database (as the monitoring role) with the regions it holds."""
         return {self.settings.as_role(dsn, Role.API_MONITOR): held for dsn, held in self.settings.databases().items()}
 
-    def ping(self) -> dict[str, str]:
-        """Each database's answer to ``SELECT 1``: "ok" or the first line of its error."""
+    def ping(self) -> dict[str, bool]:
+        """Whether each database (named by the regions it holds, "home" for none) answers ``SELECT 1``
+        within HEALTH_TIMEOUT; why one does not is logged here, never answered."""
         out = {}
         for dsn, held in self.monitored().items():
             name = ",".join(held) or "home"
             try:
                 self._rows(dsn, Role.API_MONITOR, "SELECT 1 AS ok", {}, timeout=HEALTH_TIMEOUT)
-                out[name] = "ok"
+                out[name] = True
             except Exception as exc:
-                out[name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log.warning("health: database %s did not answer: %s", name, first_line(exc))
+                out[name] = False
         return out
 
     def stored_positions(self) -> list[dict[int, int]]:

@@ -217,6 +217,13 @@ class Settings(BaseSettings):
     api_keys_file: File | None = None
     # Connections the API keeps open per database and role (a pool each).
     api_pool_size: Whole = Field(4, ge=1, le=100)
+    # Requests the API answers per minute for one key and for one client address (a token bucket each: a
+    # burst may spend a minute's allowance at once); beyond them a 429 with Retry-After.
+    api_key_requests_per_minute: Whole = Field(1200, ge=1, le=1_000_000)
+    api_address_requests_per_minute: Whole = Field(2400, ge=1, le=1_000_000)
+    # /metrics and /health answer from a reading of their sources at most this many seconds old (read once
+    # per interval whatever the scrape rate; 0: read at each request, still one reading at a time).
+    api_status_cache_seconds: Whole = Field(5, ge=0, le=3600)
 
     # Ingestion micro-batches: whichever bound is reached first closes a batch.
     batch_max_events: Whole = Field(20000, ge=1, le=1_000_000)
