@@ -24,9 +24,9 @@ from txmon.api.params import Cursor, Day, Identifier, Reason, region_type
 from txmon.core.settings import Settings
 
 KEYS = {
-    "analyst-key": {"role": "analyst", "regions": ["*"]},
-    "regulator-key": {"role": "regulator", "regions": ["EU"]},
-    "other-key": {"role": "analyst", "regions": ["*"]},
+    "analyst-key-00000000000000000000000000000000": {"role": "analyst", "regions": ["*"]},
+    "regulator-key-00000000000000000000000000000000": {"role": "regulator", "regions": ["EU"]},
+    "other-key-00000000000000000000000000000000": {"role": "analyst", "regions": ["*"]},
 }
 SETTINGS = Settings(api_keys=KEYS)
 
@@ -187,10 +187,10 @@ def bearer(key: str) -> dict[str, str]:
         ("/redoc", {}, 200),
         ("/static/docs.js", {}, 200),
         ("/openapi.json", {}, 200),
-        ("/me", bearer("analyst-key"), 200),
+        ("/me", bearer("analyst-key-00000000000000000000000000000000"), 200),
         ("/me", {}, 401),
-        ("/transactions?transaction_id=t", bearer("regulator-key"), 403),
-        ("/suspicious?date=2026-13-01", bearer("analyst-key"), 400),
+        ("/transactions?transaction_id=t", bearer("regulator-key-00000000000000000000000000000000"), 403),
+        ("/suspicious?date=2026-13-01", bearer("analyst-key-00000000000000000000000000000000"), 400),
         ("/no-such-path", {}, 404),
     ],
 )
@@ -232,7 +232,7 @@ def test_pages_carry_no_inline_script_or_style(client):
     ],
 )
 def test_malformed_parameters_are_400_before_any_database(client, query, says):
-    response = client.get(f"/suspicious?{query}", headers=bearer("analyst-key"))
+    response = client.get(f"/suspicious?{query}", headers=bearer("analyst-key-00000000000000000000000000000000"))
     assert response.status_code == 400, response.text
     assert says in response.json()["error"]
 
@@ -249,7 +249,7 @@ def test_malformed_parameters_are_400_before_any_database(client, query, says):
     ],
 )
 def test_transactions_takes_exactly_one_lookup(client, query):
-    response = client.get(f"/transactions?{query}", headers=bearer("analyst-key"))
+    response = client.get(f"/transactions?{query}", headers=bearer("analyst-key-00000000000000000000000000000000"))
     assert response.status_code == 400
     assert response.json() == {"error": "give either transaction_id, or account_id and date"}
 
@@ -258,13 +258,13 @@ def test_a_key_over_its_limit_gets_429_with_retry_after_and_other_keys_do_not():
     app = create_app(Settings(api_keys=KEYS, api_key_requests_per_minute=3, api_address_requests_per_minute=100))
     with TestClient(app) as client:
         for _ in range(3):
-            assert client.get("/me", headers=bearer("analyst-key")).status_code == 200
-        over = client.get("/me", headers=bearer("analyst-key"))
+            assert client.get("/me", headers=bearer("analyst-key-00000000000000000000000000000000")).status_code == 200
+        over = client.get("/me", headers=bearer("analyst-key-00000000000000000000000000000000"))
         assert over.status_code == 429
         assert int(over.headers["retry-after"]) == 20  # one request per 20 s refills the bucket
         assert "this key" in over.json()["error"] and "3 a minute" in over.json()["error"]
         assert over.headers["x-content-type-options"] == "nosniff"
-        assert client.get("/me", headers=bearer("other-key")).status_code == 200
+        assert client.get("/me", headers=bearer("other-key-00000000000000000000000000000000")).status_code == 200
         # An unknown key is not charged to anyone's bucket: the address's limit counts it.
         assert client.get("/me", headers=bearer("nobody")).status_code == 401
 
@@ -273,9 +273,9 @@ def test_an_address_over_its_limit_gets_429_on_every_path():
     app = create_app(Settings(api_keys=KEYS, api_address_requests_per_minute=4))
     with TestClient(app) as client:
         for path in ("/", "/openapi.json", "/me", "/static/app.js"):
-            assert client.get(path, headers=bearer("analyst-key")).status_code == 200
+            assert client.get(path, headers=bearer("analyst-key-00000000000000000000000000000000")).status_code == 200
         for path in ("/", "/me", "/metrics", "/health"):
-            over = client.get(path, headers=bearer("other-key"))
+            over = client.get(path, headers=bearer("other-key-00000000000000000000000000000000"))
             assert over.status_code == 429, path
             assert int(over.headers["retry-after"]) == 15
             assert "this address" in over.json()["error"]
