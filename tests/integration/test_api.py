@@ -541,7 +541,7 @@ def test_a_burst_over_an_addresss_limit_is_429_and_starves_no_other_address(land
 
 
 def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+    return {"Authorization": f"Bearer {secret(key)}"}
 
 
 @pytest.mark.parametrize("key", ["analyst-key-all", "regulator-key-eu"])
@@ -563,7 +563,7 @@ def test_an_openapi_fuzzer_finds_nothing(landed, tmp_path, key):
                 "run",
                 f"{fuzzed.base}/openapi.json",
                 "--checks=all",
-                f"--header=Authorization: Bearer {key}",  # the real key on every request
+                f"--header=Authorization: Bearer {secret(key)}",  # the real key on every request
                 "--generation-with-security-parameters=false",  # (ignored_auth still tries without it)
                 "--max-examples=150",
                 "--workers=2",
