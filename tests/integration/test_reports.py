@@ -12,6 +12,7 @@ from decimal import Decimal
 import pyarrow.parquet as pq
 import pytest
 
+from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
 
 DAY, REGION = date(2026, 11, 18), "EU"
@@ -185,3 +186,31 @@ def test_report_arguments_get_one_line_errors(platform):
     unpublished = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, check=False)
     assert unpublished.returncode == 1 and "is not published" in unpublished.stderr
     assert "Traceback" not in missing.stderr + unpublished.stderr
+
+
+def test_the_api_lists_a_days_packages_and_serves_their_files_and_the_public_key(packaged, tmp_path):
+    platform, root = packaged
+    with running_api(platform, tmp_path) as api:
+        listed = api.ok("/reports", date=DAY.isoformat())
+        assert listed["public_key_url"] == "/reports/public-key"
+        (only,) = listed["items"]
+        assert (only["region"], only["date"], only["version"], only["verified"]) == (REGION, DAY.isoformat(), 1, True)
+        assert only["control_totals"]["suspicious"] == 3 and only["problems"] == []
+        for entry in only["files"]:
+            got = api.get(entry["url"])
+            assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == entry["sha256"]
+        assert api.get(only["files"][0]["url"]).headers["content-security-policy"].startswith("default-src 'self'")
+        signed = api.get(only["manifest_url"]).content
+        assert signed == (root / DAY.isoformat() / "v1" / "manifest.json").read_bytes()
+        key = api.client.get("/reports/public-key")  # no key needed
+        assert key.status_code == 200 and key.content == (root / "public-key.pem").read_bytes()
+        # Region-scoped: a key of US neither lists nor downloads EU's packages.
+        assert api.ok("/reports", "analyst-key-us", date=DAY.isoformat())["items"] == []
+        assert api.get(only["manifest_url"], "analyst-key-us").status_code == 403
+        assert api.get(f"/reports/{REGION}/{DAY.isoformat()}/2/manifest.json").status_code == 404
+        assert api.get(f"/reports/{REGION}/{DAY.isoformat()}/1/secrets.txt").status_code == 400
+        # A changed file shows in the listing.
+        (root / DAY.isoformat() / "v1" / "daily_settlements.csv").write_text("region\n")
+        (changed,) = api.ok("/reports", date=DAY.isoformat(), region=REGION)["items"]
+        assert not changed["verified"]
+        assert changed["problems"] == ["tampered: daily_settlements.csv differs from its hash in the manifest"]

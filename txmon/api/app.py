@@ -9,11 +9,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
+from datetime import date
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,7 +29,7 @@ from txmon.api.access import Caller, Denied, Keys
 from txmon.api.cache import Cached
 from txmon.api.limits import Limited, RateLimit
 from txmon.api.metrics import Metrics
-from txmon.api.models import Error, Events, Grant, Health, Partitions, Settlements, SuspiciousPage
+from txmon.api.models import Error, Events, Grant, Health, Partitions, Reports, Settlements, SuspiciousPage
 from txmon.api.params import (
     MAX_LIMIT,
     BadRequest,
@@ -43,9 +44,10 @@ from txmon.api.params import (
 from txmon.api.store import Store
 from txmon.core import credentials
 from txmon.core.settings import Settings
+from txmon.reports import package
 
 log = logging.getLogger("txmon.api")
-STATIC = Path(__file__).with_name("static")
+STATIC = FilePath(__file__).with_name("static")
 
 
 def policy(**relaxed: str) -> str:
@@ -80,6 +82,7 @@ ERRORS: dict[int, dict[str, Any]] = {
         "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "const": "Bearer"}}},
     },
     403: {"description": "A region outside the key's regions, or a path outside its role"},
+    404: {"description": "No such report package, or no such file in it"},
     429: {
         "description": "Over the key's or the client address's rate limit",
         "headers": {
@@ -398,6 +401,82 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus text format: consumer lag per partition, mart freshness per mart and region (read at most
         every TXMON_API_STATUS_CACHE_SECONDS), the API's requests (no key needed)."""
         return Response(await metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    # -------------------------------------------------------------- report packages (docs/reports.md)
+    def report_url(region: str, day: date, version: int, name: str) -> str:
+        return f"/reports/{region}/{day.isoformat()}/{version}/{name}"
+
+    @app.get("/reports", response_model=Reports, tags=["reports"], responses=errors(400, 401, 403, 429))
+    def reports(
+        who: Who,
+        day: Annotated[Day, Query(alias="date", description="the business day (UTC), YYYY-MM-DD")],
+        region: OneRegion = None,
+    ) -> dict:
+        """The report packages of a day, every version, per region of the key: what each holds and was built from,
+        where to download its files, and whether its signature and files verify."""
+        items = []
+        for name in who.scope(region):
+            for found in package.listing(settings, day, name):
+                manifest, folder = found["manifest"] or {}, found["folder"]
+                version = int(folder.name[1:])
+                items.append(
+                    {
+                        "region": name,
+                        "date": day,
+                        "version": version,
+                        "supersedes": (manifest.get("supersedes") or {}).get("version"),
+                        "publication_ids": {t: p["publication_id"] for t, p in manifest.get("publication", {}).items()},
+                        "rows": manifest.get("rows", {}),
+                        "control_totals": manifest.get("control_totals", {}),
+                        "files": [
+                            {**f, "url": report_url(name, day, version, f["name"])} for f in manifest.get("files", [])
+                        ],
+                        "manifest_url": report_url(name, day, version, package.MANIFEST),
+                        "signature_url": report_url(name, day, version, package.SIGNATURE),
+                        "verified": not found["problems"],
+                        "problems": found["problems"],
+                    }
+                )
+        return {"items": items, "public_key_url": "/reports/public-key"}
+
+    @app.get(
+        "/reports/public-key",
+        tags=["reports"],
+        response_class=Response,
+        responses={
+            200: {"content": {"application/x-pem-file": {}}, "description": "the Ed25519 public key (PEM)"},
+            **errors(429),
+        },
+    )
+    def report_public_key() -> Response:
+        """The public key every package's signature verifies with (no key needed)."""
+        return Response(package.public_key_pem(settings), media_type="application/x-pem-file")
+
+    @app.get(
+        "/reports/{region}/{day}/{version}/{name}",
+        tags=["reports"],
+        response_class=Response,
+        responses={
+            200: {
+                "content": {media: {} for media in sorted(set(package.MEDIA_TYPES.values()))},
+                "description": "the file, as the manifest names it",
+            },
+            **errors(400, 401, 403, 404, 429),
+        },
+    )
+    def report_file(
+        who: Who,
+        region: Annotated[Region, Path(description="the package's region")],  # type: ignore[valid-type]
+        day: Annotated[Day, Path(description="its business day (UTC), YYYY-MM-DD")],
+        version: Annotated[int, Path(ge=1, le=100_000, description="its version")],
+        name: Annotated[package.FileName, Path(description="one of its files")],
+    ) -> Response:
+        """One file of a report package (region-scoped like the other endpoints)."""
+        who.scope(region)
+        path = settings.report_dir(region) / day.isoformat() / f"v{version}" / name.value
+        if not path.is_file():
+            raise Denied(404, f"no {name.value} in a version {version} package of {day.isoformat()}|{region}")
+        return FileResponse(path, media_type=package.MEDIA_TYPES[name.value], filename=name.value)
 
     # -------------------------------------------------------------- the web page and the docs (no build step)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -104,3 +104,30 @@ class Health(Model):
 
 class Error(Model):
     error: str
+
+
+class ReportFile(Model):
+    name: str
+    sha256: str
+    bytes: int
+    url: str = Field(description="where to download it (the same key)")
+
+
+class Report(Model):
+    region: str
+    date: date
+    version: int
+    supersedes: int | None = Field(description="the version this one replaced (a republication), if any")
+    publication_ids: dict[str, int] = Field(description="the reporting.publication_log entries it was built from")
+    rows: dict[str, int]
+    control_totals: dict[str, Any]
+    files: list[ReportFile]
+    manifest_url: str
+    signature_url: str
+    verified: bool = Field(description="its Ed25519 signature and every file's hash verify (now, on this server)")
+    problems: list[str]
+
+
+class Reports(Model):
+    items: list[Report]
+    public_key_url: str

@@ -19,6 +19,7 @@ signed manifest that proves later that nothing was changed."""
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import json
 import os
@@ -63,6 +64,15 @@ MANIFEST, SIGNATURE, WORKBOOK, PUBLIC_KEY = "manifest.json", "manifest.sig", "re
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
 # Money columns and the column naming their currency (None: US dollars).
 MONEY = {"amount": "currency", "settled_volume": "currency", "amount_usd": None, "threshold_usd": None}
+# The files a package may hold (what the HTTP API serves), and their media types.
+MEDIA_TYPES = {
+    **{f"{t}.csv": "text/csv" for t in (*TABLES, *GLOBAL_TABLES)},
+    **{f"{t}.parquet": "application/vnd.apache.parquet" for t in (*TABLES, *GLOBAL_TABLES)},
+    WORKBOOK: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    MANIFEST: "application/json",
+    SIGNATURE: "text/plain",
+}
+FileName = enum.Enum("FileName", {name: name for name in MEDIA_TYPES}, type=str)  # type: ignore[misc]
 UNCONSTRAINED_NUMERIC = pa.decimal128(38, 9)  # numeric without a declared scale; a value it cannot hold is an error
 EXCEL_MAX_ROWS = 1_048_575  # a sheet's rows below its header
 
@@ -300,9 +310,11 @@ class Workbook:
             raise PackageError(f"{table} has more rows than a spreadsheet sheet holds ({EXCEL_MAX_ROWS})")
         names = [c.name for c in columns]
         # Per column, once: money (with the index of its currency's column), a number, or text.
-        money = {
-            i: names.index(MONEY[c.name]) if MONEY[c.name] else None for i, c in enumerate(columns) if c.name in MONEY
-        }
+        money: dict[int, int | None] = {}
+        for i, column in enumerate(columns):
+            if column.name in MONEY:
+                currency_column = MONEY[column.name]
+                money[i] = names.index(currency_column) if currency_column else None
         numbers = {i for i, c in enumerate(columns) if c.data_type in ("bigint", "integer", "numeric")} - set(money)
         texts = [_text(c) for c in columns]
         for values in frame.itertuples(index=False, name=None):
@@ -388,11 +400,12 @@ def build_global(settings: Settings, day: date) -> Built:
 
 
 def _published(conn: psycopg.Connection, day: date, region: str) -> bool:
-    return conn.execute(
+    found = conn.execute(
         "SELECT EXISTS (SELECT FROM reporting.publication_log WHERE table_name = 'daily_settlements'"
         " AND partition_date = %s AND region = %s)",
         (day, region),
-    ).fetchone()[0]
+    ).fetchone()
+    return bool(found and found[0])
 
 
 def _build(
@@ -529,19 +542,16 @@ def current_totals(settings: Settings, day: date, scope: str) -> tuple[dict, dic
     return totals.as_json(), rows
 
 
-def verify(settings: Settings, path: Path, public_key: Path | None = None) -> list[str]:
-    """What is wrong with the package at ``path`` (its folder or its manifest): the signature (against the configured
-    key, or ``public_key``), each file's size and hash (tampering), the control totals against `reporting` now (drift).
-    Empty when it verifies."""
-    folder = path.parent if path.is_file() else path
+def integrity(folder: Path, pem: bytes) -> tuple[dict | None, list[str]]:
+    """The package's manifest (None when unreadable) and what is wrong with the package itself: its signature
+    against ``pem``, each file's size and hash, a file the manifest does not name (tampering)."""
     try:
         manifest_bytes = (folder / MANIFEST).read_bytes()
         signature = base64.b64decode((folder / SIGNATURE).read_text().strip(), validate=True)
     except FileNotFoundError as exc:
-        return [f"not a report package: {exc.filename} is missing"]
+        return None, [f"not a report package: {Path(exc.filename or '').name} is missing"]
     except ValueError:
-        return [f"{SIGNATURE}: not a base64 signature"]
-    pem = public_key.read_bytes() if public_key is not None else public_key_pem(settings)
+        return None, [f"tampered: {SIGNATURE} is not a base64 signature"]
     problems = []
     try:
         _load_public_key(pem).verify(signature, manifest_bytes)
@@ -550,7 +560,7 @@ def verify(settings: Settings, path: Path, public_key: Path | None = None) -> li
     try:
         manifest = json.loads(manifest_bytes)
     except ValueError:
-        return [*problems, f"tampered: {MANIFEST} is not JSON"]
+        return None, [*problems, f"tampered: {MANIFEST} is not JSON"]
     for entry in manifest.get("files", []):
         file = folder / entry["name"]
         if not file.exists():
@@ -559,6 +569,17 @@ def verify(settings: Settings, path: Path, public_key: Path | None = None) -> li
             problems.append(f"tampered: {entry['name']} differs from its hash in the manifest")
     listed = {e["name"] for e in manifest.get("files", [])} | {MANIFEST, SIGNATURE}
     problems += [f"tampered: {p.name} is not in the manifest" for p in sorted(folder.iterdir()) if p.name not in listed]
+    return manifest, problems
+
+
+def verify(settings: Settings, path: Path, public_key: Path | None = None) -> list[str]:
+    """What is wrong with the package at ``path`` (its folder or its manifest): its integrity (against the
+    configured key's public key, or ``public_key``), and its control totals against `reporting` now (drift).
+    Empty when it verifies."""
+    folder = path.parent if path.is_file() else path
+    manifest, problems = integrity(folder, public_key.read_bytes() if public_key else public_key_pem(settings))
+    if manifest is None:
+        return problems
     day, region = date.fromisoformat(manifest["day"]), manifest["region"]
     totals, rows = current_totals(settings, day, region)
     if rows != manifest["rows"]:
@@ -567,3 +588,14 @@ def verify(settings: Settings, path: Path, public_key: Path | None = None) -> li
         if totals.get(name) != value:
             problems.append(f"drift: {name} in reporting now {totals.get(name)}, in the package {value}")
     return problems
+
+
+def listing(settings: Settings, day: date, region: str) -> list[dict]:
+    """The region-day's packages, every version, oldest first: each one's manifest and whether its signature and
+    files verify (`txmon report verify` also checks it against `reporting`)."""
+    pem = public_key_pem(settings)
+    found = []
+    for folder in versions(settings, day, region):
+        manifest, problems = integrity(folder, pem)
+        found.append({"folder": folder, "manifest": manifest, "problems": problems})
+    return found
