@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -631,6 +632,15 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
             assert "EUR" in page.inner_text("#settlements") and "40.7100" in page.inner_text("#settlements")
             page.wait_for_selector("#partitions td.ok")
             assert "suspicious_activity" in page.inner_text("#partitions")
+            # The day's report packages, verified, each file a download (fetched with the key).
+            packages = page.locator("#reports tbody tr")
+            expect(packages).to_have_count(3)  # EU, US and APAC (its empty day is published too)
+            expect(packages.first.locator("td").first).to_have_text("EU")
+            expect(packages.first.locator("td.ok")).to_have_text("verified")
+            with page.expect_download() as saved:
+                packages.first.get_by_role("button", name="manifest.json").click()
+            manifest = json.loads(Path(saved.value.path()).read_text())
+            assert (manifest["region"], manifest["day"], manifest["version"]) == ("EU", str(DAY), 1)
 
             page.select_option("#reason", "fraud_flag")
             # (Locator assertions, not a JavaScript predicate: the page's policy refuses eval, the test's too.)

@@ -184,12 +184,54 @@ async function loadPartitions() {
   }
 }
 
+// ------------------------------------------------------------------ report packages
+async function download(url, name) {
+  // The files need the key: fetched with it, then saved from memory.
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${state.key}` } });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = name;
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+async function loadReports() {
+  const generation = state.generation;
+  const page = await api("/reports", filters());
+  if (generation !== state.generation) return;
+  const body = $("reports").tBodies[0];
+  body.replaceChildren();
+  for (const item of page.items) {
+    const row = body.insertRow();
+    cell(row, item.region);
+    cell(row, item.supersedes ? `v${item.version} (supersedes v${item.supersedes})` : `v${item.version}`);
+    const status = cell(row, item.verified ? "verified" : "NOT verified", item.verified ? "ok" : "bad");
+    status.title = item.verified ? "signature and every file's hash verify" : item.problems.join("\n");
+    cell(row, item.control_totals.transactions.toLocaleString("en-US"), "num");
+    cell(row, item.control_totals.suspicious.toLocaleString("en-US"), "num");
+    const files = cell(row, "");
+    for (const file of [...item.files, { name: "manifest.json", url: item.manifest_url }, { name: "manifest.sig", url: item.signature_url }]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      button.textContent = file.name;
+      button.addEventListener("click", () => download(file.url, `${item.region}-${item.date}-v${item.version}-${file.name}`).catch((error) => showError(error.message)));
+      files.appendChild(button);
+    }
+  }
+  if (!page.items.length) {
+    const row = body.insertRow();
+    cell(row, "no package for this day: one is built when a closed day's settlements are published", "muted").colSpan = 6;
+  }
+}
+
 async function refresh() {
   state.generation += 1;
   state.cursor = null;
   showError("");
   try {
-    await Promise.all([loadSuspicious(false), loadSettlements(), loadPartitions()]);
+    await Promise.all([loadSuspicious(false), loadSettlements(), loadPartitions(), loadReports()]);
   } catch (error) {
     showError(error.message);
   }
