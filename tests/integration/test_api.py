@@ -603,11 +603,15 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            # The security policy allows nothing inline: a violation would show on the console.
-            page.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+
+            def watched(page):
+                """A new page whose errors and security-policy violations (shown on the console) go to errors."""
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+                return page
+
+            page = watched(browser.new_page())
             page.goto(api.base + "/")
             page.fill("#key", "wrong-key")
             page.click("#key-form button")
@@ -650,9 +654,7 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
             assert errors == []
 
             # The interactive docs, under the same policy: Swagger UI renders every operation.
-            docs = browser.new_page()
-            docs.on("pageerror", lambda exc: errors.append(str(exc)))
-            docs.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+            docs = watched(browser.new_page())
             docs.goto(api.base + "/docs")
             docs.wait_for_selector("#operations-published-suspicious_suspicious_get")
             assert docs.query_selector("#operations-staging-transactions_transactions_get") is not None
@@ -662,9 +664,7 @@ def test_the_web_page_shows_published_activity_and_settlements(api):
             assert errors == []
 
             # ReDoc too; the one thing its policy refuses is the logo it would fetch from Redocly's CDN.
-            redoc = browser.new_page()
-            redoc.on("pageerror", lambda exc: errors.append(str(exc)))
-            redoc.on("console", lambda message: errors.append(message.text) if POLICY in message.text else None)
+            redoc = watched(browser.new_page())
             redoc.goto(api.base + "/redoc")
             redoc.wait_for_selector('[id="tag/published/operation/suspicious_suspicious_get"]')
             assert [e for e in errors if "cdn.redoc.ly" not in e] == []

@@ -160,14 +160,19 @@ function age(iso) {
   return `${Math.round(seconds / 86400)} days ago`;
 }
 
-async function loadPartitions() {
+// A table of the chosen day: a row per item of `path`, filled by `fill`, or a note when there is none.
+async function loadDayTable(path, id, fill, none, columns) {
   const generation = state.generation;
-  const page = await api("/partitions", filters());
+  const page = await api(path, filters());
   if (generation !== state.generation) return;
-  const body = $("partitions").tBodies[0];
+  const body = $(id).tBodies[0];
   body.replaceChildren();
-  for (const item of page.items) {
-    const row = body.insertRow();
+  for (const item of page.items) fill(body.insertRow(), item);
+  if (!page.items.length) cell(body.insertRow(), none, "muted").colSpan = columns;
+}
+
+function loadPartitions() {
+  return loadDayTable("/partitions", "partitions", (row, item) => {
     const checks = Object.entries(item.checks);
     const passed = checks.filter(([, c]) => c.passed).length;
     cell(row, item.region);
@@ -177,11 +182,7 @@ async function loadPartitions() {
     cell(row, item.row_count.toLocaleString("en-US"), "num");
     const status = cell(row, `${passed}/${checks.length} passed`, passed === checks.length ? "ok" : "bad");
     status.title = checks.map(([name, c]) => `${name}: ${c.summary || (c.passed ? "passed" : "failed")}`).join("\n");
-  }
-  if (!page.items.length) {
-    const row = body.insertRow();
-    cell(row, "nothing published for this day yet", "muted").colSpan = 6;
-  }
+  }, "nothing published for this day yet", 6);
 }
 
 // ------------------------------------------------------------------ report packages
@@ -196,14 +197,8 @@ async function download(url, name) {
   URL.revokeObjectURL(link.href);
 }
 
-async function loadReports() {
-  const generation = state.generation;
-  const page = await api("/reports", filters());
-  if (generation !== state.generation) return;
-  const body = $("reports").tBodies[0];
-  body.replaceChildren();
-  for (const item of page.items) {
-    const row = body.insertRow();
+function loadReports() {
+  return loadDayTable("/reports", "reports", (row, item) => {
     cell(row, item.region);
     cell(row, item.supersedes ? `v${item.version} (supersedes v${item.supersedes})` : `v${item.version}`);
     const status = cell(row, item.verified ? "verified" : "NOT verified", item.verified ? "ok" : "bad");
@@ -211,19 +206,17 @@ async function loadReports() {
     cell(row, item.control_totals.transactions.toLocaleString("en-US"), "num");
     cell(row, item.control_totals.suspicious.toLocaleString("en-US"), "num");
     const files = cell(row, "");
-    for (const file of [...item.files, { name: "manifest.json", url: item.manifest_url }, { name: "manifest.sig", url: item.signature_url }]) {
+    const all = [...item.files, { name: "manifest.json", url: item.manifest_url }, { name: "manifest.sig", url: item.signature_url }];
+    for (const file of all) {
       const button = document.createElement("button");
       button.type = "button";
       button.className = "link";
       button.textContent = file.name;
-      button.addEventListener("click", () => download(file.url, `${item.region}-${item.date}-v${item.version}-${file.name}`).catch((error) => showError(error.message)));
+      const saved = `${item.region}-${item.date}-v${item.version}-${file.name}`;
+      button.addEventListener("click", () => download(file.url, saved).catch((error) => showError(error.message)));
       files.appendChild(button);
     }
-  }
-  if (!page.items.length) {
-    const row = body.insertRow();
-    cell(row, "no package for this day: one is built when a closed day's settlements are published", "muted").colSpan = 6;
-  }
+  }, "no package for this day: one is built when a closed day's settlements are published", 6);
 }
 
 async function refresh() {
