@@ -5,6 +5,7 @@ no failed run and no failed check."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections import defaultdict
@@ -278,3 +279,22 @@ def test_late_data_reaches_reporting_by_itself(regions, tmp_path):
             )
         }
     assert recorded == set(keys)
+
+    # The report packages, built by the refresh itself: each region-day's in the region's own directory, a new
+    # version once the second wave republished the day (the earlier kept and named), and the roll-up's package of
+    # each day. No package holds another region's transactions, the roll-up's none at all; the latest verify.
+    for day in days:
+        for region in ("EU", "US", "APAC"):
+            built = sorted(settings.report_dir(region).glob(f"{day}/v*"), key=lambda p: int(p.name[1:]))
+            assert len(built) >= 2, (day, region, built)
+            latest = json.loads((built[-1] / "manifest.json").read_text())
+            assert latest["supersedes"]["version"] == int(built[-2].name[1:])
+            contents = b"".join(f.read_bytes() for f in built[-1].glob("*.csv"))
+            assert f"live-{day:%m%d}-{region}".encode() in contents
+            for other in {"EU", "US", "APAC"} - {region}:
+                assert b"-" + other.encode() + b"-" not in contents, (day, region, other)
+            verified = platform.txmon("report", "verify", str(built[-1]), env_extra=extra)
+            assert "verified" in verified.stdout
+        rolled_up = sorted(settings.report_dir("global").glob(f"{day}/v*"), key=lambda p: int(p.name[1:]))
+        assert rolled_up and b"live-" not in b"".join(f.read_bytes() for f in rolled_up[-1].glob("*.csv"))
+        assert set(json.loads((rolled_up[-1] / "manifest.json").read_text())["publication"]) == {"EU", "US", "APAC"}

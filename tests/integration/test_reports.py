@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
+import zipfile
 from datetime import date
 from decimal import Decimal
 
@@ -209,8 +211,67 @@ def test_the_api_lists_a_days_packages_and_serves_their_files_and_the_public_key
         assert api.get(only["manifest_url"], "analyst-key-us").status_code == 403
         assert api.get(f"/reports/{REGION}/{DAY.isoformat()}/2/manifest.json").status_code == 404
         assert api.get(f"/reports/{REGION}/{DAY.isoformat()}/1/secrets.txt").status_code == 400
+        # A regulator's download, verified elsewhere with the served public key alone.
+        downloaded = tmp_path / "downloaded"
+        downloaded.mkdir()
+        for url in [f["url"] for f in only["files"]] + [only["manifest_url"], only["signature_url"]]:
+            (downloaded / url.rsplit("/", 1)[1]).write_bytes(api.get(url).content)
+        (tmp_path / "public-key.pem").write_bytes(key.content)
+        offline = platform.txmon(
+            "report", "verify", str(downloaded), "--public-key", str(tmp_path / "public-key.pem"), "--offline"
+        )
+        assert "signature and files verified" in offline.stdout
         # A changed file shows in the listing.
         (root / DAY.isoformat() / "v1" / "daily_settlements.csv").write_text("region\n")
         (changed,) = api.ok("/reports", date=DAY.isoformat(), region=REGION)["items"]
         assert not changed["verified"]
         assert changed["problems"] == ["tampered: daily_settlements.csv differs from its hash in the manifest"]
+
+
+EXACT_DAY = date(2026, 11, 17)
+HOSTILE = '=HYPERLINK("http://x","y"),\'\n;x\u00e9'  # a formula, quotes, a comma, a newline: kept verbatim
+
+
+def test_money_and_identifiers_are_exact_in_every_format(platform, tmp_path):
+    stamp = f"{EXACT_DAY}T08:00:00Z"
+    land(
+        platform,
+        tmp_path,
+        "exact",
+        [
+            event("m-max", amount="999999999999.9999", currency="EUR", region=REGION, event_time=stamp),
+            event("m-min", amount="0.0001", currency="EUR", region=REGION, event_time=stamp),
+            event("m-jpy", amount="3000000", currency="JPY", region=REGION, event_time=stamp),
+            event(HOSTILE, amount="1.00", currency="EUR", region=REGION, fraud_flag=True, event_time=stamp),
+        ],
+    )
+    platform.txmon("materialize", "--date", EXACT_DAY.isoformat(), "--region", REGION)
+    v1 = platform.settings.report_dir(REGION) / EXACT_DAY.isoformat() / "v1"
+    with open(v1 / "daily_settlements.csv", newline="") as fh:
+        volumes = {r["currency"]: r["settled_volume"] for r in csv.DictReader(fh)}
+    assert volumes == {"EUR": "1000000000001.0000", "JPY": "3000000.0000"}  # 10^12 - 0.0001 + 0.0001 + 1.00
+    with open(v1 / "suspicious_activity.csv", newline="") as fh:
+        amounts = {r["transaction_id"]: r["amount"] for r in csv.DictReader(fh)}
+    assert amounts == {"m-max": "999999999999.9999", "m-jpy": "3000000.0000", HOSTILE: "1.0000"}
+    table = pq.read_table(v1 / "suspicious_activity.parquet").to_pydict()
+    assert dict(zip(table["transaction_id"], table["amount"], strict=True)) == {
+        k: Decimal(v) for k, v in amounts.items()
+    }
+    settlements = pq.read_table(v1 / "daily_settlements.parquet").to_pydict()
+    assert dict(zip(settlements["currency"], settlements["settled_volume"], strict=True)) == {
+        "EUR": Decimal("1000000000001.0000"),
+        "JPY": Decimal("3000000.0000"),
+    }
+    # The workbook: 10^12 - 0.0001 is text (no double holds it), yen have no decimals, the hostile id is a string
+    # (never a formula), and the summary counts the values written as text.
+    with zipfile.ZipFile(v1 / "report.xlsx") as book:
+        sheets = {name: book.read(name).decode() for name in book.namelist() if name.startswith("xl/worksheets/")}
+        styles = book.read("xl/styles.xml").decode()
+    cells = "".join(sheets.values())
+    assert "<t>999999999999.9999</t>" in cells and "<v>999999999999.9999</v>" not in cells
+    assert 'formatCode="#,##0"' in styles and 'formatCode="#,##0.00"' in styles
+    found = cells.find("<f>")
+    assert found < 0, cells[found - 300 : found + 100]
+    assert '<t>=HYPERLINK("http://x","y"),' in cells
+    assert re.search(r"<t>Workbook: [^<]*?([1-9]\d*) value\(s\) a double cannot hold exactly", cells)
+    assert "verified" in platform.txmon("report", "verify", str(v1)).stdout

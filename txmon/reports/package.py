@@ -274,10 +274,13 @@ def _csv_frame(frame: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: list(map(_text(c), frame[c.name])) for c in columns}, index=frame.index)
 
 
+EXCEL_DIGITS = 15  # a spreadsheet keeps and shows 15 significant digits of a number
+
+
 def _excel_money(value: Decimal) -> float | None:
-    """The double a spreadsheet cell can hold exactly for ``value`` (reads back as the same decimal), else None."""
-    as_float = float(value)
-    return as_float if Decimal(repr(as_float)) == value else None
+    """The number a spreadsheet cell holds for ``value`` when it shows it exactly (15 significant digits or fewer),
+    else None (the value goes in as text)."""
+    return float(value) if len(value.normalize().as_tuple().digits) <= EXCEL_DIGITS else None
 
 
 class Workbook:
@@ -491,7 +494,7 @@ def _write(
         "CSV: decimals as stored, times in UTC (ISO 8601), a list of reasons joined by ';'.",
         "Parquet: decimal columns of the stored precision and scale (38, 9 where none is declared).",
         f"Workbook: money formatted to its currency's digits; {workbook.text_cells} value(s) a double cannot hold "
-        "exactly are written as text.",
+        f"exactly (more than {EXCEL_DIGITS} significant digits) are written as text.",
     ]
     summary: list[tuple[str, Any]] = [
         ("region", scope),
@@ -572,13 +575,13 @@ def integrity(folder: Path, pem: bytes) -> tuple[dict | None, list[str]]:
     return manifest, problems
 
 
-def verify(settings: Settings, path: Path, public_key: Path | None = None) -> list[str]:
+def verify(settings: Settings, path: Path, public_key: Path | None = None, *, drift: bool = True) -> list[str]:
     """What is wrong with the package at ``path`` (its folder or its manifest): its integrity (against the
-    configured key's public key, or ``public_key``), and its control totals against `reporting` now (drift).
+    configured key's public key, or ``public_key``), and with ``drift`` its control totals against `reporting` now.
     Empty when it verifies."""
     folder = path.parent if path.is_file() else path
     manifest, problems = integrity(folder, public_key.read_bytes() if public_key else public_key_pem(settings))
-    if manifest is None:
+    if manifest is None or not drift:
         return problems
     day, region = date.fromisoformat(manifest["day"]), manifest["region"]
     totals, rows = current_totals(settings, day, region)
