@@ -166,7 +166,7 @@ def test_every_operation_declares_its_errors(spec):
     assert set(operations["/metrics"]["responses"]) == {"200", "429"}
     assert set(operations["/metrics"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(operations["/reports"]["responses"]) == {"200", "400", "401", "403", "429"}
-    assert set(operations["/reports/public-key"]["responses"]) == {"200", "429"}
+    assert set(operations["/reports/public-key"]["responses"]) == {"200", "404", "429"}
     files = operations["/reports/{region}/{day}/{version}/{name}"]
     assert set(files["responses"]) == {"200", "400", "401", "403", "404", "429"}
     assert "text/csv" in files["responses"]["200"]["content"]

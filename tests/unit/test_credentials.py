@@ -217,7 +217,7 @@ def test_txmon_info_prints_no_secret(tmp_path):
     assert proc.returncode == 0, proc.stderr
     secrets_dir = tmp_path / "state" / "secrets"
     secrets = [p.read_text().strip() for p in secrets_dir.iterdir()] + ["bi-s3cret"]
-    assert len(secrets) == len(credentials.GENERATED) + 2  # the API's local key, bi_reader's given one
+    assert len(secrets) == len(credentials.GENERATED) + 3  # the API's local key, the signing key, bi_reader's
     for secret in secrets:
         assert secret not in proc.stdout
     info = json.loads(proc.stdout)
@@ -244,3 +244,17 @@ def test_a_child_without_the_admin_password_keeps_its_line_in_the_passfile(tmp_p
     text = child.passfile.read_text()
     assert text.count(line) == 1 and text.count("txmon_ingest") == 1
     assert mode(child.passfile) == 0o600
+
+
+def test_set_up_makes_the_report_signing_key_private_and_keeps_it(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    settings = Settings(state_dir=tmp_path / "state")
+    credentials.ensure(settings)
+    path = settings.report_signing_key_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert isinstance(serialization.load_pem_private_key(path.read_bytes(), password=None), Ed25519PrivateKey)
+    first = path.read_bytes()
+    credentials.ensure(settings)
+    assert path.read_bytes() == first  # made once, never replaced

@@ -165,6 +165,7 @@ SERVICE_SECRETS = {
         "postgres-ingest",
         "postgres-retention",
         "kafka-password",
+        "report-signing-key",  # the refresh signs report packages
     },
     "dagster-daemon": {
         "postgres-dagster",
@@ -173,6 +174,7 @@ SERVICE_SECRETS = {
         "postgres-ingest",
         "postgres-retention",
         "kafka-password",
+        "report-signing-key",  # the refresh signs report packages
     },
 }
 

@@ -445,12 +445,15 @@ def create_app(settings: Settings) -> FastAPI:
         response_class=Response,
         responses={
             200: {"content": {"application/x-pem-file": {}}, "description": "the Ed25519 public key (PEM)"},
-            **errors(429),
+            **errors(404, 429),
         },
     )
     def report_public_key() -> Response:
-        """The public key every package's signature verifies with (no key needed)."""
-        return Response(package.public_key_pem(settings), media_type="application/x-pem-file")
+        """The public key every package's signature verifies with, as published beside them (no key needed)."""
+        try:
+            return Response(package.published_public_key(settings), media_type="application/x-pem-file")
+        except package.PackageError as exc:
+            raise Denied(404, str(exc)) from None
 
     @app.get(
         "/reports/{region}/{day}/{version}/{name}",

@@ -17,6 +17,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from txmon.core.paths import SYSTEM_STATE_ROOT, only_root_may_change
@@ -176,6 +178,15 @@ def api_keys(settings: Settings) -> dict[str, ApiGrant]:
     return {api_key_digest(key): LOCAL_API_GRANT}
 
 
+def new_signing_key() -> str:
+    """A new Ed25519 private key (PKCS#8 PEM): what report packages are signed with (txmon.reports)."""
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+
+
 def pgpass_line(user: str, secret: str) -> str:
     """One libpq password-file line for ``user`` on any host, port and database."""
     escaped = secret.replace("\\", "\\\\").replace(":", "\\:")
@@ -213,6 +224,8 @@ def ensure(settings: Settings) -> None:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
+        if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
+            write_private(settings.report_signing_key_path, new_signing_key())
     lines = []
     for role in Role:
         value = password(settings, role)

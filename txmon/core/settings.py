@@ -247,7 +247,7 @@ class Settings(BaseSettings):
 
     # Report packages (docs/reports.md): each region's in a directory of its own, <reports dir>/<region> unless
     # TXMON_REPORT_DIRS names one (an object-store mount in the region, say); signed with the Ed25519 key in
-    # TXMON_REPORT_SIGNING_KEY_FILE, else <secrets dir>/report-signing-key (generated at first use).
+    # TXMON_REPORT_SIGNING_KEY_FILE, else <secrets dir>/report-signing-key (generated at set-up).
     reports_dir_override: Directory | None = Field(None, validation_alias="TXMON_REPORTS_DIR")
     report_dirs: dict[str, Directory] = Field(
         default_factory=dict, description='a JSON object like {"EU": "/mnt/eu-reports"}'

@@ -43,7 +43,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from psycopg import sql
 
 from txmon import __version__
-from txmon.core.credentials import write_private
 from txmon.core.db import connect
 from txmon.core.settings import GLOBAL_REPORTS, ConfigError, Role, Settings
 
@@ -86,17 +85,12 @@ class PackageError(RuntimeError):
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
     """The key packages are signed with: TXMON_REPORT_SIGNING_KEY_FILE (PEM, PKCS#8), else
-    <secrets dir>/report-signing-key, generated (0600) when the secrets directory is txmon's own."""
+    <secrets dir>/report-signing-key, generated (0600) at set-up with the other secrets (txmon.core.credentials)."""
     path = settings.report_signing_key_path
-    if not path.exists():
-        if settings.report_signing_key_file is not None or settings.secrets_dir_override is not None:
-            raise ConfigError(f"the report signing key {path} does not exist")
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        write_private(path, pem.decode())
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except FileNotFoundError:
+        raise ConfigError(f"the report signing key {path} does not exist (`txmon services up` makes one)") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read the report signing key {path}: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -593,12 +587,25 @@ def verify(settings: Settings, path: Path, public_key: Path | None = None, *, dr
     return problems
 
 
+def published_public_key(settings: Settings) -> bytes:
+    """The public key published beside the packages (what the HTTP API serves and checks with: it never reads the
+    signing key itself)."""
+    for scope in (*settings.regions, GLOBAL):
+        path = settings.report_dir(scope) / PUBLIC_KEY
+        if path.is_file():
+            return path.read_bytes()
+    raise PackageError("no report package has been built yet: no public key is published")
+
+
 def listing(settings: Settings, day: date, region: str) -> list[dict]:
     """The region-day's packages, every version, oldest first: each one's manifest and whether its signature and
-    files verify (`txmon report verify` also checks it against `reporting`)."""
-    pem = public_key_pem(settings)
+    files verify against the published public key (`txmon report verify` also checks it against `reporting`)."""
+    folders = versions(settings, day, region)
+    if not folders:
+        return []
+    pem = published_public_key(settings)
     found = []
-    for folder in versions(settings, day, region):
+    for folder in folders:
         manifest, problems = integrity(folder, pem)
         found.append({"folder": folder, "manifest": manifest, "problems": problems})
     return found
