@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import re
+import shutil
 import zipfile
 from datetime import date
 from decimal import Decimal
@@ -275,3 +276,18 @@ def test_money_and_identifiers_are_exact_in_every_format(platform, tmp_path):
     assert '<t>=HYPERLINK("http://x","y"),' in cells
     assert re.search(r"<t>Workbook: [^<]*?([1-9]\d*) value\(s\) a double cannot hold exactly", cells)
     assert "verified" in platform.txmon("report", "verify", str(v1)).stdout
+
+
+def test_concurrent_builds_of_one_package_make_one_version(packaged):
+    """Two regions' refreshes both rebuild the roll-up's package of the day: one version, whichever runs first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from txmon.reports.package import GLOBAL, build_global
+
+    platform, _ = packaged
+    day_folder = platform.settings.report_dir(GLOBAL) / DAY.isoformat()
+    shutil.rmtree(day_folder)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        built = list(pool.map(lambda _: build_global(platform.settings, DAY), range(4)))
+    assert {b.version for b in built} == {1} and sum(b.created for b in built) == 1
+    assert sorted(p.name for p in day_folder.iterdir()) == [".lock", "v1"]

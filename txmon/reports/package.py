@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import base64
 import enum
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -420,27 +423,43 @@ def _build(
     root.mkdir(parents=True, exist_ok=True)
     pem = public_key_pem(settings)
     if not (root / PUBLIC_KEY).exists() or (root / PUBLIC_KEY).read_bytes() != pem:
-        (root / PUBLIC_KEY).write_bytes(pem)
-    previous = versions(settings, day, scope)
-    if previous:
-        latest = json.loads((previous[-1] / MANIFEST).read_text())
-        if latest["publication"] == publications:
-            return Built(previous[-1], int(previous[-1].name[1:]), False, latest)
-    version = int(previous[-1].name[1:]) + 1 if previous else 1
-    staging = root / day.isoformat() / f".v{version}.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        manifest = _write(conn, staging, day, scope, tables, version, previous, publications)
-        signature = base64.b64encode(key.sign(_canonical(manifest))).decode() + "\n"
-        (staging / MANIFEST).write_bytes(_canonical(manifest))
-        (staging / SIGNATURE).write_text(signature)
-        final = staging.with_name(f"v{version}")
-        os.rename(staging, final)  # fails if a concurrent build took the version: nothing is overwritten
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _replace(root / PUBLIC_KEY, pem)
+    # One build of a scope's day at a time, across threads and processes (two regions' refreshes both rebuild the
+    # roll-up's package of the day): the next one finds this one's version.
+    with _locked(root / day.isoformat()):
+        previous = versions(settings, day, scope)
+        if previous:
+            latest = json.loads((previous[-1] / MANIFEST).read_text())
+            if latest["publication"] == publications:
+                return Built(previous[-1], int(previous[-1].name[1:]), False, latest)
+        version = int(previous[-1].name[1:]) + 1 if previous else 1
+        staging = Path(tempfile.mkdtemp(prefix=f".v{version}.", dir=root / day.isoformat()))
+        try:
+            manifest = _write(conn, staging, day, scope, tables, version, previous, publications)
+            signature = base64.b64encode(key.sign(_canonical(manifest))).decode() + "\n"
+            (staging / MANIFEST).write_bytes(_canonical(manifest))
+            (staging / SIGNATURE).write_text(signature)
+            final = staging.with_name(f"v{version}")
+            os.rename(staging, final)  # never over an existing version
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return Built(final, version, True, manifest)
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole (a reader sees the old file or the new one)."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(data)
+    os.replace(handle.name, path)
 
 
 def _write(
