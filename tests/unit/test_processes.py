@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 PARENT = """
 import time
@@ -29,8 +31,19 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_detached_child_has_its_own_session_and_ends_with_its_killed_parent():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO)
+# A parent that blocks and ignores the signals its children end by (as a library it loaded, or the shell that
+# started it, may): its detached child still starts with them delivered, and ends with it.
+DEAF = """
+import signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+"""
+
+
+@pytest.mark.parametrize("prelude", ["", DEAF], ids=["plain", "parent-blocks-signals"])
+def test_a_detached_child_has_its_own_session_and_ends_with_its_killed_parent(prelude):
+    parent = subprocess.Popen([sys.executable, "-c", prelude + PARENT], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())

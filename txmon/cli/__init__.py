@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 from collections.abc import Mapping
 
 import click
@@ -117,6 +118,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit code. Commands return theirs (0 when they return nothing)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # Ctrl-C and SIGTERM reach it, whatever its parent had blocked
     private_files()  # what txmon and its children (Dagster, dbt, the services) write is their owner's alone
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("txmon").setLevel(logging.INFO)

@@ -81,6 +81,11 @@ def signal_when_parent_ends(sig: signal.Signals) -> Callable[[], None]:
     parent = os.getpid()
 
     def arm() -> None:
+        # A fresh start for the signals it must end by: none blocked or ignored because the parent (or a library
+        # loaded in it) blocked or ignored them; the parent's mask and ignored signals would otherwise survive exec.
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        for each in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(each, signal.SIG_DFL)
         if sys.platform.startswith("linux"):
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
             if os.getppid() != parent:
