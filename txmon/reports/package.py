@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from psycopg import sql
 
 from txmon import __version__
+from txmon.core.credentials import write_private
 from txmon.core.db import connect
 from txmon.core.settings import GLOBAL_REPORTS, ConfigError, Role, Settings
 
@@ -389,23 +390,15 @@ def build_global(settings: Settings, day: date) -> Built:
     publications = {}
     for region in settings.regions:
         with connect(settings.dsn_for_region(region, Role.PUBLISH), autocommit=True, purpose="report") as conn:
-            found = _publications(conn, day, region, ("daily_settlements",)) if _published(conn, day, region) else {}
-        if found:
-            publications[region] = found["daily_settlements"]
+            try:
+                publications[region] = _publications(conn, day, region, ("daily_settlements",))["daily_settlements"]
+            except PackageError:
+                continue  # the region has not published its settlements of the day
     if not publications:
         raise PackageError(f"no region has published its daily settlements of {day}: nothing to package")
     with connect(settings.home_dsn(Role.PUBLISH), purpose="report") as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         return _build(settings, conn, GLOBAL, day, GLOBAL_TABLES, publications)
-
-
-def _published(conn: psycopg.Connection, day: date, region: str) -> bool:
-    found = conn.execute(
-        "SELECT EXISTS (SELECT FROM reporting.publication_log WHERE table_name = 'daily_settlements'"
-        " AND partition_date = %s AND region = %s)",
-        (day, region),
-    ).fetchone()
-    return bool(found and found[0])
 
 
 def _build(
@@ -423,7 +416,7 @@ def _build(
     root.mkdir(parents=True, exist_ok=True)
     pem = public_key_pem(settings)
     if not (root / PUBLIC_KEY).exists() or (root / PUBLIC_KEY).read_bytes() != pem:
-        _replace(root / PUBLIC_KEY, pem)
+        write_private(root / PUBLIC_KEY, pem.decode())
     # One build of a scope's day at a time, across threads and processes (two regions' refreshes both rebuild the
     # roll-up's package of the day): the next one finds this one's version.
     with _locked(root / day.isoformat()):
@@ -453,13 +446,6 @@ def _locked(folder: Path) -> Iterator[None]:
     with open(folder / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``path`` whole (a reader sees the old file or the new one)."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-    os.replace(handle.name, path)
 
 
 def _write(
