@@ -14,17 +14,13 @@ from txmon.core.settings import REPO_ROOT, Settings
 DAGSTER_YAML = REPO_ROOT / "orchestration" / "dagster.yaml"
 
 
-DEFAULT_DAGSTER_DB = Settings.model_fields["dagster_db"].default  # its home keeps the plain name
-
-
 class OrchestrationError(RuntimeError):
     pass
 
 
 def dagster_env(settings: Settings) -> dict[str, str]:
-    """DAGSTER_HOME: <state dir>/dagster, one per Dagster database."""
-    home = "dagster" if settings.dagster_db == DEFAULT_DAGSTER_DB else f"dagster-{settings.dagster_db}"
-    return {"DAGSTER_HOME": str(settings.state_dir / home)}
+    """DAGSTER_HOME (``Settings.dagster_home``) for the environment of Dagster's processes."""
+    return {"DAGSTER_HOME": str(settings.dagster_home)}
 
 
 def flag_env(settings: Settings) -> dict[str, str]:

@@ -46,7 +46,7 @@ def test_nothing_under_the_state_dir_is_readable_by_another_user(platform, tmp_p
     state = platform.settings.state_dir
     home = state / f"dagster-{platform.settings.dagster_db}"
     assert list(home.glob("storage/*/compute_logs")), "a run wrote its compute logs"
-    for kind in ("secrets", "pgpass", "postgres/data", "kafka/data", "dbt"):
+    for kind in ("secrets", "pgpass.d", "postgres/data", "kafka/data", "dbt"):
         assert (state / kind).exists(), kind
     assert readable_by_others(state) == []
 

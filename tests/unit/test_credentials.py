@@ -1,4 +1,5 @@
-"""Secrets: generated once, private, never printed; DSNs name the passfile, never a password."""
+"""Secrets: generated once, private, never printed; a DSN names its role's password file, never a password; each duty
+reads its own secrets alone."""
 
 from __future__ import annotations
 
@@ -35,11 +36,10 @@ def test_first_set_up_generates_every_role_secret_privately_and_keeps_them(tmp_p
         assert len(first[role]) >= 24
     assert len(set(first.values())) == len(first), "every role has its own password"
     assert not (settings.secrets_dir / credentials.FILES[Role.BI_READER]).exists(), "bi_reader gets no login by default"
-    assert mode(settings.passfile) == 0o600
-    passfile = settings.passfile.read_text()
     for role, secret in first.items():
         user = settings.pg_user if role is Role.ADMIN else role.value
-        assert f"*:*:*:{user}:{secret}\n" in passfile
+        assert mode(settings.passfile(role)) == 0o600
+        assert settings.passfile(role).read_text() == f"*:*:*:{user}:{secret}\n", "its role's password alone"
     credentials.ensure(settings)  # idempotent: the same secrets
     assert {r: (settings.secrets_dir / credentials.FILES[r]).read_text().strip() for r in first} == first
 
@@ -51,7 +51,7 @@ def test_a_given_secrets_dir_is_read_never_written(tmp_path):
     settings = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_SECRETS_DIR": str(given)})
     credentials.ensure(settings)
     assert sorted(p.name for p in given.iterdir()) == ["postgres-ingest"]
-    assert settings.passfile.read_text().count("\n") == 2  # the header and txmon_ingest
+    assert sorted(p.name for p in settings.pgpass_dir.iterdir()) == ["txmon_ingest"]
     assert credentials.password(settings, Role.INGEST) == "from-the-orchestrator"
 
 
@@ -61,7 +61,7 @@ def test_the_api_has_a_private_local_key_unless_keys_are_given(tmp_path):
     key = credentials.local_api_key(settings)
     assert key and len(key) >= 24 and mode(settings.secrets_dir / credentials.API_KEY_FILE) == 0o600
     assert credentials.api_keys(settings) == {credentials.api_key_digest(key): credentials.LOCAL_API_GRANT}
-    assert key not in settings.passfile.read_text()
+    assert all(key not in p.read_text() for p in settings.pgpass_dir.iterdir())
     given = Settings.from_env(
         {
             "TXMON_STATE_DIR": str(tmp_path / "state"),
@@ -173,7 +173,9 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
     ):
         params = conninfo_to_dict(dsn)
         assert "password" not in params and "s3cret" not in dsn
-        assert params["passfile"] == str(settings.passfile)
+        assert params["passfile"] == str(
+            settings.passfile(Role.ADMIN if params["user"] == "txmon" else Role(params["user"]))
+        )
     assert conninfo_to_dict(settings.home_dsn(Role.TRANSFORM))["user"] == "txmon_transform"
     assert conninfo_to_dict(settings.dagster_dsn)["user"] == "txmon_dagster"
     # A configured URL with a password (a managed database) keeps its host and database per role,
@@ -195,7 +197,7 @@ def test_dsns_name_the_passfile_and_the_role_never_a_password(tmp_path):
     assert "password" not in ingest
     # Given without a password (compose: the password is a secret), the admin URL names the passfile.
     given = Settings.from_env({"TXMON_STATE_DIR": str(tmp_path), "TXMON_WAREHOUSE_DSN": "postgresql://boss@db:5432/wh"})
-    assert conninfo_to_dict(given.warehouse_dsn)["passfile"] == str(given.passfile)
+    assert conninfo_to_dict(given.warehouse_dsn)["passfile"] == str(given.passfile(Role.ADMIN))
     assert given.admin_user == "boss"
     assert conninfo_to_dict(managed.warehouse_dsn)["password"] == "hunter2"  # its own password kept
     assert "hunter2" not in json.dumps(managed.info())
@@ -222,7 +224,8 @@ def test_txmon_info_prints_no_secret(tmp_path):
         assert secret not in proc.stdout
     info = json.loads(proc.stdout)
     assert info["roles"]["ingest"] == "txmon_ingest"
-    assert info["passfile"] == str(tmp_path / "state" / "pgpass")
+    assert info["pgpass_dir"] == str(tmp_path / "state" / "pgpass.d")
+    assert not (tmp_path / "state" / "pgpass.d" / "admin").exists(), "`txmon info` reads no password"
 
 
 def test_an_empty_bi_reader_password_means_no_login():
@@ -230,20 +233,44 @@ def test_an_empty_bi_reader_password_means_no_login():
     assert Settings.from_env({}).bi_reader_password is None
 
 
-def test_a_child_without_the_admin_password_keeps_its_line_in_the_passfile(tmp_path):
+def test_a_child_without_the_admin_password_keeps_its_passfile(tmp_path):
     """TXMON_PG_PASSWORD does not reach the processes txmon starts (child_env); when one of them writes the
-    passfile again, the admin's line stays (the admin itself can still connect)."""
+    password files again, the admin's stays (the admin itself can still connect) and no other is made for it."""
     state = {"TXMON_STATE_DIR": str(tmp_path / "state")}
     parent = Settings.from_env({**state, "TXMON_PG_PASSWORD": "admin:s3cret"})
     credentials.ensure(parent)
     line = credentials.pgpass_line("txmon", "admin:s3cret")
-    assert line in parent.passfile.read_text()
+    assert parent.passfile(Role.ADMIN).read_text() == line
     assert not (parent.secrets_dir / credentials.FILES[Role.ADMIN]).exists()
     child = Settings.from_env(state)
     credentials.ensure(child)
-    text = child.passfile.read_text()
-    assert text.count(line) == 1 and text.count("txmon_ingest") == 1
-    assert mode(child.passfile) == 0o600
+    assert child.passfile(Role.ADMIN).read_text() == line
+    assert not (child.secrets_dir / credentials.FILES[Role.ADMIN]).exists()
+    assert mode(child.passfile(Role.ADMIN)) == 0o600
+
+
+@pytest.mark.parametrize("duty", list(credentials.Duty))
+def test_each_duty_gets_the_password_files_of_its_roles_alone(tmp_path, duty):
+    settings = Settings(state_dir=tmp_path / "state")
+    credentials.ensure(settings, duty)
+    written = {p.name for p in settings.pgpass_dir.iterdir()}
+    expected = {r.value for r in credentials.DUTY_ROLES[duty] if credentials.password(settings, r)}
+    assert written == expected
+    assert ("admin" in written) == (duty is credentials.Duty.ADMIN), "the admin's password for the admin's duty alone"
+    for role in credentials.DUTY_ROLES[duty]:
+        if role.value in written:
+            assert settings.passfile(role).read_text().count("\n") == 1
+
+
+def test_the_one_passfile_of_earlier_versions_is_removed(tmp_path):
+    settings = Settings(state_dir=tmp_path / "state")
+    credentials.ensure(settings, credentials.Duty.API)
+    old = settings.state_dir / "pgpass"
+    old.write_text("*:*:*:txmon:every-password\n")
+    credentials.ensure(settings, credentials.Duty.API)
+    assert old.exists(), "a process of a duty removes nothing"
+    credentials.ensure(settings)
+    assert not old.exists()
 
 
 def test_set_up_makes_the_report_signing_key_private_and_keeps_it(tmp_path):

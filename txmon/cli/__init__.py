@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 import click
 
+from txmon.core.credentials import Duty
 from txmon.core.paths import private_files
 
 EXIT_FAILURE = 1
@@ -71,6 +72,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "benchmarks on the local services (own database and topics): table + JSON in bench/results",
     ),
     "dbt": ("txmon.cli.dbt:dbt", "run dbt on the project with txmon's connection and vars, e.g. `txmon dbt build`"),
+}
+# What each command does, which decides the secrets it may read (txmon.core.credentials.DUTY_ROLES,
+# txmon.core.confine): only the services and migrations (and the commands that start them) read the admin's.
+DUTIES: dict[str, Duty] = {
+    "services": Duty.ADMIN,
+    "info": Duty.OFFLINE,
+    "migrate": Duty.ADMIN,
+    "produce": Duty.PRODUCER,
+    "generate": Duty.PRODUCER,
+    "ingest": Duty.INGEST,
+    "materialize": Duty.ORCHESTRATION,
+    "publish": Duty.ORCHESTRATION,
+    "backfill": Duty.ORCHESTRATION,
+    "dagster": Duty.ADMIN,  # migrates; Dagster's own processes are closed to all but orchestration's secrets
+    "dagster-setup": Duty.ORCHESTRATION,
+    "api": Duty.API,
+    "api-key": Duty.OFFLINE,
+    "run": Duty.ADMIN,  # starts the services; each process it starts is closed to all but its duty's secrets
+    "status": Duty.ORCHESTRATION,
+    "prune": Duty.ORCHESTRATION,
+    "report": Duty.ORCHESTRATION,
+    "bench": Duty.ADMIN,
+    "dbt": Duty.ORCHESTRATION,
 }
 
 

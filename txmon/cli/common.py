@@ -14,8 +14,9 @@ import click
 import psycopg
 from confluent_kafka import KafkaException
 
-from txmon.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
+from txmon.cli import DUTIES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from txmon.core import credentials
+from txmon.core.confine import confine
 from txmon.core.errors import first_line
 from txmon.core.processes import forget_secrets
 from txmon.core.settings import ConfigError, Settings
@@ -38,14 +39,17 @@ class BadArgument(Failure):
 
 
 def pass_settings(command: Callable[..., int | None]) -> Callable[..., int | None]:
-    """Call ``command(settings, **arguments)`` with the settings from the environment (and the state dir,
-    secrets and passfile they name, created when missing); the project's errors end as a `Failure`."""
+    """Call ``command(settings, **arguments)`` with the settings from the environment (and the state dir, secrets and
+    password files they name, created when missing), the process closed to the secrets of other duties than its
+    command's (``DUTIES``); the project's errors end as a `Failure`."""
 
     @functools.wraps(command)
     def with_settings(*args, **kwargs) -> int | None:
         try:
             settings = Settings.from_env()
-            credentials.ensure(settings)
+            duty = DUTIES[click.get_current_context().command_path.split()[1]]
+            credentials.ensure(settings, duty)
+            confine(settings, duty)
             forget_secrets()  # the settings hold them; whatever this process starts from now on does not get them
             return command(settings, *args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):

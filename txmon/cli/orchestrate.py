@@ -4,6 +4,7 @@ through Dagster from the command line, and Dagster's webserver and daemon starte
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from orchestration.instance import dagster_env, flag_env, region_env
 from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings, stop_on_signals, supervise
 from txmon.cli.params import DAY, check_partition, days
+from txmon.core.confine import ruleset
+from txmon.core.credentials import Duty
 from txmon.core.db import connect
 from txmon.core.errors import first_line
 from txmon.core.leases import end_leases
@@ -145,9 +148,15 @@ def start_dagster(settings: Settings, port: int) -> Dagster:
         "daemon": [str(bin_dir / "dagster-daemon"), "run", *module],
     }
     started = {}
-    for name, argv in commands.items():
-        with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
-            started[name] = start_detached(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    # Dagster's processes and the runs they launch read the secrets of orchestration alone, whoever starts them.
+    rules = ruleset(settings, Duty.ORCHESTRATION)
+    try:
+        for name, argv in commands.items():
+            with open(log_dir / f"{name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+                started[name] = start_detached(argv, rules, stdout=log, stderr=subprocess.STDOUT, env=env)
+    finally:
+        if rules is not None:
+            os.close(rules)
     return Dagster(**started)
 
 

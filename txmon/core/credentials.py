@@ -4,9 +4,10 @@
 # state directory) the passwords of the database roles are generated when the directory is txmon's own; a directory
 # given by ``TXMON_SECRETS_DIR`` is read, never written.
 #
-# No DSN carries a password: every one names the libpq password file ``<state dir>/pgpass`` (mode 0600), written here
-# from the secrets. Children (dbt, Great Expectations, Dagster's storage, ingest workers) read it themselves; nothing
-# secret is printed or exported.
+# No DSN carries a password: a DSN of a role names that role's libpq password file ``<state dir>/pgpass.d/<role>`` (mode
+# 0600), written here from its secret. Each process gets the files of its duty's roles alone (``DUTY_ROLES``; the
+# admin's only for the services and migrations), and where the kernel allows, cannot read any other secret
+# (txmon.core.confine). Nothing secret is printed or exported.
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 import secrets
 import stat
 import tempfile
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +45,39 @@ KAFKA_FILE = "kafka-password"
 # The HTTP API's local key (analyst, every region), used when TXMON_API_KEYS is empty.
 API_KEY_FILE = "api-key"
 LOCAL_API_GRANT = ApiGrant(role="analyst", regions=("*",))
+
+
+class Duty(StrEnum):
+    """What a txmon process does, which decides the secrets it may read (each `txmon` command has one)."""
+
+    ADMIN = "admin"  # the services and migrations (`txmon services`, `migrate`, `run`, `bench`): every secret
+    INGEST = "ingest"  # `txmon ingest`: lands events
+    ORCHESTRATION = "orchestration"  # Dagster and what it runs (dbt, checks, publication, packages, the prune job)
+    API = "api"  # `txmon api`
+    PRODUCER = "producer"  # `txmon produce`, `txmon generate`: Kafka only
+    OFFLINE = "offline"  # `txmon info`, `txmon api-key`: no connection
+
+
+# The database roles each duty connects as: the password files its processes get, nothing else.
+DUTY_ROLES: dict[Duty, tuple[Role, ...]] = {
+    Duty.ADMIN: tuple(Role),
+    Duty.INGEST: (Role.INGEST,),
+    # Dagster's storage; the sensor's lander (TXMON_INGEST_MODE=sensor); dbt and the checks; publication and report
+    # packages; the daily prune job.
+    Duty.ORCHESTRATION: (Role.DAGSTER, Role.INGEST, Role.TRANSFORM, Role.PUBLISH, Role.RETENTION),
+    Duty.API: (Role.API_REGULATOR, Role.API_ANALYST, Role.API_MONITOR),
+    Duty.PRODUCER: (),
+    Duty.OFFLINE: (),
+}
+# The other secrets of each duty, by file name in the secrets directory (the signing key: ``readable``).
+DUTY_SECRETS: dict[Duty, tuple[str, ...]] = {
+    Duty.ADMIN: (),
+    Duty.INGEST: (KAFKA_FILE,),
+    Duty.ORCHESTRATION: (KAFKA_FILE,),
+    Duty.API: (KAFKA_FILE, API_KEY_FILE),
+    Duty.PRODUCER: (KAFKA_FILE,),
+    Duty.OFFLINE: (),
+}
 
 
 def private_dir(path: Path, mode: int = 0o700) -> Path:
@@ -194,10 +229,11 @@ def pgpass_line(user: str, secret: str) -> str:
     return f"*:*:*:{user}:{escaped}\n"
 
 
-def ensure(settings: Settings) -> None:
-    """The private state directory, the roles' secrets (generated when missing and ours) and the passfile.
+def ensure(settings: Settings, duty: Duty = Duty.ADMIN) -> None:
+    """The private state directory, the secrets (generated when missing and ours), and the password files of
+    ``duty``'s roles (``DUTY_ROLES``), each read from its own secret alone: the admin's only for ``Duty.ADMIN``.
 
-    Idempotent and cheap: every txmon command calls it before connecting.
+    Idempotent and cheap: every txmon command calls it, with its duty, before connecting.
     """
     if settings.state_dir.parent == SYSTEM_STATE_ROOT:  # root's default for a checkout the server cannot enter
         if not only_root_may_change(SYSTEM_STATE_ROOT.parent):
@@ -208,32 +244,45 @@ def ensure(settings: Settings) -> None:
         private_dir(SYSTEM_STATE_ROOT, 0o711)
     # The server runs as `postgres` when txmon runs as root: it must traverse (not list) the state dir.
     private_dir(settings.state_dir, 0o711 if os.geteuid() == 0 else 0o700)
-    passfile = settings.passfile
-    try:
-        current = passfile.read_text()
-    except FileNotFoundError:
-        current = None
-    admin_prefix = pgpass_line(settings.admin_user, "")[:-1]
-    # The admin's password given (TXMON_PG_PASSWORD) to the command that wrote the passfile: a process txmon started
-    # does not get it (txmon.core.processes.child_env), and keeps that line rather than make another password.
-    given_admin = [line + "\n" for line in (current or "").splitlines() if line.startswith(admin_prefix)]
+    private_dir(settings.pgpass_dir)
+    admin_passfile = settings.passfile(Role.ADMIN)
     if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
         private_dir(settings.secrets_dir)
         for role in GENERATED:
             path = settings.secrets_dir / FILES[role]
-            if not path.exists() and not (role is Role.ADMIN and (settings.pg_password or given_admin)):
+            # The admin's password given (TXMON_PG_PASSWORD) to the command that wrote its passfile: a process txmon
+            # started does not get it (txmon.core.processes.child_env), and keeps that file rather than make another.
+            given = role is Role.ADMIN and (settings.pg_password or admin_passfile.exists())
+            if not path.exists() and not given:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
         if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
             write_private(settings.report_signing_key_path, new_signing_key())
-    lines = []
-    for role in Role:
+    for role in DUTY_ROLES[duty]:
         value = password(settings, role)
-        if value:
-            lines.append(pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value))
-        elif role is Role.ADMIN:
-            lines += given_admin
-    text = "# Written by txmon from its secrets (txmon/core/credentials.py); do not edit.\n" + "".join(lines)
-    if current != text or stat.S_IMODE(passfile.stat().st_mode) != 0o600:
-        write_private(passfile, text)
+        if not value:
+            continue  # bi_reader without a password; the admin's passfile as given to the command that wrote it
+        text = pgpass_line(settings.admin_user if role is Role.ADMIN else role.value, value)
+        path = settings.passfile(role)
+        try:
+            current = path.read_text()
+        except FileNotFoundError:
+            current = None
+        if current != text or stat.S_IMODE(path.stat().st_mode) != 0o600:
+            write_private(path, text)
+    if duty is Duty.ADMIN:
+        # The one passfile of every password that earlier versions kept: each role has its own now.
+        (settings.state_dir / "pgpass").unlink(missing_ok=True)
+
+
+def readable(settings: Settings, duty: Duty) -> tuple[Path, ...]:
+    """The secret files a process of ``duty`` reads (its roles' passwords, its keys), all others being closed to it
+    (txmon.core.confine)."""
+    roles = DUTY_ROLES[duty]
+    files = [settings.passfile(role) for role in roles]
+    files += [settings.secrets_dir / FILES[role] for role in roles]
+    files += [settings.secrets_dir / name for name in DUTY_SECRETS[duty]]
+    if duty is Duty.ORCHESTRATION:
+        files.append(settings.report_signing_key_path)
+    return tuple(files)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from txmon.core.confine import enter
 from txmon.core.urls import without_password
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
@@ -75,9 +76,10 @@ def tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:]) or "(empty log)"
 
 
-def signal_when_parent_ends(sig: signal.Signals) -> Callable[[], None]:
+def signal_when_parent_ends(sig: signal.Signals, ruleset: int | None = None) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets ``sig`` when the process starting it ends, however it ends (SIGKILL
-    included; Linux only). A parent already gone by then sends it at once."""
+    included; Linux only). A parent already gone by then sends it at once. With a Landlock ``ruleset``
+    (txmon.core.confine), the child is bound to it before it runs anything."""
     parent = os.getpid()
 
     def arm() -> None:
@@ -90,17 +92,21 @@ def signal_when_parent_ends(sig: signal.Signals) -> Callable[[], None]:
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, sig)
             if os.getppid() != parent:
                 os.kill(os.getpid(), sig)
+        if ruleset is not None:
+            enter(ruleset)
 
     return arm
 
 
-def start_detached(argv: Sequence[str], **popen: Any) -> subprocess.Popen:
+def start_detached(argv: Sequence[str], ruleset: int | None = None, **popen: Any) -> subprocess.Popen:
     """Start ``argv`` in a session of its own (its stdin /dev/null unless given): a Ctrl-C in the terminal reaches
     this process alone, which stops the child when and how it chooses (`terminate`); the child gets SIGTERM if this
-    process ends without doing so. Its environment is ``child_env()`` unless given."""
+    process ends without doing so. Its environment is ``child_env()`` unless given; with a Landlock ``ruleset``
+    (txmon.core.confine.ruleset), it is closed to the secrets of other duties from its start."""
     popen.setdefault("stdin", subprocess.DEVNULL)
     popen.setdefault("env", child_env())
-    return subprocess.Popen(argv, start_new_session=True, preexec_fn=signal_when_parent_ends(signal.SIGTERM), **popen)
+    arm = signal_when_parent_ends(signal.SIGTERM, ruleset)
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=arm, **popen)
 
 
 def terminate(children: Sequence[subprocess.Popen], timeout: float | None = 60) -> None:

@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     pg_port: Whole = Field(15432, ge=1, le=65535)
     pg_user: str = "txmon"
     # The admin role's password: TXMON_PG_PASSWORD, else <secrets dir>/postgres-admin (generated at
-    # first set-up, like every role's). DSNs never carry it: libpq reads <state dir>/pgpass.
+    # first set-up, like every role's). DSNs never carry it: libpq reads <state dir>/pgpass.d/admin.
     pg_password: str | None = Field(None, repr=False)
     # One file per secret (txmon/core/credentials.py); default <state dir>/secrets, mode 0700.
     secrets_dir_override: Directory | None = Field(None, validation_alias="TXMON_SECRETS_DIR")
@@ -295,17 +295,27 @@ class Settings(BaseSettings):
         return self.report_signing_key_file or self.secrets_dir / "report-signing-key"
 
     @property
-    def passfile(self) -> Path:
-        """The libpq password file every txmon DSN names (written from the secrets, mode 0600)."""
-        return self.state_dir / "pgpass"
+    def pgpass_dir(self) -> Path:
+        """The libpq password files, one per role (credentials.ensure writes them from the secrets, mode 0600)."""
+        return self.state_dir / "pgpass.d"
+
+    def passfile(self, role: Role) -> Path:
+        """The libpq password file a DSN of ``role`` names: that role's password alone."""
+        return self.pgpass_dir / role.value
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME: <state dir>/dagster, one per Dagster database (dagster-<database> for another one)."""
+        default = type(self).model_fields["dagster_db"].default
+        return self.state_dir / ("dagster" if self.dagster_db == default else f"dagster-{self.dagster_db}")
 
     def _dsn(self, database: str) -> str:
-        query = urls.query({"passfile": str(self.passfile)})
+        query = urls.query({"passfile": str(self.passfile(Role.ADMIN))})
         return f"postgresql://{quote(self.pg_user, safe='')}@{self.pg_host}:{self.pg_port}/{database}?{query}"
 
     def _given(self, dsn: str) -> str:
-        """A configured URL: without a password of its own, libpq reads the passfile (the admin's line)."""
-        return urls.with_passfile(dsn, self.passfile)
+        """A configured URL: without a password of its own, libpq reads the admin's passfile."""
+        return urls.with_passfile(dsn, self.passfile(Role.ADMIN))
 
     @property
     def warehouse_dsn(self) -> str:
@@ -332,8 +342,8 @@ class Settings(BaseSettings):
         return self._dsn("postgres")
 
     def as_role(self, dsn: str, role: Role) -> str:
-        """The same database as ``dsn``, connected as ``role`` (its password from the passfile)."""
-        return dsn if role is Role.ADMIN else urls.as_user(dsn, role.value, self.passfile)
+        """The same database as ``dsn``, connected as ``role`` (its password from the role's passfile)."""
+        return dsn if role is Role.ADMIN else urls.as_user(dsn, role.value, self.passfile(role))
 
     def dsn_for_region(self, region: str, role: Role = Role.ADMIN) -> str:
         """The one answer to "which database does region R live in" (connected as ``role``)."""
@@ -368,11 +378,11 @@ class Settings(BaseSettings):
         out.update(
             # A JSON number when it is one exactly (10000, 12500.5), else the decimal's text.
             suspicious_threshold_usd=_json_number(self.suspicious_threshold_usd),
-            # No secret is printed: local DSNs name the passfile; a password in a configured URL is masked.
+            # No secret is printed: local DSNs name their role's passfile; a password in a configured URL is masked.
             warehouse_dsn=urls.redact(self.warehouse_dsn),
             dagster_dsn=urls.redact(self.dagster_dsn),
             secrets_dir=str(self.secrets_dir),
-            passfile=str(self.passfile),
+            pgpass_dir=str(self.pgpass_dir),
             roles={role.name.lower(): (self.admin_user if role is Role.ADMIN else role.value) for role in Role},
             kafka_bootstrap=self.kafka_bootstrap,
             regions=list(self.regions),

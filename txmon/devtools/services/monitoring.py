@@ -14,8 +14,6 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
-from txmon.core import credentials
-from txmon.core.credentials import write_private
 from txmon.core.processes import child_env, tail
 from txmon.core.settings import REPO_ROOT, Role, Settings
 from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
@@ -75,18 +73,15 @@ class Monitoring:
             (self.root / "targets" / f"{job}.json").write_text(json.dumps([{"targets": where}]) + "\n")
 
     def _exporter_env(self) -> dict[str, str]:
-        """The exporter connects as txmon_exporter (pg_monitor), from a password file of its own that
-        holds its line only (not txmon's, which has every role's)."""
+        """The exporter connects as txmon_exporter (pg_monitor), from that role's password file alone."""
         parts = conninfo_to_dict(self.settings.home_dsn(Role.EXPORTER))
         dsn = " ".join(f"{k}={parts[k]}" for k in ("host", "port", "user", "dbname") if k in parts)
-        passfile = self.root / "pgpass"
-        secret = credentials.password(self.settings, Role.EXPORTER) or ""
-        write_private(passfile, credentials.pgpass_line(Role.EXPORTER.value, secret))
+        (self.root / "pgpass").unlink(missing_ok=True)  # where earlier versions kept a copy of it
         return child_env(
             base={},
             PATH=os.environ.get("PATH", "/usr/bin:/bin"),
             DATA_SOURCE_NAME=f"{dsn} sslmode=disable",
-            PGPASSFILE=str(passfile),
+            PGPASSFILE=str(self.settings.passfile(Role.EXPORTER)),
         )
 
     def _start(self, name: str, argv: list[str], port: int, env: dict[str, str] | None = None) -> bool:
