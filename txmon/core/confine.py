@@ -12,6 +12,7 @@ every process it starts, and cannot lift."""
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -122,6 +123,9 @@ def confine(settings: Settings, duty: Duty) -> bool:
         return False
     try:
         enter(fd)
+    except OSError as exc:  # refused after all (a seccomp profile): as without Landlock
+        logging.getLogger(__name__).warning("not closed to other duties' secrets: %s", exc)
+        return False
     finally:
         os.close(fd)
     return True
