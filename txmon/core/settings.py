@@ -112,6 +112,25 @@ class ApiGrant(BaseModel):
         return configured if "*" in self.regions else tuple(r for r in configured if r in self.regions)
 
 
+class RuleParameters(BaseModel):
+    """The parameters of the AML typologies of one region (docs/rules.md): structuring, several payments each just
+    under the suspicious threshold that together exceed it; velocity, a burst of payments from one account."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Structuring: at least `min_transactions` of an account's transactions within any `window_hours`, each at least
+    # `min_ratio` of the region's threshold in USD and not over it, together over it.
+    structuring_min_ratio: Decimal = Field(Decimal("0.9"), gt=0, le=1)
+    structuring_min_transactions: int = Field(3, ge=2, le=1000)
+    structuring_window_hours: int = Field(24, ge=1, le=168)
+    # Velocity: more than `max_transactions` of an account's transactions within any `window_minutes`.
+    velocity_max_transactions: int = Field(20, ge=1, le=100_000)
+    velocity_window_minutes: int = Field(60, ge=1, le=1440)
+
+
+ALL_REGIONS = "*"  # TXMON_RULES' key for what every region gets unless its own entry says otherwise
+
+
 GLOBAL_REPORTS = "global"  # the report packages of the home database's roll-up, beside the regions'
 
 
@@ -169,6 +188,13 @@ class Settings(BaseSettings):
     suspicious_threshold_usd: Decimal = Field(Decimal("10000"), gt=0, description="a positive decimal")
     suspicious_threshold_usd_by_region: dict[str, PositiveDecimal] = Field(
         default_factory=dict, description='a JSON object like {"EU": "15000"}'
+    )
+    # The AML typologies' parameters (RuleParameters), by region, over ALL_REGIONS ("*"), over the defaults; each
+    # change is recorded with the time it takes effect (intermediate.rule_parameters), so an old day is judged by the
+    # parameters in force then.
+    rules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='a JSON object like {"*": {"velocity_max_transactions": 30}, "EU": {...}}',
     )
     # How long before a transaction's latest event an upstream fraud flag still makes it suspicious (days).
     lifecycle_window_days: Whole = Field(7, ge=0, le=3660)
@@ -264,6 +290,15 @@ class Settings(BaseSettings):
             unknown = set(mapping) - set(self.regions) - ({GLOBAL_REPORTS} if mapping is self.report_dirs else set())
             if unknown:
                 raise ConfigError(f"{variable} names regions that are not configured: {sorted(unknown)}")
+        if unknown := set(self.rules) - set(self.regions) - {ALL_REGIONS}:
+            raise ConfigError(f"TXMON_RULES names regions that are not configured: {sorted(unknown)}")
+        for region in self.regions:
+            try:
+                self.rule_parameters(region)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                where = ".".join(map(str, error["loc"]))
+                raise ConfigError(f"TXMON_RULES: {where}: {error['msg']}") from None
         for grant in self.api_keys.values():
             if unknown := set(grant.regions) - set(self.regions) - {"*"}:
                 raise ConfigError(f"TXMON_API_KEYS names regions that are not configured: {sorted(unknown)}")
@@ -277,6 +312,10 @@ class Settings(BaseSettings):
         return self
 
     # ------------------------------------------------------------------ derived values
+    def rule_parameters(self, region: str) -> RuleParameters:
+        """The AML typologies' parameters of ``region`` now: its TXMON_RULES entry over "*" over the defaults."""
+        return RuleParameters(**{**self.rules.get(ALL_REGIONS, {}), **self.rules.get(region, {})})
+
     @property
     def kafka_bootstrap(self) -> str:
         return self.kafka_bootstrap_override or f"{self.kafka_host}:{self.kafka_port}"
@@ -389,6 +428,7 @@ class Settings(BaseSettings):
             currencies=list(self.currencies),
             region_dsns={region: urls.redact(self.dsn_for_region(region)) for region in self.regions},
             suspicious_threshold_usd_by_region={r: str(t) for r, t in self.suspicious_threshold_usd_by_region.items()},
+            rules={region: self.rule_parameters(region).model_dump(mode="json") for region in self.regions},
         )
         return out
 
