@@ -62,3 +62,300 @@
         case when {{ alias }}.is_fraud_flagged then 'fraud_flag' end
     ], null)::text[]
 {%- endmacro %}
+
+
+{#-
+  The AML typologies (docs/rules.md), per region and account, on the transactions' latest states:
+  - structuring: an account's transactions within any window of structuring_window_hours (the group's span shorter
+    than the window), each with amount_usd at least structuring_min_ratio x the region's threshold and not over it, at
+    least structuring_min_transactions of them, together over the threshold: every transaction of such a group;
+  - velocity: more than velocity_max_transactions of an account's transactions within any window of
+    velocity_window_minutes: every transaction past the N-th of such a window (by event time, then transaction id).
+  Each transaction is judged by the parameters in force at its event time (a group by those of its last transaction);
+  windows cross midnight: a slice's groups reach into the days around it. Money in the evidence is decimal text.
+-#}
+
+{#- A moment as evidence shows it, whatever the session's time zone: RFC 3339 in UTC (2026-11-24T23:30:00.000000Z). -#}
+{% macro utc_text(moment) -%}
+    to_char({{ moment }} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+{%- endmacro %}
+
+
+{#- The parameters' columns (intermediate.rule_parameters, TXMON_RULES). -#}
+{% macro rule_columns() -%}
+    {{ return(['structuring_min_ratio', 'structuring_min_transactions', 'structuring_window_hours',
+               'velocity_max_transactions', 'velocity_window_minutes']) }}
+{%- endmacro %}
+
+
+{#- rows of (region, the parameters' columns) as a VALUES list, from a mapping region -> parameters. -#}
+{% macro rule_values(rules) -%}
+    {%- set columns = rule_columns() -%}
+    (values
+    {%- for region, parameters in rules.items() %}
+        ('{{ region }}'::text, {{ parameters['structuring_min_ratio'] }}::numeric,
+         {%- for column in columns[1:] %} {{ parameters[column] | int }}::integer{{ ',' if not loop.last }}{% endfor %})
+        {{- ',' if not loop.last }}
+    {%- endfor %}
+    ) as given (region, {{ columns | join(', ') }})
+{%- endmacro %}
+
+
+{#-
+  The state's pre-hook (in the merge's transaction): record TXMON_RULES (var rules) where it differs from a region's
+  latest version; a region's first version takes effect from the beginning, a change from this merge.
+-#}
+{% macro record_rule_parameters() -%}
+    {%- set rules = var('rules') -%}
+    {%- if rules -%}
+    {%- set columns = rule_columns() -%}
+    insert into intermediate.rule_parameters (region, effective_from, {{ columns | join(', ') }})
+    select
+        given.region,
+        case when latest.region is null then '-infinity'::timestamptz else now() end,
+        {%- for c in columns %}
+        given.{{ c }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ rule_values(rules) }}
+    left join lateral (
+        select p.* from intermediate.rule_parameters as p
+        where p.region = given.region order by p.effective_from desc limit 1
+    ) as latest on true
+    where latest.region is null
+       or ({% for c in columns %}latest.{{ c }}{{ ', ' if not loop.last }}{% endfor %})
+          is distinct from ({% for c in columns %}given.{{ c }}{{ ', ' if not loop.last }}{% endfor %})
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+  The parameters by region, each version with the time it takes effect and the next one's: the recorded versions, or
+  in a backtest (var backtest_rules) the given ones, in force throughout.
+-#}
+{% macro rule_parameters() -%}
+    {%- set given = var('backtest_rules') -%}
+    {%- if given -%}
+    select given.*, '-infinity'::timestamptz as effective_from, 'infinity'::timestamptz as effective_until
+    from {{ rule_values(given) }}
+    {%- else -%}
+    select
+        p.region,
+        {%- for c in rule_columns() %}
+        p.{{ c }},
+        {%- endfor %}
+        p.effective_from,
+        coalesce(lead(p.effective_from) over (partition by p.region order by p.effective_from), 'infinity') as effective_until
+    from {{ source('txmon', 'rule_parameters') }} as p
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The parameters in force at `alias`.event_at (a join condition with rule_params). -#}
+{% macro in_force(alias, parameters='rule_params') -%}
+    {{ parameters }}.region = {{ alias }}.region
+    and {{ alias }}.event_at >= {{ parameters }}.effective_from and {{ alias }}.event_at < {{ parameters }}.effective_until
+{%- endmacro %}
+
+
+{#- How many days around a slice its groups reach (the longest window of any version). -#}
+{% macro rule_reach_days() -%}
+    (select coalesce(ceil(greatest(max(r.structuring_window_hours) / 24.0, max(r.velocity_window_minutes) / 1440.0)), 0)::integer
+     from ({{ rule_parameters() }}) as r)
+{%- endmacro %}
+
+
+{#-
+  The typologies of the transactions in CTE `rebuilt` (a slice's states, or those of its accounts that changed): one
+  row per transaction that fired, with its reasons and evidence (the group's ids and totals, per typology). Defines the
+  CTEs it needs, after a `with`; ends with a CTE named `typologies`.
+-#}
+{% macro aml_typologies(rebuilt) -%}
+rule_params as (
+
+    {{ rule_parameters() }}
+
+),
+
+rule_accounts as (
+
+    select distinct account_id, region from {{ rebuilt }}
+
+),
+
+-- The states of those accounts in the days the windows reach, each with the parameters in force at its event time.
+context as (
+
+    select
+        c.transaction_id,
+        c.account_id,
+        c.region,
+        c.amount,
+        c.currency,
+        c.event_at,
+        c.event_date,
+        {%- for col in rule_columns() %}
+        rule_params.{{ col }},
+        {%- endfor %}
+        {{ suspicious_threshold_usd('c.region') }} as threshold_usd
+    from {{ ref('int_transaction_state') }} as c
+    inner join rule_accounts on rule_accounts.account_id = c.account_id and rule_accounts.region = c.region
+    inner join rule_params on {{ in_force('c') }}
+    {%- if var('partition_date') is not none %}
+    where c.region = '{{ var('partition_region') }}'
+      and c.event_date >= '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
+      and c.event_date <= '{{ var('partition_date') }}'::date + {{ rule_reach_days() }}
+    {%- endif %}
+
+),
+
+max_usd_rates as (
+
+    select fx.currency, max(fx.usd_per_unit) as usd_per_unit from {{ ref('fx_rates') }} as fx group by fx.currency
+
+),
+
+-- Structuring: the transactions in the band (converted only where the highest rate could reach it).
+candidates as (
+
+    select banded.*
+    from (
+        select context.*, {{ amount_usd('context') }} as amount_usd
+        from context
+        inner join max_usd_rates as bound on bound.currency = context.currency
+        {{ join_usd_rate('context') }}
+        where context.amount * bound.usd_per_unit >= context.structuring_min_ratio * context.threshold_usd
+    ) as banded
+    where banded.amount_usd >= banded.structuring_min_ratio * banded.threshold_usd
+      and banded.amount_usd <= banded.threshold_usd
+
+),
+
+-- Each candidate as the last transaction of a window: the candidates of its account within the window before it.
+structuring_windows as (
+
+    select
+        last.transaction_id as last_id,
+        last.account_id,
+        last.region,
+        last.event_at as last_at,
+        last.structuring_window_hours,
+        last.structuring_min_ratio,
+        last.threshold_usd,
+        count(*) as transactions,
+        sum(member.amount_usd) as total_usd,
+        min(member.event_at) as first_at
+    from candidates as last
+    inner join candidates as member
+        on member.account_id = last.account_id and member.region = last.region
+        and member.event_at > last.event_at - make_interval(hours => last.structuring_window_hours)
+        and (member.event_at, member.transaction_id) <= (last.event_at, last.transaction_id)
+    group by
+        last.transaction_id, last.account_id, last.region, last.event_at, last.structuring_window_hours,
+        last.structuring_min_ratio, last.structuring_min_transactions, last.threshold_usd
+    having count(*) >= last.structuring_min_transactions and sum(member.amount_usd) > last.threshold_usd
+
+),
+
+-- A rebuilt candidate in a window that fired: its reason, with the largest such window as evidence.
+structuring as (
+
+    select distinct on (x.transaction_id)
+        x.transaction_id,
+        w.*
+    from {{ rebuilt }} as x
+    inner join structuring_windows as w
+        on w.account_id = x.account_id and w.region = x.region
+        and x.event_at > w.last_at - make_interval(hours => w.structuring_window_hours)
+        and (x.event_at, x.transaction_id) <= (w.last_at, w.last_id)
+    where exists (select 1 from candidates as c where c.transaction_id = x.transaction_id)
+    order by x.transaction_id, w.transactions desc, w.last_at, w.last_id
+
+),
+
+structuring_evidence as (
+
+    select
+        s.transaction_id,
+        jsonb_build_object(
+            'transaction_ids', (
+                select jsonb_agg(m.transaction_id order by m.event_at, m.transaction_id)
+                from candidates as m
+                where m.account_id = s.account_id and m.region = s.region
+                  and m.event_at > s.last_at - make_interval(hours => s.structuring_window_hours)
+                  and (m.event_at, m.transaction_id) <= (s.last_at, s.last_id)
+            ),
+            'transactions', s.transactions,
+            'total_usd', s.total_usd::text,
+            'threshold_usd', s.threshold_usd::text,
+            'min_ratio', s.structuring_min_ratio::text,
+            'window_hours', s.structuring_window_hours,
+            'first_at', {{ utc_text('s.first_at') }},
+            'last_at', {{ utc_text('s.last_at') }}
+        ) as evidence
+    from structuring as s
+
+),
+
+-- Velocity: the accounts with more transactions in the reach than the smallest N could allow, numbered in order.
+busy as (
+
+    select context.account_id, context.region
+    from context
+    group by context.account_id, context.region
+    having count(*) > min(context.velocity_max_transactions)
+
+),
+
+sequenced as (
+
+    select
+        context.*,
+        {{ amount_usd('context') }} as amount_usd,
+        row_number() over (
+            partition by context.region, context.account_id order by context.event_at, context.transaction_id
+        ) as seq
+    from context
+    inner join busy on busy.account_id = context.account_id and busy.region = context.region
+    {{ join_usd_rate('context') }}
+
+),
+
+velocity_evidence as (
+
+    select
+        x.transaction_id,
+        jsonb_build_object(
+            'transaction_ids', jsonb_agg(m.transaction_id order by m.seq),
+            'transactions', count(*),
+            'total_usd', sum(m.amount_usd)::text,
+            'max_transactions', x.velocity_max_transactions,
+            'window_minutes', x.velocity_window_minutes,
+            'first_at', {{ utc_text('min(m.event_at)') }},
+            'last_at', {{ utc_text('x.event_at') }}
+        ) as evidence
+    from sequenced as x
+    inner join sequenced as m
+        on m.account_id = x.account_id and m.region = x.region and m.seq <= x.seq
+        and m.event_at > x.event_at - make_interval(mins => x.velocity_window_minutes)
+    where x.transaction_id in (select r.transaction_id from {{ rebuilt }} as r)
+    group by x.transaction_id, x.event_at, x.velocity_max_transactions, x.velocity_window_minutes
+    having count(*) > x.velocity_max_transactions
+
+),
+
+typologies as (
+
+    select
+        coalesce(s.transaction_id, v.transaction_id) as transaction_id,
+        array_remove(array[
+            case when s.transaction_id is not null then 'structuring' end,
+            case when v.transaction_id is not null then 'velocity' end
+        ], null)::text[] as reasons,
+        jsonb_strip_nulls(jsonb_build_object('structuring', s.evidence, 'velocity', v.evidence)) as evidence
+    from structuring_evidence as s
+    full outer join velocity_evidence as v on v.transaction_id = s.transaction_id
+
+)
+{%- endmacro %}

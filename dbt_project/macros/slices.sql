@@ -50,30 +50,49 @@
 {#-
   The state rows a slice's build reads: those of the slice, in a new_data run only those refreshed since its watermark.
 -#}
-{% macro state_of_slice() -%}
+{% macro state_of_slice(by_account=false) -%}
     select * from {{ ref('int_transaction_state') }} as state
     where {{ partition_filter('state.event_date', 'state.region') }}
     {%- if new_data_run() %}
-      and state.refreshed_at >= {{ slice_watermark() }}
+      and (state.refreshed_at >= {{ slice_watermark() }}
+           {%- if by_account %} or state.account_id in ({{ changed_accounts() }}){% endif %})
     {%- endif %}
+{%- endmacro %}
+
+
+{#-
+  The accounts of the slice's region with a state changed since the slice's watermark within the days the AML
+  typologies' windows reach (where it is, or where it was before it moved): their groups may have changed.
+-#}
+{% macro changed_accounts() -%}
+    select changed.account_id from {{ ref('int_transaction_state') }} as changed
+    where changed.refreshed_at >= {{ slice_watermark() }}
+      and (
+        (changed.region = '{{ var('partition_region') }}'
+         and changed.event_date between '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
+                                    and '{{ var('partition_date') }}'::date + {{ rule_reach_days() }})
+        or (changed.previous_region = '{{ var('partition_region') }}'
+            and changed.previous_event_date between '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
+                                                and '{{ var('partition_date') }}'::date + {{ rule_reach_days() }})
+      )
 {%- endmacro %}
 
 
 {#-
   The pre-hook of a slice model: empty what is about to be rebuilt. The whole slice; in a new_data run of a model with a
   row per transaction, the rows whose transaction's state changed since the slice's watermark (it may have moved to
-  another slice, or stopped matching). The advisory lock makes two builds of one slice take turns.
+  another slice, or stopped matching), and `by_account` those of the accounts with such a change (changed_accounts). The advisory lock makes two builds of one slice take turns.
 -#}
-{% macro delete_slice(date_column, by_transaction=true) -%}
+{% macro delete_slice(date_column, by_transaction=true, by_account=false) -%}
     {%- if var('partition_date') is not none and is_incremental() %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
         delete from {{ this }} as slice
         where {{ partition_filter('slice.' ~ date_column, 'slice.region') }}
         {%- if by_transaction and new_data_run() %}
-          and exists (
+          and (exists (
             select 1 from {{ ref('int_transaction_state') }} as state
             where state.transaction_id = slice.transaction_id and state.refreshed_at >= {{ slice_watermark() }}
-          )
+          ){% if by_account %} or slice.account_id in ({{ changed_accounts() }}){% endif %})
         {%- endif %}
     {%- elif is_incremental() %}
         select pg_advisory_xact_lock(hashtext('{{ this }}'));

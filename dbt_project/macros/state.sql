@@ -15,6 +15,7 @@
     select pg_advisory_xact_lock(hashtext('txmon state'));
     create temp table txmon_state_clock on commit drop as
     select txmon.run_clock() as processed_until, clock_timestamp() as merged_at;
+    {{ record_rule_parameters() }};
     {%- if restating() %}
     delete from {{ this }} where {{ partition_filter('event_date', 'region') }};
     {%- endif %}
@@ -63,17 +64,60 @@
 
 
 {#-
-  The slices this merge changed: each merged transaction's slice, and the one it left when it moved to another day or
-  region. Each is refreshed next (orchestration reads intermediate.changed_slices).
+  The slices this merge changed: each merged transaction's slice, the one it left when it moved to another day or
+  region, and the days around it that its AML typologies' groups reach (a late transaction completes a group of the
+  day before). Each is refreshed next (orchestration reads intermediate.changed_slices).
 -#}
 {% macro mark_changed_slices() -%}
     insert into intermediate.changed_slices (slice_date, region)
+    with rule_params as (
+
+        {{ rule_parameters() }}
+
+    ),
+
+    max_usd_rates as (
+
+        select fx.currency, max(fx.usd_per_unit) as usd_per_unit from {{ ref('fx_rates') }} as fx group by fx.currency
+
+    ),
+
+    merged as (
+
+        select
+            state.*,
+            rule_params.structuring_window_hours,
+            rule_params.velocity_window_minutes,
+            -- a structuring candidate by the highest rate of its currency: a superset, cheap to tell
+            state.amount * bound.usd_per_unit
+                >= rule_params.structuring_min_ratio * {{ suspicious_threshold_usd('state.region') }} as may_structure
+        from {{ this }} as state
+        left join rule_params on {{ in_force('state') }}
+        left join max_usd_rates as bound on bound.currency = state.currency
+        where state.refreshed_at = {{ merged_at() }}
+
+    )
+
     select distinct changed.slice_date, changed.region
-    from {{ this }} as state
+    from merged as state
     cross join lateral (
         values (state.event_date, state.region), (state.previous_event_date, state.previous_region)
+        union all
+        -- the days an AML typology's window from this transaction reaches: a structuring group's (before and after
+        -- it), a velocity window's (after it)
+        select reached::date, state.region
+        from generate_series(
+            ((state.event_at - make_interval(hours => state.structuring_window_hours)) at time zone 'UTC')::date::timestamp,
+            ((state.event_at + make_interval(hours => state.structuring_window_hours)) at time zone 'UTC')::date::timestamp,
+            interval '1 day'
+        ) as reached
+        where state.may_structure
+        union all
+        select ((state.event_at + make_interval(mins => state.velocity_window_minutes)) at time zone 'UTC')::date,
+               state.region
+        where state.velocity_window_minutes is not null
     ) as changed (slice_date, region)
-    where state.refreshed_at = {{ merged_at() }} and changed.slice_date is not null
+    where changed.slice_date is not null
     on conflict do nothing
 {%- endmacro %}
 

@@ -213,6 +213,8 @@ def dbt_vars(
             r: str(t) for r, t in sorted(settings.suspicious_threshold_usd_by_region.items())
         },
         "lifecycle_window_days": settings.lifecycle_window_days,
+        # The AML typologies' parameters now, by region: the state's merge records a change (record_rule_parameters).
+        "rules": {r: settings.rule_parameters(r).model_dump(mode="json") for r in settings.regions},
         "regions": list(settings.regions),
         "currencies": list(settings.currencies),
         "partitions_start_date": settings.partitions_start_date.isoformat(),

@@ -1,10 +1,12 @@
 -- Suspicious transactions (latest state): USD amount strictly above the threshold of the region, or flagged by the
--- upstream fraud screen (macro suspicious_reasons). One row per transaction, with every reason that applies; rebuilt
--- one region x day slice per run, from the transactions' states.
+-- upstream fraud screen (macro suspicious_reasons), or in a structuring or velocity group of its account (macro
+-- aml_typologies, with the group as evidence). One row per transaction, with every reason that applies; rebuilt one
+-- region x day slice per run, from the transactions' states; in a new_data run, every transaction of each account
+-- with a change within the typologies' reach (its groups may have changed).
 {{
     config(
         alias='suspicious_activity',
-        pre_hook="{{ delete_slice('event_date') }}",
+        pre_hook="{{ delete_slice('event_date', by_account=true) }}",
         post_hook=[
             "{{ create_index('event_date, region, transaction_id') }}",
             "{{ create_index('event_date, region, refreshed_at') }}",
@@ -16,9 +18,11 @@
 
 with state as (
 
-    {{ state_of_slice() }}
+    {{ state_of_slice(by_account=true) }}
 
 ),
+
+{{ aml_typologies('state') }},
 
 converted as (
 
@@ -35,8 +39,10 @@ flagged as (
 
     select
         converted.*,
-        {{ suspicious_reasons('converted') }} as reasons
+        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
+        typologies.evidence
     from converted
+    left join typologies on typologies.transaction_id = converted.transaction_id
 
 )
 
@@ -53,6 +59,7 @@ select
     event_at as event_time,
     event_date,
     reasons,
+    evidence,
     now() as refreshed_at
 
 from flagged

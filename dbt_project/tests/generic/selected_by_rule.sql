@@ -1,8 +1,8 @@
 {#-
-  The suspicious-activity mart's slice is exactly the slice's states that the rule (macro suspicious_reasons) selects,
-  with their reasons and USD amounts: what the incremental builds maintain equals the rule applied to the states now.
-  `model` is the mart's slice (narrowed to the rows rebuilt since the last publication), `mart` the whole mart,
-  `state` the whole state.
+  The suspicious-activity mart's slice is exactly the slice's states that the rules select (macros suspicious_reasons
+  and aml_typologies), with their reasons, evidence and USD amounts: what the incremental builds maintain equals the
+  rules applied to the states now. `model` is the mart's slice (narrowed to the rows rebuilt since the last
+  publication), `mart` the whole mart, `state` the whole state.
 -#}
 {% test selected_by_rule(model, mart, state) %}
 with slice_rows as (
@@ -11,61 +11,61 @@ with slice_rows as (
 
 ),
 
-changed as (
+-- The states judged: the slice's (those changed since the last publication) and those of the mart's rows.
+judged as (
 
     select
         state.*,
-        {{ amount_usd('state') }} as amount_usd
+        coalesce({{ partition_filter('state.event_date', 'state.region') }}{{ checked_rows('state.refreshed_at') }}, false)
+            as in_slice
     from {{ state }} as state
-    {{ join_usd_rate('state') }}
-    where {{ partition_filter('state.event_date', 'state.region') }}{{ checked_rows('state.refreshed_at') }}
+    where ({{ partition_filter('state.event_date', 'state.region') }}{{ checked_rows('state.refreshed_at') }})
+       or state.transaction_id in (select slice_rows.transaction_id from slice_rows)
 
 ),
 
-published as (
+{{ aml_typologies('judged') }},
+
+now_judged as (
 
     select
-        mart.transaction_id,
-        mart.reasons as mart_reasons,
-        mart.amount_usd as mart_amount_usd,
-        mart.amount as mart_amount,
-        mart.status as mart_status,
-        state.event_date,
-        state.region,
-        state.amount,
-        state.status,
-        state.is_fraud_flagged,
-        {{ amount_usd('state') }} as amount_usd
-    from slice_rows as mart
-    left join {{ state }} as state on mart.transaction_id = state.transaction_id
-    {{ join_usd_rate('state') }}
+        judged.*,
+        {{ amount_usd('judged') }} as amount_usd,
+        {{ suspicious_reasons('judged') }} || coalesce(typologies.reasons, '{}') as reasons,
+        typologies.evidence
+    from judged
+    {{ join_usd_rate('judged') }}
+    left join typologies on typologies.transaction_id = judged.transaction_id
 
 )
 
 select
-    changed.transaction_id,
-    'selected by the rule, missing from the mart' as problem
-from changed
-where cardinality({{ suspicious_reasons('changed') }}) > 0
+    now_judged.transaction_id,
+    'selected by the rules, missing from the mart' as problem
+from now_judged
+where now_judged.in_slice
+  and cardinality(now_judged.reasons) > 0
   and not exists (
     select 1 from {{ mart }} as mart
-    where mart.transaction_id = changed.transaction_id
-      and mart.event_date = changed.event_date
-      and mart.region = changed.region
+    where mart.transaction_id = now_judged.transaction_id
+      and mart.event_date = now_judged.event_date
+      and mart.region = now_judged.region
   )
 
 union all
 
 select
-    published.transaction_id,
-    'in the mart, not as the rule selects its state now' as problem
-from published
+    mart.transaction_id,
+    'in the mart, not as the rules select its state now' as problem
+from slice_rows as mart
+left join now_judged on now_judged.transaction_id = mart.transaction_id
 where not (
-    {{ partition_filter('published.event_date', 'published.region') }}
-    and cardinality({{ suspicious_reasons('published') }}) > 0
-    and {{ suspicious_reasons('published') }} = published.mart_reasons
-    and published.amount_usd is not distinct from published.mart_amount_usd
-    and published.amount = published.mart_amount
-    and published.status = published.mart_status
+    {{ partition_filter('now_judged.event_date', 'now_judged.region') }}
+    and cardinality(now_judged.reasons) > 0
+    and now_judged.reasons = mart.reasons
+    and now_judged.evidence is not distinct from mart.evidence
+    and now_judged.amount_usd is not distinct from mart.amount_usd
+    and now_judged.amount = mart.amount
+    and now_judged.status = mart.status
 ) is true
 {% endtest %}
