@@ -168,10 +168,11 @@
 
 {#-
   The typologies of the transactions in CTE `rebuilt` (a slice's states, or those of its accounts that changed): one
-  row per transaction that fired, with its reasons and evidence (the group's ids and totals, per typology). Defines the
-  CTEs it needs, after a `with`; ends with a CTE named `typologies`.
+  row per transaction that fired, with its reasons and evidence (the group's ids and totals, per typology). `rebuilt`
+  lies within days first_day..last_day (of `region`, when given; default: the partition). Defines the CTEs it needs,
+  after a `with`; ends with a CTE named `typologies`.
 -#}
-{% macro aml_typologies(rebuilt) -%}
+{% macro aml_typologies(rebuilt, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region')) -%}
 rule_params as (
 
     {{ rule_parameters() }}
@@ -202,10 +203,13 @@ context as (
     from {{ ref('int_transaction_state') }} as c
     inner join rule_accounts on rule_accounts.account_id = c.account_id and rule_accounts.region = c.region
     inner join rule_params on {{ in_force('c') }}
-    {%- if var('partition_date') is not none %}
-    where c.region = '{{ var('partition_region') }}'
-      and c.event_date >= '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
-      and c.event_date <= '{{ var('partition_date') }}'::date + {{ rule_reach_days() }}
+    where true
+    {%- if region is not none %}
+      and c.region = '{{ region }}'
+    {%- endif %}
+    {%- if first_day is not none %}
+      and c.event_date >= '{{ first_day }}'::date - {{ rule_reach_days() }}
+      and c.event_date <= '{{ last_day }}'::date + {{ rule_reach_days() }}
     {%- endif %}
 
 ),

@@ -16,6 +16,42 @@ class Model(BaseModel):
     """A response object: datetimes from the database are UTC (the session's time zone) and written with a Z."""
 
 
+# A ratio as decimal text too ("0.9").
+Ratio = Annotated[Decimal, WithJsonSchema({"type": "string", "format": "decimal", "examples": ["0.9"]})]
+
+
+class StructuringEvidence(Model):
+    """The group a structuring row belongs to: the largest window of its account's near-threshold transactions."""
+
+    transaction_ids: list[str] = Field(description="the group's transactions, in time order")
+    transactions: int
+    total_usd: Money
+    threshold_usd: Money
+    min_ratio: Ratio = Field(description="each transaction at least this share of the threshold, and not over it")
+    window_hours: int
+    first_at: datetime
+    last_at: datetime
+
+
+class VelocityEvidence(Model):
+    """The window in which a velocity row is past the N-th transaction of its account: the window ending with it."""
+
+    transaction_ids: list[str] = Field(description="the window's transactions up to this one, in time order")
+    transactions: int
+    total_usd: Money
+    max_transactions: int = Field(description="N: more than this many in the window fire")
+    window_minutes: int
+    first_at: datetime
+    last_at: datetime
+
+
+class Evidence(Model):
+    """Why the AML typologies fired (each present only when its reason is)."""
+
+    structuring: StructuringEvidence | None = None
+    velocity: VelocityEvidence | None = None
+
+
 class Suspicious(Model):
     transaction_id: str
     account_id: str
@@ -29,6 +65,7 @@ class Suspicious(Model):
     event_time: datetime
     event_date: date
     reasons: list[str]
+    evidence: Evidence | None = Field(description="the structuring and velocity groups; null for the other reasons")
     refreshed_at: datetime | None
 
 

@@ -27,7 +27,7 @@ MAX_ACCOUNT_EVENTS = 5000
 
 SUSPICIOUS = """
 SELECT transaction_id, account_id, counterparty_id, region, amount, currency, amount_usd, threshold_usd,
-       status, event_time, event_date, reasons, refreshed_at
+       status, event_time, event_date, reasons, evidence, refreshed_at
 FROM reporting.suspicious_activity
 WHERE event_date = %(day)s AND region = %(region)s AND transaction_id > %(after)s
   AND (%(reason)s::text IS NULL OR %(reason)s::text = ANY (reasons))

@@ -67,6 +67,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "txmon.cli.report:report",
         "build a published region-day's signed report package, or `txmon report verify PATH`",
     ),
+    "backtest": (
+        "txmon.cli.backtest:backtest",
+        "replay the suspicious-activity rules over landed history with other parameters (nothing is published): "
+        "per day, region and reason, the transactions and accounts they flag",
+    ),
     "bench": (
         "txmon.cli.bench:bench",
         "benchmarks on the local services (own database and topics): table + JSON in bench/results",
@@ -93,6 +98,7 @@ DUTIES: dict[str, Duty] = {
     "status": Duty.ORCHESTRATION,
     "prune": Duty.ORCHESTRATION,
     "report": Duty.ORCHESTRATION,
+    "backtest": Duty.ORCHESTRATION,
     "bench": Duty.ADMIN,
     "dbt": Duty.ORCHESTRATION,
 }

@@ -156,12 +156,15 @@ def _columns(conn: psycopg.Connection, table: str) -> list[Column]:
 
 def _chunks(conn: psycopg.Connection, table: str, columns: list[Column], day: date, scope: str) -> Iterator[list]:
     """The day's rows of reporting.<table> (of the region ``scope``, or all for GLOBAL), in the order of all their
-    columns (a total order), in chunks."""
+    columns (a total order), in chunks. JSON (the evidence) as PostgreSQL writes jsonb: one canonical text."""
     query = sql.SQL(
         "SELECT {columns} FROM reporting.{table} WHERE {day} = %(day)s AND (%(all)s OR region = %(region)s) "
         "ORDER BY {order}"
     ).format(
-        columns=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
+        columns=sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(c.name)) if c.data_type == "jsonb" else sql.Identifier(c.name)
+            for c in columns
+        ),
         table=sql.Identifier(table),
         day=sql.Identifier(DATE_COLUMNS[table]),
         order=sql.SQL(", ").join(sql.Literal(i + 1) for i in range(len(columns))),

@@ -42,7 +42,7 @@ flagged as (
         {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
         typologies.evidence
     from converted
-    left join typologies on typologies.transaction_id = converted.transaction_id
+    left join typologies on converted.transaction_id = typologies.transaction_id
 
 )
 

@@ -26,16 +26,24 @@ judged as (
 
 {{ aml_typologies('judged') }},
 
-now_judged as (
+converted as (
 
     select
         judged.*,
-        {{ amount_usd('judged') }} as amount_usd,
-        {{ suspicious_reasons('judged') }} || coalesce(typologies.reasons, '{}') as reasons,
-        typologies.evidence
+        {{ amount_usd('judged') }} as amount_usd
     from judged
     {{ join_usd_rate('judged') }}
-    left join typologies on typologies.transaction_id = judged.transaction_id
+
+),
+
+now_judged as (
+
+    select
+        converted.*,
+        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
+        typologies.evidence
+    from converted
+    left join typologies on typologies.transaction_id = converted.transaction_id
 
 )
 

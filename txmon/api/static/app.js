@@ -43,6 +43,17 @@ function filters() {
 }
 
 // ------------------------------------------------------------------ suspicious activity
+// The groups the AML typologies found: how many transactions, their total in USD, the window (ids in the tooltip).
+function describeEvidence(evidence) {
+  if (!evidence) return "";
+  const parts = [];
+  const s = evidence.structuring;
+  if (s) parts.push(`structuring: ${s.transactions} near ${s.threshold_usd} USD, ${s.total_usd} USD within ${s.window_hours} h`);
+  const v = evidence.velocity;
+  if (v) parts.push(`velocity: ${v.transactions} in ${v.window_minutes} min (over ${v.max_transactions})`);
+  return parts.join("; ");
+}
+
 async function loadSuspicious(append) {
   const body = $("suspicious").tBodies[0];
   const generation = state.generation;
@@ -65,6 +76,9 @@ async function loadSuspicious(append) {
     cell(row, item.amount_usd, "num");
     cell(row, item.status);
     cell(row, item.reasons.join(", "));
+    const evidence = cell(row, describeEvidence(item.evidence));
+    if (item.evidence) evidence.title = Object.entries(item.evidence)
+      .map(([reason, group]) => `${reason}: ${group.transaction_ids.join(", ")}`).join("\n");
   }
   state.cursor = page.next_cursor;
   $("more").hidden = !state.cursor;

@@ -1,0 +1,48 @@
+-- `txmon backtest`: what the suspicious-activity rules (macros suspicious_reasons and aml_typologies) would flag in the
+-- landed history of days backtest_from..backtest_to (of backtest_region, when given), judged by the parameters of
+-- var backtest_rules (else the recorded ones): per day, region and reason, how many transactions and accounts. A
+-- query to run, not a model: it writes nothing.
+with state as (
+
+    select * from {{ ref('int_transaction_state') }}
+    where event_date between '{{ var('backtest_from') }}'::date and '{{ var('backtest_to') }}'::date
+    {%- if var('backtest_region') %}
+      and region = '{{ var('backtest_region') }}'
+    {%- endif %}
+
+),
+
+{{ aml_typologies('state', var('backtest_from'), var('backtest_to'), var('backtest_region')) }},
+
+converted as (
+
+    select
+        state.*,
+        {{ amount_usd('state') }} as amount_usd
+    from state
+    {{ join_usd_rate('state') }}
+
+),
+
+judged as (
+
+    select
+        converted.event_date,
+        converted.region,
+        converted.account_id,
+        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons
+    from converted
+    left join typologies on converted.transaction_id = typologies.transaction_id
+
+)
+
+select
+    judged.event_date,
+    judged.region,
+    flagged.flag,
+    count(*) as flagged_transactions,
+    count(distinct judged.account_id) as flagged_accounts
+from judged
+cross join unnest(judged.reasons) as flagged (flag)
+group by judged.event_date, judged.region, flagged.flag
+order by judged.event_date, judged.region, flagged.flag
