@@ -1,6 +1,6 @@
 -- `txmon backtest`: what the suspicious-activity rules (macros suspicious_reasons and aml_typologies) would flag in the
 -- landed history of days backtest_from..backtest_to (of backtest_region, when given), judged by the parameters of
--- var backtest_rules (else the recorded ones): per day, region and reason, how many transactions and accounts. A
+-- var rules_override (else the recorded ones): per day, region and reason, how many transactions and accounts. A
 -- query to run, not a model: it writes nothing.
 with state as (
 

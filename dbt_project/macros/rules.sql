@@ -131,11 +131,12 @@
 
 
 {#-
-  The parameters by region, each version with the time it takes effect and the next one's: the recorded versions, or
-  in a backtest (var backtest_rules) the given ones, in force throughout.
+  The parameters by region, each version with the time it takes effect and the next one's: the recorded versions
+  (intermediate.rule_parameters, created by migration 0019), or those of var rules_override (`txmon backtest`, unit
+  tests), in force throughout.
 -#}
 {% macro rule_parameters() -%}
-    {%- set given = var('backtest_rules') -%}
+    {%- set given = var('rules_override') -%}
     {%- if given -%}
     select given.*, '-infinity'::timestamptz as effective_from, 'infinity'::timestamptz as effective_until
     from {{ rule_values(given) }}
@@ -147,7 +148,7 @@
         {%- endfor %}
         p.effective_from,
         coalesce(lead(p.effective_from) over (partition by p.region order by p.effective_from), 'infinity') as effective_until
-    from {{ source('txmon', 'rule_parameters') }} as p
+    from intermediate.rule_parameters as p
     {%- endif -%}
 {%- endmacro %}
 

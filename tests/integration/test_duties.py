@@ -61,15 +61,16 @@ def probe(platform, duty: str, paths: list[Path]) -> dict:
 
 def test_every_command_has_a_duty_and_only_the_operators_start_commands_are_admin():
     assert DUTIES.keys() == COMMANDS.keys()
-    assert {name for name, duty in DUTIES.items() if duty is Duty.ADMIN} == {
+    assert {Duty(duty) for duty in DUTIES.values()} <= set(Duty)
+    assert {name for name, duty in DUTIES.items() if duty == Duty.ADMIN} == {
         "services",
         "migrate",
         "run",
         "dagster",
         "bench",
     }
-    assert DUTIES["api"] is Duty.API and DUTIES["ingest"] is Duty.INGEST
-    assert DUTIES["materialize"] is DUTIES["report"] is Duty.ORCHESTRATION
+    assert DUTIES["api"] == Duty.API and DUTIES["ingest"] == Duty.INGEST
+    assert DUTIES["materialize"] == DUTIES["report"] == DUTIES["backtest"] == Duty.ORCHESTRATION
 
 
 @LANDLOCK

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import click
 
-from txmon.core.credentials import Duty
 from txmon.core.paths import private_files
 
 EXIT_FAILURE = 1
@@ -80,27 +79,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 # What each command does, which decides the secrets it may read (txmon.core.credentials.DUTY_ROLES,
 # txmon.core.confine): only the services and migrations (and the commands that start them) read the admin's.
-DUTIES: dict[str, Duty] = {
-    "services": Duty.ADMIN,
-    "info": Duty.OFFLINE,
-    "migrate": Duty.ADMIN,
-    "produce": Duty.PRODUCER,
-    "generate": Duty.PRODUCER,
-    "ingest": Duty.INGEST,
-    "materialize": Duty.ORCHESTRATION,
-    "publish": Duty.ORCHESTRATION,
-    "backfill": Duty.ORCHESTRATION,
-    "dagster": Duty.ADMIN,  # migrates; Dagster's own processes are closed to all but orchestration's secrets
-    "dagster-setup": Duty.ORCHESTRATION,
-    "api": Duty.API,
-    "api-key": Duty.OFFLINE,
-    "run": Duty.ADMIN,  # starts the services; each process it starts is closed to all but its duty's secrets
-    "status": Duty.ORCHESTRATION,
-    "prune": Duty.ORCHESTRATION,
-    "report": Duty.ORCHESTRATION,
-    "backtest": Duty.ORCHESTRATION,
-    "bench": Duty.ADMIN,
-    "dbt": Duty.ORCHESTRATION,
+DUTIES: dict[str, str] = {  # txmon.core.credentials.Duty's values (its module is not imported for `--help`)
+    "services": "admin",
+    "info": "offline",
+    "migrate": "admin",
+    "produce": "producer",
+    "generate": "producer",
+    "ingest": "ingest",
+    "materialize": "orchestration",
+    "publish": "orchestration",
+    "backfill": "orchestration",
+    "dagster": "admin",  # migrates; Dagster's own processes are closed to all but orchestration's secrets
+    "dagster-setup": "orchestration",
+    "api": "api",
+    "api-key": "offline",
+    "run": "admin",  # starts the services; each process it starts is closed to all but its duty's secrets
+    "status": "orchestration",
+    "prune": "orchestration",
+    "report": "orchestration",
+    "backtest": "orchestration",
+    "bench": "admin",
+    "dbt": "orchestration",
 }
 
 

@@ -17,6 +17,7 @@ from confluent_kafka import KafkaException
 from txmon.cli import DUTIES, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from txmon.core import credentials
 from txmon.core.confine import confine
+from txmon.core.credentials import Duty
 from txmon.core.errors import first_line
 from txmon.core.processes import forget_secrets
 from txmon.core.settings import ConfigError, Settings
@@ -47,7 +48,7 @@ def pass_settings(command: Callable[..., int | None]) -> Callable[..., int | Non
     def with_settings(*args, **kwargs) -> int | None:
         try:
             settings = Settings.from_env()
-            duty = DUTIES[click.get_current_context().command_path.split()[1]]
+            duty = Duty(DUTIES[click.get_current_context().command_path.split()[1]])
             credentials.ensure(settings, duty)
             confine(settings, duty)
             forget_secrets()  # the settings hold them; whatever this process starts from now on does not get them

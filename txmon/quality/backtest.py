@@ -62,7 +62,7 @@ def backtest(
             "backtest_from": first.isoformat(),
             "backtest_to": last.isoformat(),
             "backtest_region": mine[0] if len(mine) == 1 else None,
-            "backtest_rules": judged_by,
+            "rules_override": judged_by,
         }
         query = _compiled(settings, variables, target_for(settings, mine[0]))
         with connect(settings.as_role(dsn, Role.TRANSFORM), purpose="backtest") as conn:
