@@ -76,9 +76,11 @@
 
     ),
 
-    max_usd_rates as (
+    usd_rate_bounds as (
 
-        select fx.currency, max(fx.usd_per_unit) as usd_per_unit from {{ ref('fx_rates') }} as fx group by fx.currency
+        select fx.currency, min(fx.usd_per_unit) as lowest, max(fx.usd_per_unit) as highest
+        from {{ ref('fx_rates') }} as fx
+        group by fx.currency
 
     ),
 
@@ -88,12 +90,16 @@
             state.*,
             rule_params.structuring_window_hours,
             rule_params.velocity_window_minutes,
-            -- a structuring candidate by the highest rate of its currency: a superset, cheap to tell
-            state.amount * bound.usd_per_unit
-                >= rule_params.structuring_min_ratio * {{ suspicious_threshold_usd('state.region') }} as may_structure
+            -- in structuring's band at some rate of its currency: a superset of the candidates, cheap to tell
+            coalesce(
+                state.amount * bound.highest
+                >= rule_params.structuring_min_ratio * {{ suspicious_threshold_usd('state.region') }}
+                and state.amount * bound.lowest <= {{ suspicious_threshold_usd('state.region') }},
+                false
+            ) as may_structure
         from {{ this }} as state
         left join rule_params on {{ in_force('state') }}
-        left join max_usd_rates as bound on bound.currency = state.currency
+        left join usd_rate_bounds as bound on bound.currency = state.currency
         where state.refreshed_at = {{ merged_at() }}
 
     )
