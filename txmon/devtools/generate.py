@@ -347,15 +347,17 @@ class PaymentGenerator:
             count = rules.velocity_max_transactions + self.rng.randint(1, 5)
             spread = min(VELOCITY_SPREAD, rules.velocity_window_minutes * 60 / 2)
         self._started[letter] += 1
-        planned = (
-            letter,
-            f"{region.prefix}{letter}{self._started[letter]:06d}",
-            region,
-            self.rng.choice(region.currencies),
-        )
-        for _ in range(count - 1):
+        number = f"{letter}{self._started[letter]:06d}"
+        planned = (letter, region.prefix + number, region, self.rng.choice(region.currencies))
+        # A structuring group larger than the velocity limit keeps its transactions a velocity window apart where its
+        # spread allows: the moments, drawn in the spread less the gaps, each move by the gaps before them.
+        gap = rules.velocity_window_minutes * 60 + SPAN_SLACK
+        if letter == "v" or count <= rules.velocity_max_transactions or (count - 1) * gap > spread:
+            gap = 0.0
+        later = sorted(self.rng.uniform(0, spread - (count - 1) * gap) for _ in range(count - 1))
+        for i, offset in enumerate(later, 1):
             self._planned += 1
-            heapq.heappush(self._patterns, (self._at + self.rng.uniform(0, spread), self._planned, planned))
+            heapq.heappush(self._patterns, (self._at + offset + i * gap, self._planned, planned))
         return self._pattern_transaction(planned)
 
     def _pattern_transaction(self, planned: tuple) -> dict:
