@@ -20,15 +20,18 @@
 # or ``acc-<region>-v<n>`` (velocity); ``pattern_of(account_id)`` names the pattern of an id. By the region's rule
 # parameters (``Settings.rule_parameters``) and suspicious threshold:
 # - structuring: ``structuring_min_transactions`` to that + 2 transactions within two hours (a quarter of the
-#   structuring window when that is shorter), each worth between the band's floor (``structuring_min_ratio`` x the
-#   threshold) and the threshold in USD and more than threshold / ``structuring_min_transactions``, 1% of the
-#   threshold inside those bounds, so any ``structuring_min_transactions`` of them exceed the threshold together; all
-#   settle (settled, or pending then settled);
+#   structuring window when that is shorter), each worth in USD (as the database converts it) between the band's
+#   floor (``structuring_min_ratio`` x the threshold) and the threshold, and more than threshold /
+#   ``structuring_min_transactions``, 1% of the threshold inside those bounds (a quarter of the room between them when
+#   that is less; a region where that margin would be under a cent gets no structuring groups), so any
+#   ``structuring_min_transactions`` of them exceed the threshold together. A group larger than
+#   ``velocity_max_transactions`` keeps its transactions a velocity window apart where its spread allows (and fires
+#   velocity too where it cannot);
 # - velocity: ``velocity_max_transactions`` + 1 to + 5 transactions within two minutes (half the velocity window when
-#   that is shorter), ordinary amounts; all settle.
-# No pattern is made in a region whose band is too narrow for the 1% margins.
+#   that is shorter), ordinary amounts.
+# A pattern's transactions all settle (settled, or pending then settled).
 #
-# Ordinary traffic fires neither rule, at any rate, by construction:
+# Ordinary traffic fires neither rule in a stream, at any rate, by construction:
 # - an ordinary amount is never within 1% of the threshold of the band [min ratio x threshold, threshold] in USD
 #   (redrawn from the same distribution when it would be), at the FX rate of its UTC day and, within seconds of
 #   midnight, of the next day too (its lifecycle updates may fall there); the tail above the threshold stays;
@@ -37,8 +40,8 @@
 #   updates move its transactions' times: the generator counts each account's transactions in the current and the
 #   previous span and picks another account for one that would go over. The region's accounts are numbered
 #   (``acc-<region>-<n>``, the currency derived from the number), as many as the rate needs for about one
-#   transaction per account per span (at least ``accounts`` in all): at 10,000 tx/s and the default window, 36.6M
-#   accounts, counted in a byte each.
+#   transaction per account per span (at least ``accounts`` in all; at most 20M a region where fewer can take the
+#   rate): at 10,000 tx/s and the default window, 36.6M accounts, counted in a byte each.
 
 from __future__ import annotations
 
@@ -86,6 +89,7 @@ AMOUNT_MARGIN = Decimal("0.01")  # of the threshold: ordinary amounts stay this 
 AMOUNT_DRAWS = 20  # an ordinary amount in the band is drawn again, at most this many times (then set above the band)
 SPAN_SLACK = 60.0  # an account's transactions are counted per span of the velocity window + this many seconds
 MAX_COUNT = 15  # an ordinary account's transactions per two spans are counted in half a byte
+REGION_ACCOUNTS = 20_000_000  # ordinary accounts a region has at most, unless fewer could not take the rate
 ONE_DAY = timedelta(days=1)
 NEAR_MIDNIGHT = LIFECYCLE_SECONDS + 1  # seconds before midnight after which an update may fall on the next day
 CENTS = Decimal("0.0001")
@@ -130,8 +134,11 @@ class _Region:
         self.band = (float(lower + inside), float(threshold - inside)) if inside >= Decimal("0.01") else None
         self.span = rules.velocity_window_minutes * 60 + SPAN_SLACK
         self.cap = min(rules.velocity_max_transactions, MAX_COUNT)
-        per_account = min(self.cap / 4, 1.0)  # expected transactions per account and span
-        self.size = max(least, math.ceil(tps * self.span / per_account))
+        per_span = tps * self.span  # expected transactions per span
+        # About one transaction per account and span (a quarter of the cap when lower); above REGION_ACCOUNTS, as
+        # many as keep a quarter of the cap per span, so that an account is seldom full and drawn again.
+        wanted = math.ceil(per_span / min(self.cap / 4, 1.0))
+        self.size = max(least, min(wanted, max(REGION_ACCOUNTS, math.ceil(per_span * 4 / self.cap))))
         self.counts = bytearray(self.size)  # per account: the previous span's count x 16 + the current span's
         self.current = 0  # the current span
 
