@@ -29,7 +29,9 @@
 #   velocity too where it cannot);
 # - velocity: ``velocity_max_transactions`` + 1 to + 5 transactions within two minutes (half the velocity window when
 #   that is shorter), ordinary amounts.
-# A pattern's transactions all settle (settled, or pending then settled).
+# A pattern's transactions all settle (settled, or pending then settled). A pattern is made only where its transactions
+# are at most a quarter of the starts of its window (at 1 tx/s, velocity bursts of up to 900 in the default window),
+# so that taking starts cannot stretch it out of the window.
 #
 # Ordinary traffic fires neither rule in a stream, at any rate, by construction:
 # - an ordinary amount is never within 1% of the threshold of the band [min ratio x threshold, threshold] in USD
@@ -342,17 +344,19 @@ class PaymentGenerator:
 
     def _start_pattern(self, letter: str) -> dict:
         """A pattern's first transaction, its later ones planned; an ordinary transaction where the region has no
-        room for the pattern."""
+        room for the pattern: no band, or a window whose starts the pattern would take more than a quarter of."""
         region = self.rng.choice(self.regions)
         rules = region.rules
         if letter == "s":
-            if region.band is None:
-                return self._new_transaction()
             count = rules.structuring_min_transactions + self.rng.randint(0, 2)
-            spread = min(STRUCTURING_SPREAD, rules.structuring_window_hours * 3600 / 4)
+            window = rules.structuring_window_hours * 3600
+            spread = min(STRUCTURING_SPREAD, window / 4)
         else:
             count = rules.velocity_max_transactions + self.rng.randint(1, 5)
-            spread = min(VELOCITY_SPREAD, rules.velocity_window_minutes * 60 / 2)
+            window = rules.velocity_window_minutes * 60
+            spread = min(VELOCITY_SPREAD, window / 2)
+        if (letter == "s" and region.band is None) or count > self.tps * window / 4:
+            return self._new_transaction()
         self._started[letter] += 1
         number = f"{letter}{self._started[letter]:06d}"
         planned = (letter, region.prefix + number, region, self.rng.choice(region.currencies))
