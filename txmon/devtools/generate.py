@@ -94,7 +94,7 @@ MAX_COUNT = 15  # an ordinary account's transactions per two spans are counted i
 REGION_ACCOUNTS = 20_000_000  # ordinary accounts a region has at most, unless fewer could not take the rate
 ONE_DAY = timedelta(days=1)
 NEAR_MIDNIGHT = LIFECYCLE_SECONDS + 1  # seconds before midnight after which an update may fall on the next day
-CENTS = Decimal("0.0001")
+USD_PLACES = Decimal("0.0001")  # amounts in USD as the database rounds them
 _SHIFT = bytes((b & 15) << 4 for b in range(256))  # the current span's count becomes the previous span's
 
 
@@ -153,6 +153,11 @@ class _Region:
 
 
 class PaymentGenerator:
+    """The stream of ``settings``' regions, currencies, rule parameters and thresholds: ``tps`` transactions a second
+    from ``start`` (default: now); ``accounts``: the least number of ordinary accounts. The rates are shares of the
+    started transactions: malformed (``bad_rate``), starting a structuring group or a velocity burst (with
+    ``bad_rate``, together at most 1), followed by a redelivery, flagged by the upstream fraud screen."""
+
     def __init__(
         self,
         settings: Settings,
@@ -269,7 +274,7 @@ class PaymentGenerator:
         rules = region.rules
         for _ in range(AMOUNT_DRAWS):
             local = self._local(self.rng.uniform(low, high), currency, rates[0])
-            usd = [(local * r).quantize(CENTS, ROUND_HALF_UP) for r in rates]
+            usd = [(local * r).quantize(USD_PLACES, ROUND_HALF_UP) for r in rates]
             if all(
                 region.floor <= u <= region.threshold and u * rules.structuring_min_transactions > region.threshold
                 for u in usd
