@@ -15,6 +15,7 @@ import pytest
 from txmon.cli import COMMANDS, cli
 from txmon.cli.orchestrate import dagster_process_env
 from txmon.core.settings import Settings, replace
+from txmon.devtools.generate import pattern_of
 from txmon.devtools.produce import key_of
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "txmon" / "cli"
@@ -33,6 +34,9 @@ def run(*args):
         ["generate", "--tps", "-5", "--duration", "1"],
         ["generate", "--tps", "abc", "--duration", "1"],
         ["generate", "--tps", "10", "--duration", "1", "--bad-rate", "2"],
+        ["generate", "--tps", "10", "--duration", "1", "--structuring-rate", "1.5"],
+        ["generate", "--tps", "10", "--duration", "1", "--velocity-rate", "-0.1"],
+        ["generate", "--tps", "10", "--duration", "1", "--bad-rate", "0.5", "--structuring-rate", "0.6"],
         ["generate", "--tps", "10", "--duration", "1", "--start", "2026-11-24T00:00:00"],
         ["generate", "--tps", "10", "--duration", "0", "--output", "/tmp/never.jsonl"],
         ["ingest", "--partitions", "a,b"],
@@ -61,6 +65,19 @@ def test_bad_setting_is_one_line():
 def test_info_json_has_the_contract_keys():
     info = json.loads(run("info", "--json").stdout)
     assert {"warehouse_dsn", "kafka_bootstrap", "topic", "regions", "suspicious_threshold_usd"} <= set(info)
+
+
+def test_generate_writes_the_patterns_asked_for(tmp_path):
+    out = tmp_path / "stream.jsonl"
+    args = ["--tps", "1000", "--duration", "3", "--seed", "1", "--start", "2026-11-24T00:00:00Z", "--output", str(out)]
+    proc = run("generate", *args, "--structuring-rate", "0.01", "--velocity-rate", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert "(3000 transactions)" in proc.stdout
+    patterns = {pattern_of(json.loads(line)["account_id"]) for line in out.read_text().splitlines()}
+    assert patterns == {"structuring", "velocity", None}
+    proc = run("generate", *args, "--structuring-rate", "0", "--velocity-rate", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert {pattern_of(json.loads(line)["account_id"]) for line in out.read_text().splitlines()} == {None}
 
 
 def test_message_key_is_the_account_id():

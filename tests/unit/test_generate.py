@@ -1,14 +1,17 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+import pytest
 
 from contracts.transaction import EventValidator, InvalidEvent
+from tests import aml_rules
 from txmon.core import fx
 from txmon.core.settings import Settings
-from txmon.devtools.generate import PaymentGenerator
+from txmon.devtools.generate import STRUCTURING, VELOCITY, PaymentGenerator, pattern_of
 
 START = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -21,6 +24,10 @@ def stream(n, **kw):
 def test_same_seed_same_bytes():
     assert [e.value for e in stream(2000)] == [e.value for e in stream(2000)]
     assert [e.value for e in stream(200)] != [e.value for e in stream(200, seed=4)]
+    patterns = {"structuring_rate": 0.01, "velocity_rate": 0.002, "bad_rate": 0.01}
+    first = stream(30_000, **patterns)
+    assert sum(1 for e in first if b"-v0000" in e.value) > 100  # velocity bursts among them
+    assert [(e.value, e.at, e.first) for e in first] == [(e.value, e.at, e.first) for e in stream(30_000, **patterns)]
 
 
 def test_stream_is_realistic_and_valid():
@@ -85,3 +92,121 @@ def test_until_continues_where_it_stopped():
     whole = PaymentGenerator(Settings.from_env({}), tps=200, seed=9, start=START)
     parts = PaymentGenerator(Settings.from_env({}), tps=200, seed=9, start=START)
     assert [e.value for e in whole.until(6)] == [e.value for e in parts.until(2)] + [e.value for e in parts.until(6)]
+
+
+# ------------------------------------------------------------------ the AML typologies' patterns
+def test_pattern_of_names_a_pattern_account():
+    assert pattern_of("acc-eu-s000012") == STRUCTURING
+    assert pattern_of("acc-apac-v000003") == VELOCITY
+    assert pattern_of("acc-us-0012345") is None
+    assert pattern_of("acc-us-s") is None
+    assert pattern_of("someone-else") is None
+
+
+def judged(settings: Settings, events) -> tuple[Counter, list[aml_rules.Judged]]:
+    """Checks a stream against the reference rules: structuring flags whole groups of structuring accounts (those
+    with at least the minimum count of transactions so far), velocity the transactions past the N-th of each velocity
+    burst, neither any ordinary transaction; ordinary amounts stay out of the band. Returns what it saw, and the
+    transactions' latest states."""
+    states = aml_rules.latest_states(settings, (e.value for e in events))
+    by_structuring, by_velocity = aml_rules.structuring(settings, states), aml_rules.velocity(settings, states)
+    over = aml_rules.over_threshold(settings, states)
+    seen: Counter = Counter()
+    bounds = {}  # by region: the band, and the band widened by half a percent of the threshold
+    for region in settings.regions:
+        limit = aml_rules.threshold(settings, region)
+        floor, margin = settings.rule_parameters(region).structuring_min_ratio * limit, limit * Decimal("0.005")
+        bounds[region] = (floor, limit, floor - margin, limit + margin)
+    patterns = defaultdict(list)
+    for t in states:
+        if pattern_of(t.account_id) is not None:
+            patterns[t.account_id].append(t)
+            continue
+        low, high = bounds[t.region][2:]
+        assert not low <= t.amount_usd <= high, t
+        assert t.transaction_id not in by_structuring and t.transaction_id not in by_velocity, t
+        seen["ordinary transactions"] += 1
+        seen["ordinary over the threshold"] += t.transaction_id in over
+    for account, txs in patterns.items():
+        region = txs[0].region
+        rules = settings.rule_parameters(region)
+        floor, limit = bounds[region][:2]
+        ids = {t.transaction_id for t in txs}
+        txs.sort(key=lambda t: (t.event_time, t.transaction_id))
+        assert {t.status for t in txs} <= {"settled", "pending"}, account  # all settle (updates may be to come)
+        assert {t.region for t in txs} == {region}
+        if pattern_of(account) == STRUCTURING:
+            assert len(txs) <= rules.structuring_min_transactions + 2
+            assert all(floor <= t.amount_usd <= limit for t in txs), account
+            spread = timedelta(hours=rules.structuring_window_hours) / 4 + timedelta(seconds=10)  # + updates, starts
+            assert txs[-1].event_time - txs[0].event_time < spread
+            whole = len(txs) >= rules.structuring_min_transactions
+            assert ids & by_structuring == (ids if whole else set()), account
+            assert not ids & by_velocity, account
+            seen["structuring groups"] += 1
+            seen["structuring groups flagged"] += whole
+        else:
+            n = rules.velocity_max_transactions
+            assert len(txs) <= n + 5
+            assert txs[-1].event_time - txs[0].event_time < timedelta(minutes=rules.velocity_window_minutes)
+            assert ids & by_velocity == {t.transaction_id for t in txs[n:]}, account
+            assert not ids & by_structuring, account
+            seen["velocity bursts"] += 1
+            seen["velocity bursts flagged"] += len(txs) > n
+    return seen, states
+
+
+def test_at_10000_tps_ordinary_traffic_fires_no_rule_and_the_patterns_fire_as_planned():
+    settings = Settings.from_env({})
+    gen = PaymentGenerator(settings, tps=10_000, seed=11, start=START, structuring_rate=0.002, velocity_rate=0.001)
+    seen, _ = judged(settings, gen.until(30))  # 300,000 transactions
+    assert seen["ordinary transactions"] > 295_000
+    assert seen["ordinary over the threshold"] > 0.002 * seen["ordinary transactions"]  # the tail stays
+    assert seen["structuring groups"] > 500 and seen["velocity bursts"] > 200  # most still under way at the end
+
+
+def test_over_a_day_patterns_complete_and_ordinary_traffic_fires_no_rule():
+    """A long stream at a low rate: groups and bursts complete, many velocity windows, the FX rates' change at
+    midnight of the new year."""
+    settings = Settings.from_env({})
+    start = datetime(2025, 12, 31, 12, tzinfo=UTC)
+    gen = PaymentGenerator(settings, tps=2, seed=12, start=start, structuring_rate=0.002, velocity_rate=0.0005)
+    seen, _ = judged(settings, gen.until(86_400))
+    assert seen["structuring groups flagged"] > 250
+    assert seen["velocity bursts flagged"] > 50
+    assert seen["ordinary over the threshold"] > 0.002 * seen["ordinary transactions"]
+
+
+def test_the_generator_follows_the_settings_rule_parameters_and_thresholds():
+    rules = {
+        "*": {"velocity_max_transactions": 5, "velocity_window_minutes": 5},
+        "EU": {"structuring_min_transactions": 4, "structuring_min_ratio": "0.8", "structuring_window_hours": 2},
+        "US": {"velocity_max_transactions": 1, "velocity_window_minutes": 1},
+    }
+    env = {"TXMON_RULES": orjson.dumps(rules).decode(), "TXMON_SUSPICIOUS_THRESHOLD_USD_BY_REGION": '{"EU": "15000"}'}
+    settings = Settings.from_env(env)
+    gen = PaymentGenerator(settings, tps=60, seed=13, start=START, structuring_rate=0.002, velocity_rate=0.002)
+    seen, states = judged(settings, gen.until(40 * 60))
+    assert seen["structuring groups flagged"] > 20 and seen["velocity bursts flagged"] > 100
+    eu = [t for t in states if t.region == "EU"]
+    group_sizes = Counter(t.account_id for t in eu if pattern_of(t.account_id) == STRUCTURING)
+    assert set(group_sizes.values()) <= {1, 2, 3, 4, 5, 6} and max(group_sizes.values()) == 6
+    assert min(t.amount_usd for t in eu if pattern_of(t.account_id) == STRUCTURING) >= 12_000  # 0.8 x 15,000
+    assert any(10_000 < t.amount_usd <= 12_000 for t in eu if pattern_of(t.account_id) is None)  # under EU's band
+    bursts = Counter(t.account_id for t in states if pattern_of(t.account_id) == VELOCITY and t.region == "US")
+    assert max(bursts.values()) == 6  # US: N = 1, bursts of 2 to 6
+    over = aml_rules.over_threshold(settings, eu)
+    assert over and all(t.amount_usd > 15_000 for t in eu if t.transaction_id in over)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"structuring_rate": -0.1},
+        {"velocity_rate": 1.5},
+        {"bad_rate": 0.5, "structuring_rate": 0.3, "velocity_rate": 0.3},
+    ],
+)
+def test_pattern_rates_are_checked(kw):
+    with pytest.raises(ValueError, match="rate"):
+        PaymentGenerator(Settings.from_env({}), tps=10, **kw)

@@ -11,7 +11,7 @@ from txmon.cli import EXIT_FAILURE
 from txmon.cli.common import BadArgument, pass_settings
 from txmon.cli.params import NON_NEGATIVE, POSITIVE, RATE, TIMESTAMP
 from txmon.core.settings import Settings
-from txmon.devtools.generate import PaymentGenerator
+from txmon.devtools.generate import STRUCTURING_RATE, VELOCITY_RATE, PaymentGenerator
 from txmon.devtools.produce import read_lines, send
 
 
@@ -40,6 +40,20 @@ def produce(settings: Settings, file: Path) -> int:
 @click.option("--duration", type=NON_NEGATIVE, required=True, help="seconds of the stream (0: until interrupted)")
 @click.option("--seed", type=int, help="makes the stream reproducible")
 @click.option("--bad-rate", type=RATE, default=0.0, help="share of transactions sent as a malformed event (0..1)")
+@click.option(
+    "--structuring-rate",
+    type=RATE,
+    default=STRUCTURING_RATE,
+    help="share of transactions that start a structuring group instead, on an account of its own (0..1, default "
+    "1 in 20,000)",
+)
+@click.option(
+    "--velocity-rate",
+    type=RATE,
+    default=VELOCITY_RATE,
+    help="share of transactions that start a velocity burst instead, on an account of its own (0..1, default "
+    "1 in 50,000)",
+)
 @click.option("--start", type=TIMESTAMP, help="event_time of the first event (default: now)")
 @click.option("--output", type=click.Path(path_type=Path), help="write JSON lines to this file instead of the topic")
 @pass_settings
@@ -49,10 +63,22 @@ def generate(
     duration: float,
     seed: int | None,
     bad_rate: float,
+    structuring_rate: float,
+    velocity_rate: float,
     start: datetime | None,
     output: Path | None,
 ) -> int:
-    gen = PaymentGenerator(settings, tps=tps, seed=seed, bad_rate=bad_rate, start=start)
+    if bad_rate + structuring_rate + velocity_rate > 1:
+        raise BadArgument("txmon generate: --bad-rate, --structuring-rate and --velocity-rate together exceed 1")
+    gen = PaymentGenerator(
+        settings,
+        tps=tps,
+        seed=seed,
+        bad_rate=bad_rate,
+        start=start,
+        structuring_rate=structuring_rate,
+        velocity_rate=velocity_rate,
+    )
     events = gen.until(duration) if duration else iter(gen.next, None)
     if output:
         if not duration:

@@ -64,9 +64,11 @@ def run(
             children.append(start_detached([*txmon, "ingest"], stderr=subprocess.DEVNULL, env=flags))
         # Late data for yesterday (a closed day): its refresh publishes every region's daily settlements (and,
         # with regional databases, the home database's global roll-up) within minutes, so the web page and
-        # `reporting` show settlements from the start, not only after midnight UTC.
+        # `reporting` show settlements from the start, not only after midnight UTC. No patterns: 5 s could not
+        # complete one, and its account could share a number with one of the live stream's.
         yesterday = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), UTC)
         late = ["generate", "--tps", "2000", "--duration", "5", "--start", yesterday.isoformat()]
+        late += ["--structuring-rate", "0", "--velocity-rate", "0"]
         subprocess.run([*txmon, *late], stdout=subprocess.DEVNULL, check=False, env=child_env())
         click.echo(f"late data: 10,000 transactions of {yesterday.date()} sent (a closed day: its settlements publish)")
         children.append(
