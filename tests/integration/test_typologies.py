@@ -4,10 +4,12 @@ checked, published with their evidence, served by the API, replayed by `txmon ba
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 
 from tests.integration.test_api import running_api
 from tests.integration.test_ingest import event, line
+from tests.integration.test_live import free_port
 
 DAY, NEXT = date(2026, 11, 24), date(2026, 11, 25)
 
@@ -140,3 +142,65 @@ def test_a_change_of_parameters_takes_effect_from_its_recording_and_old_days_kee
         "SELECT transaction_id FROM reporting.suspicious_activity WHERE 'velocity' = ANY (reasons) ORDER BY 1"
     )
     assert [tx for (tx,) in rows] == ["t-03", "t-04"]
+
+
+def test_the_generators_patterns_fire_and_its_ordinary_traffic_never_does_with_the_daemon_running(platform, tmp_path):
+    """Three hours of a closed day's synthetic payments, with structuring groups and velocity bursts at a raised rate,
+    landed and published by the live platform (`txmon dagster`, nobody clicking): exactly the transactions the rules
+    select, all on the generator's pattern accounts, with no failed run or check."""
+    from tests.aml_rules import latest_states, structuring, velocity
+    from tests.integration.test_live import wait_for_ticks
+    from txmon.devtools.generate import pattern_of
+
+    day = date(2026, 11, 20)
+    source = tmp_path / "payments.jsonl"
+    platform.txmon(
+        "generate",
+        *("--tps", "2", "--duration", "10800", "--seed", "7", "--start", f"{day}T09:00:00Z"),
+        *("--structuring-rate", "0.003", "--velocity-rate", "0.0015", "--output", str(source)),
+    )
+    states = latest_states(platform.settings, source.read_bytes().splitlines())
+    want = {"structuring": structuring(platform.settings, states), "velocity": velocity(platform.settings, states)}
+    accounts = {state.transaction_id: state.account_id for state in states}
+    assert len(want["structuring"]) > 20 and len(want["velocity"]) > 20, {k: len(v) for k, v in want.items()}
+    for reason, flagged in want.items():
+        assert {pattern_of(accounts[tx]) for tx in flagged} == {reason}, "the reference sees the patterns alone"
+
+    started = datetime.now(UTC)
+    with open(tmp_path / "dagster.log", "wb") as log:
+        dagster = platform.popen("dagster", "--port", str(free_port()), stdout=log, stderr=log)
+    try:
+        wait_for_ticks(platform, started)
+        platform.txmon("produce", str(source))
+        deadline, got = datetime.now(UTC) + timedelta(seconds=300), {}
+        while datetime.now(UTC) < deadline:
+            rows = platform.query(
+                "SELECT reason, transaction_id FROM reporting.suspicious_activity, unnest(reasons) AS reason"
+                " WHERE event_date = %s AND reason IN ('structuring', 'velocity')",
+                (day,),
+            )
+            got = {reason: {tx for r, tx in rows if r == reason} for reason in want}
+            published_regions = platform.query(
+                "SELECT count(DISTINCT region) FROM reporting.published_partitions"
+                " WHERE partition_date = %s AND table_name = 'suspicious_activity'",
+                (day,),
+            )[0][0]
+            if got == want and published_regions == 3:
+                break
+            time.sleep(3)
+        assert got == want, {
+            r: (len(want[r]), len(got.get(r, ())), sorted(want[r] ^ got.get(r, set()))[:5]) for r in want
+        }
+    finally:
+        dagster.terminate()
+        dagster.wait(timeout=240)
+    runs = platform.query_dagster(
+        "SELECT run_id, status FROM runs WHERE create_timestamp > %s", (started.replace(tzinfo=None),)
+    )
+    assert runs and {s for _, s in runs} <= {"SUCCESS"}, runs
+    failed = platform.query_dagster(
+        "SELECT partition, check_name FROM asset_check_executions"
+        " WHERE create_timestamp > %s AND execution_status <> 'SUCCEEDED'",
+        (started.replace(tzinfo=None),),
+    )
+    assert not failed, failed
