@@ -83,7 +83,10 @@ def ruleset(settings: Settings, duty: Duty) -> int | None:
         settings.dagster_home,
         *(settings.report_dir(scope) for scope in (*settings.regions, GLOBAL_REPORTS)),
     ):
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # not ours to make (a mount elsewhere): whoever writes there reports it
     attr = _Ruleset(_READ_FILE)
     fd = _libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), 0)
     if fd < 0:
