@@ -12,29 +12,7 @@ with state as (
 
 ),
 
-{{ aml_typologies('state', var('backtest_from'), var('backtest_to'), var('backtest_region')) }},
-
-converted as (
-
-    select
-        state.*,
-        {{ amount_usd('state') }} as amount_usd
-    from state
-    {{ join_usd_rate('state') }}
-
-),
-
-judged as (
-
-    select
-        converted.event_date,
-        converted.region,
-        converted.account_id,
-        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons
-    from converted
-    left join typologies on converted.transaction_id = typologies.transaction_id
-
-)
+{{ judge('state', var('backtest_from'), var('backtest_to'), var('backtest_region')) }}
 
 select
     judged.event_date,

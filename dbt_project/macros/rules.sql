@@ -364,3 +364,35 @@ typologies as (
 
 )
 {%- endmacro %}
+
+
+{#-
+  Every rule applied to the states in CTE `states` (macro aml_typologies' days and region as its): CTE `judged`, the
+  states with amount_usd, threshold_usd, every reason that applies (none: an empty array) and the evidence. The one
+  judgement the mart, its check and `txmon backtest` share. Defines its CTEs after a `with`.
+-#}
+{% macro judge(states, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region')) -%}
+{{ aml_typologies(states, first_day, last_day, region) }},
+
+converted as (
+
+    select
+        {{ states }}.*,
+        {{ amount_usd(states) }} as amount_usd,
+        {{ suspicious_threshold_usd(states ~ '.region') }} as threshold_usd
+    from {{ states }}
+    {{ join_usd_rate(states) }}
+
+),
+
+judged as (
+
+    select
+        converted.*,
+        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
+        typologies.evidence
+    from converted
+    left join typologies on converted.transaction_id = typologies.transaction_id
+
+)
+{%- endmacro %}

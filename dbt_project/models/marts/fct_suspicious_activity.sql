@@ -22,29 +22,7 @@ with state as (
 
 ),
 
-{{ aml_typologies('state') }},
-
-converted as (
-
-    select
-        state.*,
-        {{ amount_usd('state') }} as amount_usd,
-        {{ suspicious_threshold_usd('state.region') }} as threshold_usd
-    from state
-    {{ join_usd_rate('state') }}
-
-),
-
-flagged as (
-
-    select
-        converted.*,
-        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
-        typologies.evidence
-    from converted
-    left join typologies on converted.transaction_id = typologies.transaction_id
-
-)
+{{ judge('state') }}
 
 select
     transaction_id,
@@ -62,5 +40,5 @@ select
     evidence,
     now() as refreshed_at
 
-from flagged
+from judged
 where cardinality(reasons) > 0

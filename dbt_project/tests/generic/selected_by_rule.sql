@@ -12,7 +12,7 @@ with slice_rows as (
 ),
 
 -- The states judged: the slice's (those changed since the last publication) and those of the mart's rows.
-judged as (
+judged_states as (
 
     select
         state.*,
@@ -24,40 +24,19 @@ judged as (
 
 ),
 
-{{ aml_typologies('judged') }},
-
-converted as (
-
-    select
-        judged.*,
-        {{ amount_usd('judged') }} as amount_usd
-    from judged
-    {{ join_usd_rate('judged') }}
-
-),
-
-now_judged as (
-
-    select
-        converted.*,
-        {{ suspicious_reasons('converted') }} || coalesce(typologies.reasons, '{}') as reasons,
-        typologies.evidence
-    from converted
-    left join typologies on typologies.transaction_id = converted.transaction_id
-
-)
+{{ judge('judged_states') }}
 
 select
-    now_judged.transaction_id,
+    judged.transaction_id,
     'selected by the rules, missing from the mart' as problem
-from now_judged
-where now_judged.in_slice
-  and cardinality(now_judged.reasons) > 0
+from judged
+where judged.in_slice
+  and cardinality(judged.reasons) > 0
   and not exists (
     select 1 from {{ mart }} as mart
-    where mart.transaction_id = now_judged.transaction_id
-      and mart.event_date = now_judged.event_date
-      and mart.region = now_judged.region
+    where mart.transaction_id = judged.transaction_id
+      and mart.event_date = judged.event_date
+      and mart.region = judged.region
   )
 
 union all
@@ -66,14 +45,14 @@ select
     mart.transaction_id,
     'in the mart, not as the rules select its state now' as problem
 from slice_rows as mart
-left join now_judged on now_judged.transaction_id = mart.transaction_id
+left join judged on judged.transaction_id = mart.transaction_id
 where not (
-    {{ partition_filter('now_judged.event_date', 'now_judged.region') }}
-    and cardinality(now_judged.reasons) > 0
-    and now_judged.reasons = mart.reasons
-    and now_judged.evidence is not distinct from mart.evidence
-    and now_judged.amount_usd is not distinct from mart.amount_usd
-    and now_judged.amount = mart.amount
-    and now_judged.status = mart.status
+    {{ partition_filter('judged.event_date', 'judged.region') }}
+    and cardinality(judged.reasons) > 0
+    and judged.reasons = mart.reasons
+    and judged.evidence is not distinct from mart.evidence
+    and judged.amount_usd is not distinct from mart.amount_usd
+    and judged.amount = mart.amount
+    and judged.status = mart.status
 ) is true
 {% endtest %}
