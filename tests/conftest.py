@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from txmon.core.paths import private_files
-from txmon.core.settings import Settings, replace
+from txmon.core.settings import KafkaUser, Settings, replace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
     shutil.rmtree(reports, ignore_errors=True)
     with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin = kafka_clients.admin(settings)
+    admin = kafka_clients.admin(settings, user=KafkaUser.ADMIN)
     for future in admin.delete_topics([settings.topic, settings.quarantine_topic]).values():
         future.result(timeout=30)
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from txmon.core.paths import SYSTEM_STATE_ROOT, only_root_may_change
-from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
+from txmon.core.settings import ApiGrant, ConfigError, KafkaUser, Role, Settings
 
 FILES = {
     Role.ADMIN: "postgres-admin",
@@ -39,7 +39,9 @@ FILES = {
     Role.EXPORTER: "postgres-exporter",
 }
 GENERATED: tuple[Role, ...] = tuple(role for role in Role if role is not Role.BI_READER)
-KAFKA_FILE = "kafka-password"
+# The password of each Kafka user by duty (generated with the others); the local broker's configuration holds the
+# admin's, `txmon services up` gives the others to the broker as SCRAM credentials.
+KAFKA_FILES = {user: f"kafka-{user.value}-password" for user in KafkaUser}
 # The HTTP API's local key (analyst, every region), used when TXMON_API_KEYS is empty.
 API_KEY_FILE = "api-key"
 LOCAL_API_GRANT = ApiGrant(role="analyst", regions=("*",))
@@ -86,12 +88,13 @@ def password(settings: Settings, role: Role) -> str | None:
     return given or _read(settings, FILES[role])
 
 
-def kafka_password(settings: Settings) -> str:
-    value = _read(settings, KAFKA_FILE)
+def kafka_password(settings: Settings, user: KafkaUser) -> str:
+    """The password of the Kafka user of ``user``'s duty, from its secret file."""
+    value = _read(settings, KAFKA_FILES[user])
     if value is None:
         raise ConfigError(
-            f"TXMON_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs the Kafka password in "
-            f"{settings.secrets_dir / KAFKA_FILE}"
+            f"TXMON_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs the password of the Kafka user "
+            f"{settings.kafka_user(user)} in {settings.secrets_dir / KAFKA_FILES[user]}"
         )
     return value
 
@@ -225,6 +228,9 @@ def ensure(settings: Settings) -> None:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
+        for name in KAFKA_FILES.values():  # URL-safe: quoted as they are in the broker's JAAS configuration
+            if not (settings.secrets_dir / name).exists():
+                write_private(settings.secrets_dir / name, secrets.token_urlsafe(24) + "\n")
         if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
             write_private(settings.report_signing_key_path, new_signing_key())
     lines = []
