@@ -57,7 +57,7 @@ listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config={plain_jaas}
 sasl.mechanism.inter.broker.protocol=PLAIN
 sasl.mechanism.controller.protocol=PLAIN
-# What a user may do is what an ACL allows (Kafka.grant); the admin alone is a super user.
+# A user may do what an ACL allows (acls() in txmon/devtools/services/kafka.py); the admin alone is a super user.
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:{admin}
@@ -164,6 +164,13 @@ class Kafka:
         except OSError:
             return False
 
+    def _authenticates(self) -> bool:
+        """Whether the configuration the local broker runs with requires SASL (not one of an earlier txmon)."""
+        try:
+            return "CLIENT:SASL_PLAINTEXT" in self.properties.read_text()
+        except FileNotFoundError:
+            return False
+
     def _pid(self) -> int | None:
         return running_pid(self.pid_file, str(self.properties))
 
@@ -249,6 +256,11 @@ class Kafka:
             raise ServiceError(f"formatting Kafka storage failed: {(proc.stderr or proc.stdout).strip()}")
 
     def start(self, timeout: float = 120.0) -> None:
+        if self._local and self._listening() and self._pid() is not None and not self._authenticates():
+            raise ServiceError(
+                "the running local broker was started without authentication by an earlier txmon: stop it "
+                "(`txmon services down`) and start it again (`txmon services up`)"
+            )
         if self._local and not self._listening():
             lib = broker_jars()
             self._configure()
@@ -279,10 +291,8 @@ class Kafka:
     @property
     def _secured(self) -> bool:
         """Whether the cluster knows users (SASL with SCRAM): the local broker always, another one when so set."""
-        settings = self.settings
-        return settings.kafka_security_protocol.startswith("SASL_") and settings.kafka_sasl_mechanism.startswith(
-            "SCRAM"
-        )
+        sasl = self.settings.kafka_security_protocol.startswith("SASL_")
+        return sasl and self.settings.kafka_sasl_mechanism.startswith("SCRAM")
 
     def _admin(self, timeout: float) -> tuple[AdminClient, set[str]]:
         """An admin client once the broker answers, and the topics it has."""
