@@ -99,6 +99,13 @@ def kafka_password(settings: Settings, user: KafkaUser) -> str:
     return value
 
 
+def _make_kafka_passwords(settings: Settings) -> None:
+    """Each Kafka user's password file, generated when missing (URL-safe: quoted as is in the broker's JAAS)."""
+    for name in KAFKA_FILES.values():
+        if not (settings.secrets_dir / name).exists():
+            write_private(settings.secrets_dir / name, secrets.token_urlsafe(24) + "\n")
+
+
 def local_api_key(settings: Settings) -> str | None:
     """The local key of the HTTP API (generated with the other secrets), or None where none was made."""
     return _read(settings, API_KEY_FILE)
@@ -228,9 +235,7 @@ def ensure(settings: Settings) -> None:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
-        for name in KAFKA_FILES.values():  # URL-safe: quoted as they are in the broker's JAAS configuration
-            if not (settings.secrets_dir / name).exists():
-                write_private(settings.secrets_dir / name, secrets.token_urlsafe(24) + "\n")
+        _make_kafka_passwords(settings)
         if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
             write_private(settings.report_signing_key_path, new_signing_key())
     lines = []
