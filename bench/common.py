@@ -24,7 +24,7 @@ from psycopg import sql
 from orchestration.instance import dagster_env
 from txmon.core import kafka as kafka_clients
 from txmon.core.db import connect
-from txmon.core.settings import REPO_ROOT, Settings
+from txmon.core.settings import REPO_ROOT, KafkaUser, Settings
 from txmon.devtools import services
 from txmon.devtools.generate import LIFECYCLE_SECONDS, PaymentGenerator
 from txmon.devtools.produce import write_replay
@@ -90,7 +90,7 @@ def reset(settings: Settings, *, dagster: bool = False) -> None:
 def delete_topics(settings: Settings, topics: list[str]) -> None:
     if not all(t.startswith("bench.") for t in topics):
         raise BenchError(f"refusing to delete {topics}: not benchmark topics")
-    admin = kafka_clients.admin(settings)
+    admin = kafka_clients.admin(settings, user=KafkaUser.ADMIN)
     existing = admin.list_topics(timeout=10).topics
     doomed = [t for t in topics if t in existing]
     for _, future in admin.delete_topics(doomed).items() if doomed else []:

@@ -27,7 +27,7 @@ from ingestion.sink import IDENTITY_COLUMNS, LANDING_COLUMNS
 from ingestion.validate import validator_for
 from txmon.core import kafka as kafka_clients
 from txmon.core.db import connect
-from txmon.core.settings import Settings
+from txmon.core.settings import KafkaUser, Settings
 from txmon.devtools.generate import PaymentGenerator
 from txmon.devtools.produce import send
 
@@ -141,7 +141,9 @@ def copy_limit(settings: Settings) -> tuple[dict, dict]:
 def naive(settings: Settings, sample: int) -> dict:
     """Per message: validate, INSERT one row, commit. On the first ``sample`` messages of the topic."""
     validator = validator_for(settings)
-    consumer = kafka_clients.consumer(settings, **{"group.id": "txmon-bench-naive"})
+    # In ingest's group, which its ACLs allow (librdkafka looks the group's coordinator up): it joins nothing, commits
+    # nothing, as the partitions are assigned.
+    consumer = kafka_clients.consumer(settings, user=KafkaUser.INGEST)
     partitions = sorted(consumer.list_topics(settings.topic, timeout=10).topics[settings.topic].partitions)
     consumer.assign([TopicPartition(settings.topic, p, OFFSET_BEGINNING) for p in partitions])
     placeholders = ", ".join(["%s"] * len(LANDING_COLUMNS))

@@ -40,7 +40,7 @@ from ingestion.validate import kafka_timestamp, to_message, validator_for
 from txmon.core import kafka as kafka_clients
 from txmon.core.db import refused
 from txmon.core.errors import first_line
-from txmon.core.settings import Role, Settings
+from txmon.core.settings import KafkaUser, Role, Settings
 from txmon.core.warehouse import one_url_each, require_migrated
 
 log = logging.getLogger(__name__)
@@ -224,13 +224,14 @@ class Ingestor:
         }
         self.consumer = kafka_clients.consumer(
             settings,
+            user=KafkaUser.INGEST,
             **{
                 "auto.offset.reset": "error",
                 "queued.max.messages.kbytes": QUEUE_KBYTES,
                 "error_cb": self._client_error,
             },
         )
-        self.admin = kafka_clients.admin(settings)
+        self.admin = kafka_clients.admin(settings, user=KafkaUser.INGEST)
         self._rebalanced = False  # set by the group callbacks: the batch being polled is stale
         # Set when what the consumer fetches next may not start at the stored positions (a rebalance in the
         # middle of a batch, a group assignment whose positions could not be read): the run loop seeks
@@ -469,7 +470,7 @@ class Ingestor:
         # Best effort, after the commit: the table is the record; the topic lets producers listen.
         try:
             if self._quarantine_producer is None:
-                self._quarantine_producer = kafka_clients.producer(self.settings)
+                self._quarantine_producer = kafka_clients.producer(self.settings, user=KafkaUser.INGEST)
             for m, reason in rejected:
                 try:
                     self._quarantine_producer.produce(

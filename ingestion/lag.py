@@ -9,14 +9,15 @@ from confluent_kafka import TopicPartition
 
 from txmon.core import kafka as kafka_clients
 from txmon.core.db import connect
-from txmon.core.settings import Role, Settings
+from txmon.core.settings import KafkaUser, Role, Settings
 
 POSITIONS = 'SELECT "partition", next_offset FROM staging.kafka_offsets WHERE topic = %s'
 
 
-def end_offsets(settings: Settings, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
-    """Each partition of the topic: its (low, high) watermarks, asked of the brokers."""
-    consumer = kafka_clients.consumer(settings)
+def end_offsets(settings: Settings, user: KafkaUser, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Each partition of the topic: its (low, high) watermarks, asked of the brokers as ``user`` (a metadata and a
+    list-offsets request: Describe on the topic, no group)."""
+    consumer = kafka_clients.consumer(settings, user=user)
     try:
         meta = consumer.list_topics(settings.topic, timeout=timeout).topics[settings.topic]
         return {
@@ -43,7 +44,7 @@ def lag(ends: dict[int, tuple[int, int]], stored: Iterable[dict[int, int]]) -> d
 
 def consumer_lag(settings: Settings) -> dict[int, int]:
     """Messages on the topic not yet accounted for in every database, per partition."""
-    ends = end_offsets(settings)
+    ends = end_offsets(settings, KafkaUser.INGEST)
     stored = []
     for dsn in settings.databases():
         with connect(settings.as_role(dsn, Role.INGEST), autocommit=True, purpose="lag") as conn:

@@ -22,7 +22,7 @@ from ingestion.consumer import Outage, partitions_of
 from txmon.core import kafka as kafka_clients
 from txmon.core.leases import held, lease_file, renew
 from txmon.core.processes import child_env, signal_when_parent_ends, terminate
-from txmon.core.settings import Settings
+from txmon.core.settings import KafkaUser, Settings
 
 # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
@@ -43,7 +43,7 @@ def topic_partitions(settings: Settings, stop: threading.Event | None = None) ->
     """The topic's partitions; waits for a broker that is not up yet (within the outage budget)."""
     stop = stop or threading.Event()
     outage = Outage("Kafka", settings.outage_budget_seconds)
-    consumer = kafka_clients.consumer(settings)
+    consumer = kafka_clients.consumer(settings, user=KafkaUser.INGEST)
     try:
         while True:
             try:

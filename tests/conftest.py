@@ -94,7 +94,6 @@ def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
     """A platform of its own: a migrated warehouse database and a topic pair, dropped afterwards."""
     from psycopg import sql
 
-    from txmon.core import kafka as kafka_clients
     from txmon.core.db import connect
     from txmon.core.warehouse import migrate
     from txmon.devtools.services.kafka import Kafka
@@ -124,9 +123,7 @@ def isolated_platform(base_settings: Settings) -> Iterator[Platform]:
     shutil.rmtree(reports, ignore_errors=True)
     with connect(base_settings.admin_dsn, autocommit=True, purpose="test") as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin = kafka_clients.admin(settings)
-    for future in admin.delete_topics([settings.topic, settings.quarantine_topic]).values():
-        future.result(timeout=30)
+    Kafka(settings).delete_topics()  # and the users' ACLs on them
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from decimal import Decimal
 from confluent_kafka import TopicPartition
 
 from txmon.core import kafka as kafka_clients
+from txmon.core.settings import KafkaUser
 
 
 def event(tx: str, status: str = "settled", **fields) -> dict:
@@ -30,7 +31,7 @@ def line(obj: dict) -> str:
 
 
 def end_offsets(settings) -> dict[int, int]:
-    consumer = kafka_clients.consumer(settings)
+    consumer = kafka_clients.consumer(settings, user=KafkaUser.INGEST)
     try:
         return {
             p: consumer.get_watermark_offsets(TopicPartition(settings.topic, p), timeout=10)[1]

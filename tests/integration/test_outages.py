@@ -222,12 +222,13 @@ def test_an_outage_beyond_the_budget_ends_the_worker_with_a_clear_message(platfo
 
 def test_a_recreated_topic_stops_the_worker_loudly_and_the_audit_reports_it(platform, tmp_path):
     from txmon.core import kafka as kafka_clients
+    from txmon.core.settings import KafkaUser
     from txmon.devtools.services.kafka import Kafka as KafkaService
     from txmon.quality.reconciliations import kafka_offsets_accounted
 
     backlog(platform, tmp_path, "before", 2_000, 9)
     platform.txmon("ingest", "--until-idle", "--processes", "1")
-    admin = kafka_clients.admin(platform.settings)
+    admin = kafka_clients.admin(platform.settings, user=KafkaUser.ADMIN)
     for future in admin.delete_topics([platform.settings.topic]).values():
         future.result(timeout=30)
     deadline = time.monotonic() + 60

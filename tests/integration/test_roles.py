@@ -275,6 +275,7 @@ def test_the_local_cluster_wants_a_password_and_keeps_its_files_private(platform
     kafka = settings.state_dir / "kafka"
     assert stat.S_IMODE((kafka / "data").stat().st_mode) == 0o700
     assert stat.S_IMODE((kafka / "server.log").stat().st_mode) == 0o600
+    assert stat.S_IMODE((kafka / "server.properties").stat().st_mode) == 0o600  # the Kafka admin's password
     assert stat.S_IMODE(settings.state_dir.stat().st_mode) in (0o700, 0o711)
     # Without the passfile nobody gets in, the admin included.
     without = platform.settings.warehouse_dsn.split("?")[0]

@@ -412,7 +412,7 @@ def test_health_names_the_source_that_is_down_never_its_error(monkeypatch, caplo
     def ping(self) -> dict[str, bool]:
         return {"EU": True, "US,APAC": False}
 
-    def admin(settings):
+    def admin(settings, *, user):
         raise RuntimeError('KafkaError{code=_TRANSPORT,val=-195,str="Failed to get metadata: 127.0.0.1:9"}')
 
     monkeypatch.setattr(Store, "ping", ping)

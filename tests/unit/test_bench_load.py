@@ -122,7 +122,7 @@ class FakeProducer:
 
 def test_replay_sends_each_event_at_its_moment_and_counts_the_window(tmp_path, monkeypatch):
     producer = FakeProducer()
-    monkeypatch.setattr("txmon.devtools.produce.kafka_clients.producer", lambda _settings: producer)
+    monkeypatch.setattr("txmon.devtools.produce.kafka_clients.producer", lambda _settings, **_: producer)
     events = [Generated(b"k", b"v%d" % i, i / 100, i % 2 == 0) for i in range(150)]  # 100 events/s for 1.5 s
     path = tmp_path / "paced.replay"
     write_replay(path, events)

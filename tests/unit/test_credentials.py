@@ -219,7 +219,8 @@ def test_txmon_info_prints_no_secret(tmp_path):
     assert proc.returncode == 0, proc.stderr
     secrets_dir = tmp_path / "state" / "secrets"
     secrets = [p.read_text().strip() for p in secrets_dir.iterdir()] + ["bi-s3cret"]
-    assert len(secrets) == len(credentials.GENERATED) + 3  # the API's local key, the signing key, bi_reader's
+    # The API's local key, the signing key, bi_reader's, the Kafka users'.
+    assert len(secrets) == len(credentials.GENERATED) + 3 + len(credentials.KAFKA_FILES)
     for secret in secrets:
         assert secret not in proc.stdout
     info = json.loads(proc.stdout)
@@ -285,3 +286,31 @@ def test_set_up_makes_the_report_signing_key_private_and_keeps_it(tmp_path):
     first = path.read_bytes()
     credentials.ensure(settings)
     assert path.read_bytes() == first  # made once, never replaced
+
+
+def test_each_kafka_user_gets_a_private_password_of_its_own_and_each_client_its_user(tmp_path):
+    from txmon.core import kafka as kafka_clients
+    from txmon.core.settings import KafkaUser
+
+    settings = Settings.from_env(
+        {"TXMON_STATE_DIR": str(tmp_path / "state"), "TXMON_KAFKA_USERS": '{"ingest": "svc-ingest"}'}
+    )
+    credentials.ensure(settings)
+    passwords = {}
+    for user in KafkaUser:
+        path = settings.secrets_dir / credentials.KAFKA_FILES[user]
+        assert path.name == f"kafka-{user.value}-password" and mode(path) == 0o600
+        passwords[user] = credentials.kafka_password(settings, user)
+        assert len(passwords[user]) >= 24
+    assert len(set(passwords.values())) == len(KafkaUser), "every user has its own password"
+    credentials.ensure(settings)
+    assert {user: credentials.kafka_password(settings, user) for user in KafkaUser} == passwords, "kept"
+    for user in KafkaUser:
+        config = kafka_clients.config(settings, user)
+        assert config["security.protocol"] == "SASL_PLAINTEXT"
+        assert config["sasl.username"] == ("svc-ingest" if user is KafkaUser.INGEST else user.value)
+        assert config["sasl.password"] == passwords[user]
+        assert config["sasl.mechanisms"] == ("PLAIN" if user is KafkaUser.ADMIN else "SCRAM-SHA-512")
+    assert "password" not in json.dumps(settings.info()["kafka_users"])
+    with pytest.raises(ConfigError, match="TXMON_KAFKA_USERS"):
+        Settings.from_env({"TXMON_KAFKA_USERS": '{"everyone": "x"}'})

@@ -26,8 +26,9 @@ TXMON_SECRETS = {
     "postgres-transform",
     "postgres-publish",
     "postgres-dagster",
-    "kafka-password",
 }
+# The Kafka users by duty and their password files (txmon.core.credentials.KAFKA_FILES).
+KAFKA_SECRETS = {"kafka-admin-password", "kafka-ingest-password", "kafka-producer-password", "kafka-api-password"}
 LOOPBACK = {"127.0.0.1", "::1"}
 
 
@@ -92,7 +93,6 @@ def test_the_platform_is_all_there():
     assert {
         "postgres",
         "kafka",
-        "kafka-init",
         "setup",
         "ingest",
         "generator",
@@ -152,19 +152,20 @@ def test_settings_in_compose_are_ones_txmon_reads():
 
 # Least privilege: each service gets the secrets of the roles it connects as, no more.
 SERVICE_SECRETS = {
-    # migrates and sets every role's password
+    # migrates and sets every role's password; sets the Kafka users' credentials and ACLs as Kafka's admin
     "setup": TXMON_SECRETS
+    | KAFKA_SECRETS
     | {"bi-reader", "postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "postgres-exporter"},
-    "api": {"postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "api-key", "kafka-password"},
-    "ingest": {"postgres-ingest", "kafka-password"},
-    "generator": {"kafka-password"},
+    "api": {"postgres-api-regulator", "postgres-api-analyst", "postgres-api-monitor", "api-key", "kafka-api-password"},
+    "ingest": {"postgres-ingest", "kafka-ingest-password"},
+    "generator": {"kafka-producer-password"},
     "dagster-webserver": {
         "postgres-dagster",
         "postgres-transform",
         "postgres-publish",
         "postgres-ingest",
         "postgres-retention",
-        "kafka-password",
+        "kafka-ingest-password",  # the sensor's lander
         "report-signing-key",  # the refresh signs report packages
     },
     "dagster-daemon": {
@@ -173,7 +174,7 @@ SERVICE_SECRETS = {
         "postgres-publish",
         "postgres-ingest",
         "postgres-retention",
-        "kafka-password",
+        "kafka-ingest-password",  # the sensor's lander
         "report-signing-key",  # the refresh signs report packages
     },
 }
@@ -185,14 +186,14 @@ def test_every_txmon_service_has_the_same_settings_and_only_its_own_secrets():
     for name, service in TXMON_SERVICES.items():
         assert _environment(service) == reference, name
         assert _secrets(service) == SERVICE_SECRETS[name], name
-    assert "postgres-admin" not in set().union(*(v for k, v in SERVICE_SECRETS.items() if k != "setup"))
+    others = set().union(*(v for k, v in SERVICE_SECRETS.items() if k != "setup"))
+    assert "postgres-admin" not in others and "kafka-admin-password" not in others
 
 
 def test_kafka_and_postgres_versions_match_the_local_ones():
     pom = (REPO / "services" / "kafka" / "pom.xml").read_text()
     kafka_version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
     assert SERVICES["kafka"]["image"] == f"apache/kafka:{kafka_version}"
-    assert SERVICES["kafka-init"]["image"] == SERVICES["kafka"]["image"]
     assert SERVICES["postgres"]["image"].startswith("postgres:15")
 
 
@@ -304,7 +305,7 @@ def test_txmon_runs_as_an_unprivileged_user():
 
 def test_long_running_services_restart_and_one_shot_ones_do_not():
     one_shot = _one_shot()
-    assert one_shot == {"setup", "kafka-init"}
+    assert one_shot == {"setup"}
     for name, service in SERVICES.items():
         if name in one_shot:
             assert service.get("restart", "no") == "no", name
@@ -321,9 +322,12 @@ def test_every_kafka_listener_requires_sasl():
     assert set(advertised) <= set(listeners)
     for name in listeners:
         assert protocols[name].startswith("SASL_"), name
-    # Clients and the broker itself use SCRAM-SHA-512; the controller listener PLAIN (not published).
+    # Clients use SCRAM-SHA-512; admin (the broker itself, setup) PLAIN on INTERNAL, the controller listener PLAIN
+    # (not published). The published HOST listener takes SCRAM only.
     assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
-    assert env["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "SCRAM-SHA-512"
+    assert env["KAFKA_LISTENER_NAME_INTERNAL_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512,PLAIN"
+    assert not {k for k in env if k.startswith("KAFKA_LISTENER_NAME_HOST_")}
+    assert env["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "PLAIN"
     assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] in advertised
     controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
     assert controller not in advertised
@@ -333,7 +337,8 @@ def test_every_kafka_listener_requires_sasl():
     (listener,) = [name for name, address in advertised.items() if address == txmon["TXMON_KAFKA_BOOTSTRAP"]]
     assert txmon["TXMON_KAFKA_SECURITY_PROTOCOL"] == protocols[listener] == "SASL_PLAINTEXT"
     assert txmon["TXMON_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
-    assert txmon["TXMON_KAFKA_USERNAME"] == "txmon"
+    settings = Settings.from_env({k: v for k, v in txmon.items() if k.startswith("TXMON_")})
+    assert settings.kafka_admin_sasl_mechanism == "PLAIN"
 
 
 def test_kafka_publishes_only_its_host_listener():
@@ -353,42 +358,39 @@ def test_kafka_authorizes_by_acl_only():
     assert env["KAFKA_SUPER_USERS"] == "User:admin"
 
 
-def _acls() -> dict[tuple[str, str, str], set[str]]:
-    acls = {}
-    for line in _environment(SERVICES["kafka-init"])["ACLS"].splitlines():
-        if line.strip():
-            user, kind, name, operations = line.split()
-            acls[(user, kind, name)] = set(operations.split(","))
-    return acls
+def test_setup_sets_the_kafka_users_and_their_acls_as_txmon_services_up_does_locally():
+    from txmon.core import credentials
+    from txmon.core.settings import KafkaUser
+    from txmon.devtools.services.kafka import acls
 
-
-def test_kafka_init_creates_the_users_and_their_acls():
-    init = SERVICES["kafka-init"]
-    env = _environment(init)
-    users = dict(entry.split(":", 1) for entry in env["SCRAM_USERS"].split())
-    assert users == {"txmon": "/run/secrets/kafka-password", "producer": "/run/secrets/kafka-producer-password"}
-    assert {path.removeprefix("/run/secrets/") for path in users.values()} <= _secrets(init)
-    txmon = _environment(TXMON_SERVICES["ingest"])
-    topic, quarantine = txmon["TXMON_TOPIC"], txmon["TXMON_QUARANTINE_TOPIC"]
-    group = Settings.from_env({}).consumer_group
-    full = {"Read", "Write", "Describe", "Create"}
-    assert _acls() == {
-        ("txmon", "topic", topic): full,
-        ("txmon", "topic", quarantine): full,
-        ("txmon", "group", group): {"Read", "Describe"},
-        ("producer", "topic", topic): {"Write", "Describe"},
+    setup = SERVICES["setup"]
+    assert setup["command"] == ["services", "up"]
+    assert {f"/run/secrets/{name}" for name in credentials.KAFKA_FILES.values()} == {
+        f"/run/secrets/{name}" for name in KAFKA_SECRETS
     }
-    # It runs before the platform's set-up, with Kafka's own tools (no txmon sub-command).
-    assert SERVICES["setup"]["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
-    script = (REPO / "services" / "kafka" / "compose" / "init.sh").read_text()
-    assert "kafka-configs.sh" in script and "kafka-acls.sh" in script
-    assert init["entrypoint"] == ["bash", "/opt/txmon-kafka/init.sh"]
+    assert KAFKA_SECRETS <= _secrets(setup)
+    txmon = _environment(TXMON_SERVICES["ingest"])
+    settings = Settings.from_env({k: v for k, v in txmon.items() if k.startswith("TXMON_")})
+    granted = {(user, kind.name, name, op.name) for user, kind, name, op in acls(settings)}
+    assert granted == {
+        (KafkaUser.INGEST, "TOPIC", "payments.transactions", "READ"),
+        (KafkaUser.INGEST, "GROUP", settings.consumer_group, "READ"),
+        (KafkaUser.INGEST, "TOPIC", "payments.transactions.quarantine", "WRITE"),
+        (KafkaUser.PRODUCER, "TOPIC", "payments.transactions", "WRITE"),
+        (KafkaUser.API, "TOPIC", "payments.transactions", "DESCRIBE"),
+    }
+    assert "kafka-init" not in SERVICES and not (REPO / "services" / "kafka" / "compose" / "init.sh").exists()
 
 
-def test_the_broker_stores_admins_scram_credential_when_formatting():
+def test_the_broker_keeps_admins_password_in_its_jaas_file_never_on_a_command_line():
     script = (REPO / "services" / "kafka" / "compose" / "broker.sh").read_text()
     assert re.search(r"kafka-storage\.sh\" format --ignore-formatted", script)
-    assert '--add-scram "SCRAM-SHA-512=[name=admin,password=$password]"' in script
+    assert "--add-scram" not in script and "--add-config " not in script
+    assert "umask 077" in script
+    # $password appears in the heredocs only (the JAAS file, admin's client settings), no command's arguments.
+    for line in script.splitlines():
+        if "$password" in line and not line.lstrip().startswith(("password=", "user_admin=", "sasl.jaas.config=")):
+            assert line.startswith(("password=$(<", "if [[ ! $password")), line
     assert "/run/secrets/kafka-admin-password" in script
     assert SERVICES["kafka"]["entrypoint"] == ["bash", "/opt/txmon-kafka/broker.sh"]
     assert _secrets(SERVICES["kafka"]) == {"kafka-admin-password"}

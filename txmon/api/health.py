@@ -7,6 +7,7 @@ import logging
 
 from txmon.api.store import HEALTH_TIMEOUT, Store, first_line
 from txmon.core import kafka as kafka_clients
+from txmon.core.settings import KafkaUser
 
 log = logging.getLogger("txmon.api")
 OK, DOWN = "ok", "unavailable"
@@ -15,7 +16,8 @@ OK, DOWN = "ok", "unavailable"
 def kafka_answers(store: Store) -> bool:
     """Whether a broker answers a metadata request for the topic within HEALTH_TIMEOUT."""
     try:
-        kafka_clients.admin(store.settings).list_topics(store.settings.topic, timeout=HEALTH_TIMEOUT)
+        admin = kafka_clients.admin(store.settings, user=KafkaUser.API)
+        admin.list_topics(store.settings.topic, timeout=HEALTH_TIMEOUT)
     except Exception as exc:
         log.warning("health: kafka did not answer: %s", first_line(exc))
         return False

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from ingestion.lag import end_offsets, lag
 from txmon.api.cache import Cached
 from txmon.api.store import Store
+from txmon.core.settings import KafkaUser
 
 log = logging.getLogger("txmon.api")
 KAFKA_TIMEOUT = 3.0
@@ -35,7 +36,7 @@ class PlatformCollector(Collector):
             "txmon_source_up", "Whether a source answered this scrape (1) or not (0)", labels=["source"]
         )
         store = self.store
-        ends = self._read(up, "kafka", lambda: end_offsets(store.settings, timeout=KAFKA_TIMEOUT))
+        ends = self._read(up, "kafka", lambda: end_offsets(store.settings, KafkaUser.API, timeout=KAFKA_TIMEOUT))
         warehouse = self._read(
             up, "postgresql", lambda: (store.stored_positions(), store.latest_publications(), store.recent_batches())
         )

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from txmon.core.paths import SYSTEM_STATE_ROOT, only_root_may_change
-from txmon.core.settings import ApiGrant, ConfigError, Role, Settings
+from txmon.core.settings import ApiGrant, ConfigError, KafkaUser, Role, Settings
 
 FILES = {
     Role.ADMIN: "postgres-admin",
@@ -41,7 +41,9 @@ FILES = {
     Role.EXPORTER: "postgres-exporter",
 }
 GENERATED: tuple[Role, ...] = tuple(role for role in Role if role is not Role.BI_READER)
-KAFKA_FILE = "kafka-password"
+# The password of each Kafka user by duty (generated with the others); the local broker's configuration holds the
+# admin's, `txmon services up` gives the others to the broker as SCRAM credentials.
+KAFKA_FILES = {user: f"kafka-{user.value}-password" for user in KafkaUser}
 # The HTTP API's local key (analyst, every region), used when TXMON_API_KEYS is empty.
 API_KEY_FILE = "api-key"
 LOCAL_API_GRANT = ApiGrant(role="analyst", regions=("*",))
@@ -72,10 +74,10 @@ DUTY_ROLES: dict[Duty, tuple[Role, ...]] = {
 # The other secrets of each duty, by file name in the secrets directory (the signing key: ``readable``).
 DUTY_SECRETS: dict[Duty, tuple[str, ...]] = {
     Duty.ADMIN: (),
-    Duty.INGEST: (KAFKA_FILE,),
-    Duty.ORCHESTRATION: (KAFKA_FILE,),
-    Duty.API: (KAFKA_FILE, API_KEY_FILE),
-    Duty.PRODUCER: (KAFKA_FILE,),
+    Duty.INGEST: (KAFKA_FILES[KafkaUser.INGEST],),
+    Duty.ORCHESTRATION: (KAFKA_FILES[KafkaUser.INGEST],),  # the sensor's lander, the offset checks
+    Duty.API: (KAFKA_FILES[KafkaUser.API], API_KEY_FILE),
+    Duty.PRODUCER: (KAFKA_FILES[KafkaUser.PRODUCER],),
     Duty.OFFLINE: (),
 }
 
@@ -121,14 +123,22 @@ def password(settings: Settings, role: Role) -> str | None:
     return given or _read(settings, FILES[role])
 
 
-def kafka_password(settings: Settings) -> str:
-    value = _read(settings, KAFKA_FILE)
+def kafka_password(settings: Settings, user: KafkaUser) -> str:
+    """The password of the Kafka user of ``user``'s duty, from its secret file."""
+    value = _read(settings, KAFKA_FILES[user])
     if value is None:
         raise ConfigError(
-            f"TXMON_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs the Kafka password in "
-            f"{settings.secrets_dir / KAFKA_FILE}"
+            f"TXMON_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs the password of the Kafka user "
+            f"{settings.kafka_user(user)} in {settings.secrets_dir / KAFKA_FILES[user]}"
         )
     return value
+
+
+def _make_kafka_passwords(settings: Settings) -> None:
+    """Each Kafka user's password file, generated when missing (URL-safe: quoted as is in the broker's JAAS)."""
+    for name in KAFKA_FILES.values():
+        if not (settings.secrets_dir / name).exists():
+            write_private(settings.secrets_dir / name, secrets.token_urlsafe(24) + "\n")
 
 
 def local_api_key(settings: Settings) -> str | None:
@@ -257,6 +267,7 @@ def ensure(settings: Settings, duty: Duty = Duty.ADMIN) -> None:
                 write_private(path, secrets.token_urlsafe(24) + "\n")
         if not (settings.secrets_dir / API_KEY_FILE).exists():
             write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
+        _make_kafka_passwords(settings)
         if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
             write_private(settings.report_signing_key_path, new_signing_key())
     for role in DUTY_ROLES[duty]:

@@ -59,6 +59,18 @@ class Role(StrEnum):
     EXPORTER = "txmon_exporter"  # the PostgreSQL exporter: the server's statistics (pg_monitor), no table of txmon's
 
 
+class KafkaUser(StrEnum):
+    """The Kafka users, one per duty (their ACLs: txmon/devtools/services/kafka.py); each client connects as its own.
+
+    The value is the duty's key in TXMON_KAFKA_USERS and the user's default name.
+    """
+
+    ADMIN = "admin"  # super user: `txmon services up` alone (topics, the users' credentials, ACLs)
+    INGEST = "ingest"  # ingest workers and Dagster: reads the topic in the consumer group, writes the quarantine topic
+    PRODUCER = "producer"  # the generator, `txmon produce`, replays: writes the topic, nothing else
+    API = "api"  # the HTTP API's /health and /metrics: describes the topic (its partitions and end offsets)
+
+
 def _json_number(value: Decimal) -> int | float | str:
     if value == value.to_integral_value():
         return int(value)
@@ -172,11 +184,19 @@ class Settings(BaseSettings):
     kafka_controller_port: Whole = Field(19093, ge=1, le=65535)
     kafka_bootstrap_override: str | None = Field(None, validation_alias="TXMON_KAFKA_BOOTSTRAP")
     kafka_heap: str = "512m"
-    # How txmon's Kafka clients authenticate (a secured cluster, docker compose): PLAINTEXT locally;
-    # SASL_SSL or SASL_PLAINTEXT with a SCRAM mechanism, the password in <secrets dir>/kafka-password.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    # How txmon's Kafka clients authenticate: SASL_PLAINTEXT (the local broker listens on 127.0.0.1 only; SASL_SSL
+    # beyond one host) with SCRAM-SHA-512. Each client connects as the user of its duty (KafkaUser), named by
+    # TXMON_KAFKA_USERS (a JSON object duty -> name, over the defaults: the duty's own name), its password in
+    # <secrets dir>/kafka-<duty>-password (generated at set-up, mode 0600). The admin authenticates with PLAIN
+    # (kafka_admin_sasl_mechanism): the local broker knows its password from its own configuration, not from a SCRAM
+    # credential that would have to be stored first.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
     kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    kafka_username: str = "txmon"
+    kafka_admin_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "PLAIN"
+    kafka_users: dict[KafkaUser, str] = Field(
+        default_factory=dict,
+        description='a JSON object like {"ingest": "svc-ingest"} (duties: admin, ingest, producer, api)',
+    )
     topic: str = "payments.transactions"
     quarantine_topic: str = "payments.transactions.quarantine"
     topic_partitions: Whole = Field(6, ge=1, le=1024)
@@ -320,6 +340,10 @@ class Settings(BaseSettings):
     def kafka_bootstrap(self) -> str:
         return self.kafka_bootstrap_override or f"{self.kafka_host}:{self.kafka_port}"
 
+    def kafka_user(self, user: KafkaUser) -> str:
+        """The Kafka user name of a duty: TXMON_KAFKA_USERS' when given, else the duty's own."""
+        return self.kafka_users.get(user) or user.value
+
     @property
     def secrets_dir(self) -> Path:
         return self.secrets_dir_override or self.state_dir / "secrets"
@@ -424,6 +448,7 @@ class Settings(BaseSettings):
             pgpass_dir=str(self.pgpass_dir),
             roles={role.name.lower(): (self.admin_user if role is Role.ADMIN else role.value) for role in Role},
             kafka_bootstrap=self.kafka_bootstrap,
+            kafka_users={user.value: self.kafka_user(user) for user in KafkaUser},
             regions=list(self.regions),
             currencies=list(self.currencies),
             region_dsns={region: urls.redact(self.dsn_for_region(region)) for region in self.regions},

@@ -17,7 +17,7 @@ import orjson
 from confluent_kafka import Producer
 
 from txmon.core import kafka as kafka_clients
-from txmon.core.settings import Settings
+from txmon.core.settings import KafkaUser, Settings
 from txmon.devtools.generate import Generated
 
 
@@ -174,7 +174,7 @@ def send(settings: Settings, events: Iterable[Generated], *, paced: bool = False
             report.first_error = report.first_error or str(err)
 
     _pump(
-        kafka_clients.producer(settings),
+        kafka_clients.producer(settings, user=KafkaUser.PRODUCER),
         settings.topic,
         events,
         report,
@@ -195,7 +195,7 @@ def replay(
     last acknowledgement.
     """
     report = ReplayReport(window=window)
-    producer = kafka_clients.producer(settings)
+    producer = kafka_clients.producer(settings, user=KafkaUser.PRODUCER)
     bounds = [0.0, 0.0]
 
     def acknowledged(err, msg, first: bool) -> None:

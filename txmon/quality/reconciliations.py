@@ -21,7 +21,7 @@ from ingestion import positions as position_checks
 from txmon.core import kafka as kafka_clients
 from txmon.core.checks import CheckOutcome, sampled
 from txmon.core.db import connect
-from txmon.core.settings import Role, Settings
+from txmon.core.settings import KafkaUser, Role, Settings
 
 # Each event of the slice (landed since `since`) is the one its identity (transaction_id, status) points at. Two ways
 # to find its identities, chosen from the planner's estimates (identities_scope) and passed as `by_day`:
@@ -126,7 +126,9 @@ def position_problems(settings: Settings) -> list[str]:
                 sources.add((cluster_id, topic_id))
     if not stored:
         return []
-    consumer, admin = kafka_clients.consumer(settings), kafka_clients.admin(settings)
+    # As Dagster's Kafka user (ingest): describing the topic is all it needs here.
+    consumer = kafka_clients.consumer(settings, user=KafkaUser.INGEST)
+    admin = kafka_clients.admin(settings, user=KafkaUser.INGEST)
     try:
         return position_checks.inspect(consumer, admin, settings.topic, stored, sources)[1]
     finally:

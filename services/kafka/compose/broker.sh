@@ -3,13 +3,12 @@
 #
 # The image's own start-up (/etc/kafka/docker/run -> launch) turns the KAFKA_* variables into
 # server.properties with kafka.docker.KafkaDockerWrapper, formats the storage and starts the
-# broker. Two things are missing for SASL/SCRAM in KRaft, and this script adds them:
-#   - the JAAS file with the broker's own credentials (user `admin`, password from the
-#     kafka-admin-password secret), which never goes into the compose file or the environment;
-#   - admin's SCRAM credential, which the broker needs before it starts (it authenticates to its
-#     own SCRAM listener) and which only `kafka-storage format --add-scram` can store (KIP-900).
-#     The wrapper formats without it, so it formats a throw-away directory here, and the real
-#     log directory is formatted below with --add-scram (a no-op once formatted).
+# broker. This script adds the JAAS file with the super user admin's password (from the
+# kafka-admin-password secret), which never goes into the compose file, the environment or a
+# command line: the broker reads it from the file (mode 0600). admin authenticates with PLAIN
+# (on INTERNAL and CONTROLLER), so no SCRAM credential has to be stored before the broker
+# starts; `txmon services up` (the setup service) then sets the SCRAM credentials of the users by
+# duty and their ACLs, as admin.
 set -euo pipefail
 umask 077
 
@@ -24,7 +23,7 @@ if [ ! -s "$secret" ]; then
 fi
 password=$(<"$secret")
 if [[ ! $password =~ ^[A-Za-z0-9._~-]+$ ]]; then
-  echo "kafka: $secret may only hold letters, digits and ._~- (it is quoted in JAAS and SCRAM settings)" >&2
+  echo "kafka: $secret may only hold letters, digits and ._~- (it is quoted in the JAAS file)" >&2
   exit 1
 fi
 
@@ -43,13 +42,19 @@ if ! grep -qFx "log.dirs=$log_dirs" "$config/server.properties"; then
   exit 1
 fi
 
-# KafkaServer: SCRAM on INTERNAL and HOST (and the broker's client login on INTERNAL, its
-# inter-broker listener). controller.KafkaServer: PLAIN on CONTROLLER, admin its only user.
+# INTERNAL: SCRAM-SHA-512 for the users by duty, PLAIN for admin (the broker's own inter-broker login,
+# `txmon services up`, the health check). HOST: SCRAM-SHA-512 only. CONTROLLER: PLAIN, admin its
+# only user (KRaft cannot authenticate controllers with SCRAM, KAFKA-15513).
 cat >"$config/kafka_server_jaas.conf" <<JAAS
-KafkaServer {
-    org.apache.kafka.common.security.scram.ScramLoginModule required
+internal.KafkaServer {
+    org.apache.kafka.common.security.plain.PlainLoginModule required
     username="admin"
-    password="$password";
+    password="$password"
+    user_admin="$password";
+    org.apache.kafka.common.security.scram.ScramLoginModule required;
+};
+host.KafkaServer {
+    org.apache.kafka.common.security.scram.ScramLoginModule required;
 };
 controller.KafkaServer {
     org.apache.kafka.common.security.plain.PlainLoginModule required
@@ -61,13 +66,13 @@ JAAS
 # Client settings of admin, for the health check and for `docker compose exec kafka` sessions.
 cat >"$config/admin-client.properties" <<PROPS
 security.protocol=SASL_PLAINTEXT
-sasl.mechanism=SCRAM-SHA-512
-sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$password";
+sasl.mechanism=PLAIN
+sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$password";
 PROPS
-
-"$bin/kafka-storage.sh" format --ignore-formatted --cluster-id "$CLUSTER_ID" \
-  --config "$config/server.properties" \
-  --add-scram "SCRAM-SHA-512=[name=admin,password=$password]"
 unset password
+
+# The real log directory (the wrapper formatted a scratch one): no credential is stored in it.
+"$bin/kafka-storage.sh" format --ignore-formatted --cluster-id "$CLUSTER_ID" \
+  --config "$config/server.properties"
 
 exec "$bin/kafka-server-start.sh" "$config/server.properties"

@@ -11,29 +11,56 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from txmon.core import credentials
 from txmon.core import kafka as kafka_clients
 from txmon.core.processes import child_env, tail
-from txmon.core.settings import REPO_ROOT, Settings
+from txmon.core.settings import REPO_ROOT, KafkaUser, Settings
 from txmon.devtools.services.common import ServiceError, ServiceStatus, running_pid, stop_process
 
 MAVEN_PROJECT = REPO_ROOT / "services" / "kafka"
 
 SERVER_PROPERTIES = """\
-# Written by txmon; edit txmon/devtools/services/kafka.py instead.
+# Written by txmon; edit txmon/devtools/services/kafka.py instead. Mode 0600: it holds the admin's password.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=CLIENT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=CLIENT://{host}:{port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT
+# Every client authenticates. On CLIENT: the users by duty with SCRAM (their credentials stored in the cluster's
+# metadata by `txmon services up`), the admin (the broker itself, `txmon services up`) with PLAIN, its password in
+# this file. KRaft cannot authenticate controllers with SCRAM (KAFKA-15513): CONTROLLER takes PLAIN, the admin only.
+listener.name.client.sasl.enabled.mechanisms={mechanism},PLAIN
+listener.name.client.{mechanism_lower}.sasl.jaas.config={scram_jaas}
+listener.name.client.plain.sasl.jaas.config={plain_jaas}
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={plain_jaas}
+sasl.mechanism.inter.broker.protocol=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+# A user may do what an ACL allows (acls() in txmon/devtools/services/kafka.py); the admin alone is a super user.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:{admin}
 log.dirs={data}
 num.partitions={partitions}
 auto.create.topics.enable=false
@@ -49,6 +76,8 @@ log.segment.bytes=268435456
 num.network.threads=2
 num.io.threads=4
 """
+# The only characters a user's name or password may have here: they are quoted in the JAAS configuration above.
+_JAAS_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 
 LOG4J2 = """\
 status = warn
@@ -61,6 +90,23 @@ rootLogger.appenderRef.out.ref = out
 logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = info
 """
+
+
+def acls(settings: Settings) -> list[tuple[KafkaUser, ResourceType, str, AclOperation]]:
+    """What each Kafka user by duty may do: ALLOW on a literal name, nothing else (Read and Write imply Describe).
+
+    Ingest consumes the topic in its group (Read; offsets committed for Kafka's lag tools) and copies rejected
+    messages to the quarantine topic (Write; an idempotent producer needs no IdempotentWrite on the cluster since
+    Kafka 3.0, Write on a topic suffices). The producer writes the topic. The API describes it: its partitions and
+    end offsets (/metrics' consumer lag, /health).
+    """
+    return [
+        (KafkaUser.INGEST, ResourceType.TOPIC, settings.topic, AclOperation.READ),
+        (KafkaUser.INGEST, ResourceType.GROUP, settings.consumer_group, AclOperation.READ),
+        (KafkaUser.INGEST, ResourceType.TOPIC, settings.quarantine_topic, AclOperation.WRITE),
+        (KafkaUser.PRODUCER, ResourceType.TOPIC, settings.topic, AclOperation.WRITE),
+        (KafkaUser.API, ResourceType.TOPIC, settings.topic, AclOperation.DESCRIBE),
+    ]
 
 
 def _java() -> str:
@@ -118,6 +164,13 @@ class Kafka:
         except OSError:
             return False
 
+    def _authenticates(self) -> bool:
+        """Whether the configuration the local broker runs with requires SASL (not one of an earlier txmon)."""
+        try:
+            return "CLIENT:SASL_PLAINTEXT" in self.properties.read_text()
+        except FileNotFoundError:
+            return False
+
     def _pid(self) -> int | None:
         return running_pid(self.pid_file, str(self.properties))
 
@@ -139,14 +192,41 @@ class Kafka:
         # The log and the data (every transaction) are readable by txmon's user alone.
         credentials.private_dir(self.root)
         credentials.private_dir(self.data)
-        self.properties.write_text(
-            SERVER_PROPERTIES.format(
-                host=self.settings.kafka_host,
-                port=self.settings.kafka_port,
-                controller_port=self.settings.kafka_controller_port,
-                data=self.data,
-                partitions=self.settings.topic_partitions,
+        settings = self.settings
+        scram = settings.kafka_sasl_mechanism.startswith("SCRAM")
+        if settings.kafka_security_protocol != "SASL_PLAINTEXT" or not scram:
+            raise ServiceError(
+                "the local broker takes SASL_PLAINTEXT with SCRAM: set TXMON_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+                "and TXMON_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 (or SCRAM-SHA-256)"
             )
+        if settings.kafka_admin_sasl_mechanism != "PLAIN":
+            raise ServiceError(
+                "the local broker's admin authenticates with PLAIN: unset TXMON_KAFKA_ADMIN_SASL_MECHANISM"
+            )
+        admin = settings.kafka_user(KafkaUser.ADMIN)
+        password = credentials.kafka_password(settings, KafkaUser.ADMIN)
+        if not _JAAS_SAFE.fullmatch(admin) or not _JAAS_SAFE.fullmatch(password):
+            where = settings.secrets_dir / credentials.KAFKA_FILES[KafkaUser.ADMIN]
+            raise ServiceError(f"the Kafka admin's name and password ({where}) may only hold letters, digits and ._~-")
+        plain_jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{admin}" password="{password}" user_{admin}="{password}";'
+        )
+        # The password never goes on a command line: the broker and kafka-storage read it from this file (0600).
+        credentials.write_private(
+            self.properties,
+            SERVER_PROPERTIES.format(
+                host=settings.kafka_host,
+                port=settings.kafka_port,
+                controller_port=settings.kafka_controller_port,
+                mechanism=settings.kafka_sasl_mechanism,
+                mechanism_lower=settings.kafka_sasl_mechanism.lower(),
+                scram_jaas="org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                plain_jaas=plain_jaas,
+                admin=admin,
+                data=self.data,
+                partitions=settings.topic_partitions,
+            ),
         )
         (self.root / "log4j2.properties").write_text(LOG4J2)
 
@@ -176,6 +256,11 @@ class Kafka:
             raise ServiceError(f"formatting Kafka storage failed: {(proc.stderr or proc.stdout).strip()}")
 
     def start(self, timeout: float = 120.0) -> None:
+        if self._local and self._listening() and self._pid() is not None and not self._authenticates():
+            raise ServiceError(
+                "the running local broker was started without authentication by an earlier txmon: stop it "
+                "(`txmon services down`) and start it again (`txmon services up`)"
+            )
         if self._local and not self._listening():
             lib = broker_jars()
             self._configure()
@@ -200,23 +285,72 @@ class Kafka:
                 if time.monotonic() > deadline:
                     raise ServiceError(f"Kafka did not listen on port {self.settings.kafka_port} in {timeout:.0f}s")
                 time.sleep(0.3)
+        self.ensure_users()
         self.ensure_topics()
 
-    def ensure_topics(self, timeout: float = 60.0) -> None:
-        admin = kafka_clients.admin(self.settings)
-        wanted = {
-            self.settings.topic: self.settings.topic_partitions,
-            self.settings.quarantine_topic: self.settings.topic_partitions,
-        }
+    @property
+    def _secured(self) -> bool:
+        """Whether the cluster knows users (SASL with SCRAM): the local broker always, another one when so set."""
+        sasl = self.settings.kafka_security_protocol.startswith("SASL_")
+        return sasl and self.settings.kafka_sasl_mechanism.startswith("SCRAM")
+
+    def _admin(self, timeout: float) -> tuple[AdminClient, set[str]]:
+        """An admin client once the broker answers, and the topics it has."""
+        admin = kafka_clients.admin(self.settings, user=KafkaUser.ADMIN)
         deadline = time.monotonic() + timeout
         while True:
             try:
-                existing = admin.list_topics(timeout=5).topics
-                break
+                return admin, set(admin.list_topics(timeout=5).topics)
             except KafkaException as exc:
                 if time.monotonic() > deadline:
                     raise ServiceError(f"Kafka at {self.settings.kafka_bootstrap} is not answering: {exc}") from None
                 time.sleep(0.5)
+
+    def ensure_users(self, timeout: float = 60.0) -> None:
+        """Each user by duty (but the admin) with a SCRAM credential of its password file: set again at each start,
+        so a new password file takes effect with the next `txmon services up`."""
+        if not self._secured:
+            return
+        admin, _ = self._admin(timeout)
+        mechanism = ScramMechanism[self.settings.kafka_sasl_mechanism.replace("-", "_")]
+        upserts = [
+            UserScramCredentialUpsertion(
+                self.settings.kafka_user(user),
+                ScramCredentialInfo(mechanism, 8192),
+                credentials.kafka_password(self.settings, user).encode(),
+            )
+            for user in KafkaUser
+            if user is not KafkaUser.ADMIN
+        ]
+        for name, future in admin.alter_user_scram_credentials(upserts).items():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                raise ServiceError(f"could not set the Kafka user {name}'s credential: {exc}") from None
+        names = [upsert.user for upsert in upserts]
+
+        def known() -> bool:  # by the broker, which authenticates from its copy of the metadata
+            try:
+                return all(f.result(timeout=10) for f in admin.describe_user_scram_credentials(names).values())
+            except KafkaException:
+                return False
+
+        self._until(known, "the users' credentials")
+
+    def _until(self, done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Kafka at {self.settings.kafka_bootstrap} did not apply {what} in {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def ensure_topics(self, timeout: float = 60.0) -> None:
+        """The topic and the quarantine topic, and the users' ACLs on them (``acls``)."""
+        admin, existing = self._admin(timeout)
+        wanted = {
+            self.settings.topic: self.settings.topic_partitions,
+            self.settings.quarantine_topic: self.settings.topic_partitions,
+        }
         missing = [
             NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
         ]
@@ -226,6 +360,56 @@ class Kafka:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise ServiceError(f"could not create topic {name}: {exc}") from None
+        if self._secured:
+            self._grant(admin)
+
+    def _grant(self, admin: AdminClient) -> None:
+        bindings = [
+            AclBinding(
+                kind,
+                name,
+                ResourcePatternType.LITERAL,
+                f"User:{self.settings.kafka_user(user)}",
+                "*",
+                operation,
+                AclPermissionType.ALLOW,
+            )
+            for user, kind, name, operation in acls(self.settings)
+        ]
+        for binding, future in admin.create_acls(bindings).items():  # an ACL that exists is left as it is
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                raise ServiceError(f"could not add the ACL {binding}: {exc}") from None
+        # The controller has them; the broker authorizes from its copy of the metadata, a moment later. Callers (the
+        # tests' topics, a producer started right after `txmon services up`) rely on them in force on return.
+        everything = AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
+        )
+        self._until(lambda: set(bindings) <= set(admin.describe_acls(everything).result(timeout=10)), "the ACLs")
+
+    def delete_topics(self, timeout: float = 60.0) -> None:
+        """Delete the topic, the quarantine topic and every ACL on their names (a test's or a benchmark's pair)."""
+        admin, existing = self._admin(timeout)
+        names = [self.settings.topic, self.settings.quarantine_topic]
+        doomed = [name for name in names if name in existing]
+        for future in admin.delete_topics(doomed).values() if doomed else []:
+            future.result(timeout=30)
+        if self._secured:
+            filters = [
+                AclBindingFilter(
+                    ResourceType.TOPIC,
+                    name,
+                    ResourcePatternType.LITERAL,
+                    None,
+                    None,
+                    AclOperation.ANY,
+                    AclPermissionType.ANY,
+                )
+                for name in names
+            ]
+            for future in admin.delete_acls(filters).values():
+                future.result(timeout=30)
 
     def stop(self, timeout: float = 60.0) -> None:
         stop_process(self.pid_file, str(self.properties), timeout)
@@ -235,7 +419,7 @@ class Kafka:
         if self._local and not self._listening():
             return ServiceStatus("kafka", False, f"not listening at {where}")
         try:
-            topics = kafka_clients.admin(self.settings).list_topics(timeout=5).topics
+            topics = kafka_clients.admin(self.settings, user=KafkaUser.ADMIN).list_topics(timeout=5).topics
         except KafkaException as exc:
             return ServiceStatus("kafka", False, f"not answering at {where}: {exc}")
         ours = [
