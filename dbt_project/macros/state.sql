@@ -65,8 +65,8 @@
 
 {#-
   The slices this merge changed: each merged transaction's slice, the one it left when it moved to another day or
-  region, and the days around it that its AML typologies' groups reach (a late transaction completes a group of the
-  day before). Each is refreshed next (orchestration reads intermediate.changed_slices).
+  region, and the other days of its account's transactions that its AML typologies' windows reach (a late transaction
+  completes a group of the day before). Each is refreshed next (orchestration reads intermediate.changed_slices).
 -#}
 {% macro mark_changed_slices() -%}
     insert into intermediate.changed_slices (slice_date, region)
@@ -109,19 +109,30 @@
     cross join lateral (
         values (state.event_date, state.region), (state.previous_event_date, state.previous_region)
         union all
-        -- the days an AML typology's window from this transaction reaches: a structuring group's (before and after
-        -- it), a velocity window's (after it)
-        select reached::date, state.region
-        from generate_series(
-            ((state.event_at - make_interval(hours => state.structuring_window_hours)) at time zone 'UTC')::date::timestamp,
-            ((state.event_at + make_interval(hours => state.structuring_window_hours)) at time zone 'UTC')::date::timestamp,
-            interval '1 day'
-        ) as reached
-        where state.may_structure
-        union all
-        select ((state.event_at + make_interval(mins => state.velocity_window_minutes)) at time zone 'UTC')::date,
-               state.region
-        where state.velocity_window_minutes is not null
+        -- The other days with transactions of its account that its windows reach (a structuring group's before and
+        -- after it, a velocity window's after it): their groups may have changed. Looked up (index on account,
+        -- region, time) only for a transaction in structuring's band or within a velocity window of midnight.
+        select other.event_date, other.region
+        from {{ this }} as other
+        where (
+            state.may_structure
+            or state.event_at + make_interval(mins => state.velocity_window_minutes)
+            >= (state.event_date + 1)::timestamp at time zone 'UTC'
+        )
+        and other.account_id = state.account_id
+        and other.region = state.region
+        and other.event_date <> state.event_date
+        and (
+            (
+                state.may_structure
+                and other.event_at > state.event_at - make_interval(hours => state.structuring_window_hours)
+                and other.event_at < state.event_at + make_interval(hours => state.structuring_window_hours)
+            )
+            or (
+                other.event_at >= state.event_at
+                and other.event_at < state.event_at + make_interval(mins => state.velocity_window_minutes)
+            )
+        )
     ) as changed (slice_date, region)
     where changed.slice_date is not null
     on conflict do nothing

@@ -242,7 +242,7 @@ def test_wrong_password_is_refused(platform, tmp_path):
     passfile.write_text("*:*:*:txmon_ingest:not-the-password\n")
     passfile.chmod(0o600)
     dsn = platform.settings.as_role(platform.settings.warehouse_dsn, Role.INGEST).replace(
-        str(platform.settings.passfile), str(passfile)
+        str(platform.settings.passfile(Role.INGEST)), str(passfile)
     )
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(dsn, purpose="test")

@@ -14,6 +14,7 @@
             "{{ create_index('transaction_id', unique=true) }}",
             "{{ create_index('event_date, region, refreshed_at') }}",
             "{{ create_index('refreshed_at') }}",
+            "{{ create_index('account_id, region, event_at') }}",
             "{{ mark_changed_slices() }}",
             "{{ record_state_watermark() }}",
             "{{ analyze_after_large_merge() }}",

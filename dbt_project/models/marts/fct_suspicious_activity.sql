@@ -37,8 +37,9 @@ select
     event_at as event_time,
     event_date,
     reasons,
-    evidence,
-    now() as refreshed_at
+    now() as refreshed_at,
+    -- after refreshed_at: where adding it to an existing table puts it (on_schema_change, migration 0019)
+    evidence
 
 from judged
 where cardinality(reasons) > 0
