@@ -45,7 +45,7 @@ def backtest(settings: Settings, first: date, last: date, region: str | None, ru
     else:
         for name, values in judged_by.items():
             click.echo(f"parameters {name}: {json.dumps(values, sort_keys=True)}")
-    found = replay(settings, first, last, region, given)
+    found = replay(settings, first, last, region, judged_by)
     click.echo(f"{'day':<10}  {'region':<6}  {'reason':<22}  {'transactions':>12}  {'accounts':>8}")
     for row in found:
         click.echo(f"{row.day}  {row.region:<6}  {row.reason:<22}  {row.transactions:>12}  {row.accounts:>8}")

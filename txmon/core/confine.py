@@ -48,13 +48,10 @@ def abi_version() -> int:
     return max(int(version), 0)
 
 
-def closed(settings: Settings, duty: Duty) -> tuple[Path, ...]:
-    """What a process of ``duty`` may not read, but for ``credentials.readable``: the secrets, the password files,
-    and the signing key wherever it is kept."""
-    paths = [settings.secrets_dir, settings.pgpass_dir]
-    if duty is not Duty.ORCHESTRATION:
-        paths.append(settings.report_signing_key_path)
-    return tuple(paths)
+def closed(settings: Settings) -> tuple[Path, ...]:
+    """What no process of a duty may read but the files of its own (``credentials.readable``, allowed one by one):
+    the secrets, the password files, and the signing key wherever it is kept."""
+    return (settings.secrets_dir, settings.pgpass_dir, settings.report_signing_key_path)
 
 
 def _allowed(closed_paths: Iterable[Path], open_files: Iterable[Path]) -> list[Path]:
@@ -92,7 +89,7 @@ def ruleset(settings: Settings, duty: Duty) -> int | None:
     if fd < 0:
         return None  # refused (a seccomp profile): as without Landlock
     try:
-        for path in _allowed(closed(settings, duty), credentials.readable(settings, duty)):
+        for path in _allowed(closed(settings), credentials.readable(settings, duty)):
             try:
                 beneath = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:

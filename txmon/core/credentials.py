@@ -134,11 +134,10 @@ def kafka_password(settings: Settings, user: KafkaUser) -> str:
     return value
 
 
-def _make_kafka_passwords(settings: Settings) -> None:
-    """Each Kafka user's password file, generated when missing (URL-safe: quoted as is in the broker's JAAS)."""
-    for name in KAFKA_FILES.values():
-        if not (settings.secrets_dir / name).exists():
-            write_private(settings.secrets_dir / name, secrets.token_urlsafe(24) + "\n")
+def _generate(path: Path) -> None:
+    """A secret of 24 random bytes, URL-safe (quoted as is in the Kafka broker's JAAS), in ``path`` when missing."""
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24) + "\n")
 
 
 def local_api_key(settings: Settings) -> str | None:
@@ -259,15 +258,12 @@ def ensure(settings: Settings, duty: Duty = Duty.ADMIN) -> None:
     if settings.secrets_dir_override is None:  # txmon's own directory: it makes what is missing
         private_dir(settings.secrets_dir)
         for role in GENERATED:
-            path = settings.secrets_dir / FILES[role]
             # The admin's password given (TXMON_PG_PASSWORD) to the command that wrote its passfile: a process txmon
             # started does not get it (txmon.core.processes.child_env), and keeps that file rather than make another.
-            given = role is Role.ADMIN and (settings.pg_password or admin_passfile.exists())
-            if not path.exists() and not given:
-                write_private(path, secrets.token_urlsafe(24) + "\n")
-        if not (settings.secrets_dir / API_KEY_FILE).exists():
-            write_private(settings.secrets_dir / API_KEY_FILE, secrets.token_urlsafe(24) + "\n")
-        _make_kafka_passwords(settings)
+            if not (role is Role.ADMIN and (settings.pg_password or admin_passfile.exists())):
+                _generate(settings.secrets_dir / FILES[role])
+        for name in (API_KEY_FILE, *KAFKA_FILES.values()):
+            _generate(settings.secrets_dir / name)
         if settings.report_signing_key_file is None and not settings.report_signing_key_path.exists():
             write_private(settings.report_signing_key_path, new_signing_key())
     for role in DUTY_ROLES[duty]:

@@ -46,12 +46,11 @@ def parameters(settings: Settings, given: dict[str, Any] | None, regions: tuple[
 
 
 def backtest(
-    settings: Settings, first: date, last: date, region: str | None = None, rules: dict[str, Any] | None = None
+    settings: Settings, first: date, last: date, region: str | None = None, judged_by: dict | None = None
 ) -> list[Flagged]:
     """Per day, region and reason, what the rules would flag in the landed history of ``first``..``last`` (of
-    ``region``, else every region), judged by ``rules`` over the configured parameters (None: those recorded)."""
+    ``region``, else every region), judged by ``judged_by`` (``parameters``' answer; None: those recorded)."""
     regions = (region,) if region else settings.regions
-    judged_by = parameters(settings, rules, regions)
     found: list[Flagged] = []
     for dsn, held in settings.databases().items():
         mine = tuple(r for r in held if r in regions)
