@@ -250,7 +250,8 @@ structuring_windows as (
         last.threshold_usd,
         count(*) as transactions,
         sum(member.amount_usd) as total_usd,
-        min(member.event_at) as first_at
+        min(member.event_at) as first_at,
+        jsonb_agg(member.transaction_id order by member.event_at, member.transaction_id) as transaction_ids
     from candidates as last
     inner join candidates as member
         on member.account_id = last.account_id and member.region = last.region
@@ -284,13 +285,7 @@ structuring_evidence as (
     select
         s.transaction_id,
         jsonb_build_object(
-            'transaction_ids', (
-                select jsonb_agg(m.transaction_id order by m.event_at, m.transaction_id)
-                from candidates as m
-                where m.account_id = s.account_id and m.region = s.region
-                  and m.event_at > s.last_at - make_interval(hours => s.structuring_window_hours)
-                  and (m.event_at, m.transaction_id) <= (s.last_at, s.last_id)
-            ),
+            'transaction_ids', s.transaction_ids,
             'transactions', s.transactions,
             'total_usd', s.total_usd::text,
             'threshold_usd', s.threshold_usd::text,
