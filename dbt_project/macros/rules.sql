@@ -47,6 +47,14 @@
 {%- endmacro %}
 
 
+{#- Each currency's lowest and highest USD rate of any day: what a conversion can be at most or at least. -#}
+{% macro usd_rate_bounds() -%}
+    select fx.currency, min(fx.usd_per_unit) as lowest, max(fx.usd_per_unit) as highest
+    from {{ ref('fx_rates') }} as fx
+    group by fx.currency
+{%- endmacro %}
+
+
 {% macro amount_usd(alias) -%}
     round({{ alias }}.amount * usd_rate.usd_per_unit, 4)
 {%- endmacro %}
@@ -215,9 +223,9 @@ context as (
 
 ),
 
-max_usd_rates as (
+usd_rate_bounds as (
 
-    select fx.currency, max(fx.usd_per_unit) as usd_per_unit from {{ ref('fx_rates') }} as fx group by fx.currency
+    {{ usd_rate_bounds() }}
 
 ),
 
@@ -228,9 +236,9 @@ candidates as (
     from (
         select context.*, {{ amount_usd('context') }} as amount_usd
         from context
-        inner join max_usd_rates as bound on bound.currency = context.currency
+        inner join usd_rate_bounds as bound on bound.currency = context.currency
         {{ join_usd_rate('context') }}
-        where context.amount * bound.usd_per_unit >= context.structuring_min_ratio * context.threshold_usd
+        where context.amount * bound.highest >= context.structuring_min_ratio * context.threshold_usd
     ) as banded
     where banded.amount_usd >= banded.structuring_min_ratio * banded.threshold_usd
       and banded.amount_usd <= banded.threshold_usd

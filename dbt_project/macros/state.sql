@@ -78,9 +78,7 @@
 
     usd_rate_bounds as (
 
-        select fx.currency, min(fx.usd_per_unit) as lowest, max(fx.usd_per_unit) as highest
-        from {{ ref('fx_rates') }} as fx
-        group by fx.currency
+        {{ usd_rate_bounds() }}
 
     ),
 
