@@ -47,12 +47,6 @@
 {%- endmacro %}
 
 
-{#- Each currency's lowest and highest USD rate of any day: what a conversion can be at most or at least. -#}
-{% macro usd_rate_bounds() -%}
-    select fx.currency, min(fx.usd_per_unit) as lowest, max(fx.usd_per_unit) as highest
-    from {{ ref('fx_rates') }} as fx
-    group by fx.currency
-{%- endmacro %}
 
 
 {% macro amount_usd(alias) -%}
@@ -176,21 +170,101 @@
 
 
 {#-
-  The typologies of the transactions in CTE `rebuilt` (a slice's states, or those of its accounts that changed): one
-  row per transaction that fired, with its reasons and evidence (the group's ids and totals, per typology). `rebuilt`
-  lies within days first_day..last_day (of `region`, when given; default: the partition). Defines the CTEs it needs,
-  after a `with`; ends with a CTE named `typologies`.
+  The CTEs the typologies' cheap tests need, after a `with`: rule_params (the versions), usd_rate_bounds (each
+  currency's lowest and highest USD rate of any day: what a conversion can be at least or at most) and rule_bounds
+  (by region, the loosest parameters of any version: what a transaction needs at least to be in a group).
 -#}
-{% macro aml_typologies(rebuilt, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region')) -%}
+{% macro typology_bounds() -%}
 rule_params as (
 
     {{ rule_parameters() }}
 
 ),
 
+usd_rate_bounds as (
+
+    select fx.currency, min(fx.usd_per_unit) as lowest, max(fx.usd_per_unit) as highest
+    from {{ ref('fx_rates') }} as fx
+    group by fx.currency
+
+),
+
+rule_bounds as (
+
+    select
+        rule_params.region,
+        min(rule_params.structuring_min_ratio) as structuring_min_ratio,
+        min(rule_params.velocity_max_transactions) as velocity_max_transactions,
+        max(rule_params.velocity_window_minutes) as velocity_window_minutes
+    from rule_params
+    group by rule_params.region
+
+)
+{%- endmacro %}
+
+
+{#-
+  Whether `alias` is in structuring's band at some rate of its currency (`bound`, a row of usd_rate_bounds) with
+  `min_ratio`: a superset of the candidates, told without looking up the day's rate (rounding is monotonic).
+-#}
+{% macro may_structure(alias, min_ratio, bound='bound') -%}
+    (round({{ alias }}.amount * {{ bound }}.highest, 4) >= {{ min_ratio }} * {{ suspicious_threshold_usd(alias ~ '.region') }}
+     and round({{ alias }}.amount * {{ bound }}.lowest, 4) <= {{ suspicious_threshold_usd(alias ~ '.region') }})
+{%- endmacro %}
+
+
+{#-
+  The accounts (account_id, region) of the transactions in `rows` that a typology may concern: a transaction in
+  structuring's band, or one with more than the least N of its account's transactions within the longest velocity
+  window either side of it (counted on the index on account, region and time, up to N + 1). A transaction whose
+  account is not among them fires neither rule, nor does one of its account's that it is in a window with, so only
+  these accounts' transactions are judged against their neighbours. Needs the CTEs of typology_bounds.
+-#}
+{% macro typology_accounts(rows) -%}
+    select distinct r.account_id, r.region
+    from {{ rows }} as r
+    inner join rule_bounds as b on b.region = r.region
+    left join usd_rate_bounds as bound on bound.currency = r.currency
+    where {{ may_structure('r', 'b.structuring_min_ratio') }}
+       or (
+        select count(*) from (
+            select 1 from {{ ref('int_transaction_state') }} as near
+            where near.account_id = r.account_id
+              and near.region = r.region
+              and near.event_at > r.event_at - make_interval(mins => b.velocity_window_minutes)
+              and near.event_at < r.event_at + make_interval(mins => b.velocity_window_minutes)
+            limit b.velocity_max_transactions + 1
+        ) as crowd
+       ) > b.velocity_max_transactions
+{%- endmacro %}
+
+
+{#-
+  The typologies of the transactions in CTE `rebuilt` (a slice's states, or those of a new-data build): one row per
+  transaction that fired, with its reasons and evidence (the group's ids and totals, per typology). `rebuilt` lies
+  within days first_day..last_day (of `region`, when given; default: the partition). Only the accounts of
+  typology_accounts(rebuilt) are judged against their neighbours, or those of relation `accounts` when given (a
+  superset of them). Defines the CTEs it needs, after a `with`; ends with a CTE named `typologies`.
+-#}
+{% macro aml_typologies(rebuilt, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region'), accounts=none) -%}
+{{ typology_bounds() }},
+
 rule_accounts as (
 
-    select distinct account_id, region from {{ rebuilt }}
+    {%- if accounts %}
+    select account_id, region from {{ accounts }}
+    {%- else %}
+    {{ typology_accounts(rebuilt) }}
+    {%- endif %}
+
+),
+
+-- Their rebuilt transactions: the only ones either rule may fire on.
+rule_rebuilt as (
+
+    select r.transaction_id, r.account_id, r.region, r.event_at
+    from {{ rebuilt }} as r
+    inner join rule_accounts on rule_accounts.account_id = r.account_id and rule_accounts.region = r.region
 
 ),
 
@@ -223,13 +297,7 @@ context as (
 
 ),
 
-usd_rate_bounds as (
-
-    {{ usd_rate_bounds() }}
-
-),
-
--- Structuring: the transactions in the band (converted only where the highest rate could reach it).
+-- Structuring: the transactions in the band (converted only where some rate of the currency could put it there).
 candidates as (
 
     select banded.*
@@ -238,7 +306,7 @@ candidates as (
         from context
         inner join usd_rate_bounds as bound on bound.currency = context.currency
         {{ join_usd_rate('context') }}
-        where context.amount * bound.highest >= context.structuring_min_ratio * context.threshold_usd
+        where {{ may_structure('context', 'context.structuring_min_ratio') }}
     ) as banded
     where banded.amount_usd >= banded.structuring_min_ratio * banded.threshold_usd
       and banded.amount_usd <= banded.threshold_usd
@@ -278,7 +346,7 @@ structuring as (
     select distinct on (x.transaction_id)
         x.transaction_id,
         w.*
-    from {{ rebuilt }} as x
+    from rule_rebuilt as x
     inner join structuring_windows as w
         on w.account_id = x.account_id and w.region = x.region
         and x.event_at > w.last_at - make_interval(hours => w.structuring_window_hours)
@@ -347,7 +415,7 @@ velocity_evidence as (
     inner join sequenced as m
         on m.account_id = x.account_id and m.region = x.region and m.seq <= x.seq
         and m.event_at > x.event_at - make_interval(mins => x.velocity_window_minutes)
-    where x.transaction_id in (select r.transaction_id from {{ rebuilt }} as r)
+    where x.transaction_id in (select r.transaction_id from rule_rebuilt as r)
     group by x.transaction_id, x.event_at, x.velocity_max_transactions, x.velocity_window_minutes
     having count(*) > x.velocity_max_transactions
 
@@ -370,12 +438,12 @@ typologies as (
 
 
 {#-
-  Every rule applied to the states in CTE `states` (macro aml_typologies' days and region as its): CTE `judged`, the
+  Every rule applied to the states in CTE `states` (macro aml_typologies' days, region and accounts as its): CTE `judged`, the
   states with amount_usd, threshold_usd, every reason that applies (none: an empty array) and the evidence. The one
   judgement the mart, its check and `txmon backtest` share. Defines its CTEs after a `with`.
 -#}
-{% macro judge(states, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region')) -%}
-{{ aml_typologies(states, first_day, last_day, region) }},
+{% macro judge(states, first_day=var('partition_date'), last_day=var('partition_date'), region=var('partition_region'), accounts=none) -%}
+{{ aml_typologies(states, first_day, last_day, region, accounts) }},
 
 converted as (
 

@@ -48,32 +48,65 @@
 
 
 {#-
-  The state rows a slice's build reads: those of the slice, in a new_data run only those refreshed since its watermark.
+  The state rows a slice's build reads: those of the slice, in a new_data run only those refreshed since its watermark
+  and, `by_account`, the others of the accounts in txmon_rejudged_accounts (delete_slice's temporary table).
 -#}
 {% macro state_of_slice(by_account=false) -%}
     select * from {{ ref('int_transaction_state') }} as state
     where {{ partition_filter('state.event_date', 'state.region') }}
     {%- if new_data_run() %}
-      and (state.refreshed_at >= {{ slice_watermark() }}
-           {%- if by_account %} or state.account_id in ({{ changed_accounts() }}){% endif %})
+      and state.refreshed_at >= {{ slice_watermark() }}
+    {%- if by_account %}
+    union all
+    select state.* from txmon_rejudged_accounts as rejudged
+    inner join {{ ref('int_transaction_state') }} as state
+        on state.account_id = rejudged.account_id and state.region = rejudged.region
+    where {{ partition_filter('state.event_date', 'state.region') }}
+      and state.refreshed_at < {{ slice_watermark() }}
+    {%- endif %}
     {%- endif %}
 {%- endmacro %}
 
 
 {#-
-  The accounts of the slice's region with a state changed since the slice's watermark within the days the AML
-  typologies' windows reach (where it is, or where it was before it moved): their groups may have changed.
+  The accounts (account_id, region) of the slice's region whose transactions of the slice a new_data build judges
+  again besides the changed ones: of the states changed since the slice's watermark within the days the AML
+  typologies' windows reach, those of typology_accounts (a group or window may have gained or moved one), and the
+  accounts with such a change (where it is, or where it was before it moved) of the slice's rows that fired a
+  typology (a group or window may have lost one). The other accounts' unchanged transactions fire neither rule, before
+  or after.
 -#}
-{% macro changed_accounts() -%}
-    select changed.account_id from {{ ref('int_transaction_state') }} as changed
-    where changed.refreshed_at >= {{ slice_watermark() }}
-      and (
-        (changed.region = '{{ var('partition_region') }}'
-         and changed.event_date between '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
-                                    and '{{ var('partition_date') }}'::date + {{ rule_reach_days() }})
-        or (changed.previous_region = '{{ var('partition_region') }}'
-            and changed.previous_event_date between '{{ var('partition_date') }}'::date - {{ rule_reach_days() }}
-                                                and '{{ var('partition_date') }}'::date + {{ rule_reach_days() }})
+{% macro rejudged_accounts() -%}
+    {%- set region, day = var('partition_region'), var('partition_date') -%}
+    with {{ typology_bounds() }},
+
+    changed as (
+
+        select changed.* from {{ ref('int_transaction_state') }} as changed
+        where changed.refreshed_at >= {{ slice_watermark() }}
+          and changed.region = '{{ region }}'
+          and changed.event_date between '{{ day }}'::date - {{ rule_reach_days() }}
+                                     and '{{ day }}'::date + {{ rule_reach_days() }}
+
+    )
+
+    {{ typology_accounts('changed') }}
+    union
+    select slice.account_id, slice.region from {{ this }} as slice
+    where {{ partition_filter('slice.event_date', 'slice.region') }}
+      and slice.evidence is not null
+      and exists (
+        select 1 from {{ ref('int_transaction_state') }} as changed
+        where changed.account_id = slice.account_id
+          and changed.refreshed_at >= {{ slice_watermark() }}
+          and (
+            (changed.region = '{{ region }}'
+             and changed.event_date between '{{ day }}'::date - {{ rule_reach_days() }}
+                                        and '{{ day }}'::date + {{ rule_reach_days() }})
+            or (changed.previous_region = '{{ region }}'
+                and changed.previous_event_date between '{{ day }}'::date - {{ rule_reach_days() }}
+                                                    and '{{ day }}'::date + {{ rule_reach_days() }})
+          )
       )
 {%- endmacro %}
 
@@ -81,18 +114,25 @@
 {#-
   The pre-hook of a slice model: empty what is about to be rebuilt. The whole slice; in a new_data run of a model with a
   row per transaction, the rows whose transaction's state changed since the slice's watermark (it may have moved to
-  another slice, or stopped matching), and `by_account` those of the accounts with such a change (changed_accounts). The advisory lock makes two builds of one slice take turns.
+  another slice, or stopped matching), and `by_account` those of the accounts of rejudged_accounts, kept for the build
+  in a temporary table (txmon_rejudged_accounts). The advisory lock makes two builds of one slice take turns.
 -#}
 {% macro delete_slice(date_column, by_transaction=true, by_account=false) -%}
     {%- if var('partition_date') is not none and is_incremental() %}
         select pg_advisory_xact_lock(hashtext('{{ this }}|{{ var('partition_date') }}|{{ var('partition_region') }}'));
+        {%- if by_account and new_data_run() %}
+        create temporary table txmon_rejudged_accounts on commit drop as {{ rejudged_accounts() }};
+        analyze txmon_rejudged_accounts;
+        {%- endif %}
         delete from {{ this }} as slice
         where {{ partition_filter('slice.' ~ date_column, 'slice.region') }}
         {%- if by_transaction and new_data_run() %}
           and (exists (
             select 1 from {{ ref('int_transaction_state') }} as state
             where state.transaction_id = slice.transaction_id and state.refreshed_at >= {{ slice_watermark() }}
-          ){% if by_account %} or slice.account_id in ({{ changed_accounts() }}){% endif %})
+          ){% if by_account %} or (slice.account_id, slice.region) in (
+            select rejudged.account_id, rejudged.region from txmon_rejudged_accounts as rejudged
+          ){% endif %})
         {%- endif %}
     {%- elif is_incremental() %}
         select pg_advisory_xact_lock(hashtext('{{ this }}'));

@@ -70,17 +70,7 @@
 -#}
 {% macro mark_changed_slices() -%}
     insert into intermediate.changed_slices (slice_date, region)
-    with rule_params as (
-
-        {{ rule_parameters() }}
-
-    ),
-
-    usd_rate_bounds as (
-
-        {{ usd_rate_bounds() }}
-
-    ),
+    with {{ typology_bounds() }},
 
     merged as (
 
@@ -88,13 +78,7 @@
             state.*,
             rule_params.structuring_window_hours,
             rule_params.velocity_window_minutes,
-            -- in structuring's band at some rate of its currency: a superset of the candidates, cheap to tell
-            coalesce(
-                state.amount * bound.highest
-                >= rule_params.structuring_min_ratio * {{ suspicious_threshold_usd('state.region') }}
-                and state.amount * bound.lowest <= {{ suspicious_threshold_usd('state.region') }},
-                false
-            ) as may_structure
+            coalesce({{ may_structure('state', 'rule_params.structuring_min_ratio') }}, false) as may_structure
         from {{ this }} as state
         left join rule_params on {{ in_force('state') }}
         left join usd_rate_bounds as bound on bound.currency = state.currency

@@ -1,8 +1,8 @@
 -- Suspicious transactions (latest state): USD amount strictly above the threshold of the region, or flagged by the
 -- upstream fraud screen (macro suspicious_reasons), or in a structuring or velocity group of its account (macro
 -- aml_typologies, with the group as evidence). One row per transaction, with every reason that applies; rebuilt one
--- region x day slice per run, from the transactions' states; in a new_data run, every transaction of each account
--- with a change within the typologies' reach (its groups may have changed).
+-- region x day slice per run, from the transactions' states; in a new_data run, the changed transactions and every
+-- transaction of each account whose groups or windows the changes may have altered (macro rejudged_accounts).
 {{
     config(
         alias='suspicious_activity',
@@ -22,7 +22,7 @@ with state as (
 
 ),
 
-{{ judge('state') }}
+{{ judge('state', accounts=('txmon_rejudged_accounts' if new_data_run() else none)) }}
 
 select
     transaction_id,
