@@ -156,20 +156,29 @@ def test_the_api_a_dagster_run_and_an_ingest_process_run_confined_to_their_duty(
                 proc.wait(timeout=120)
 
 
-@LANDLOCK
-def test_dagster_started_by_the_admins_command_is_confined_to_orchestration(platform, tmp_path):
-    """`txmon dagster` migrates as the admin; its webserver, daemon and code servers (and the runs they launch)
-    are closed to every secret but orchestration's from their start."""
+def test_dagster_started_by_the_admins_command_is_confined_to_orchestration_and_given_no_other_secret(
+    platform, tmp_path
+):
+    """`txmon dagster` migrates as the admin, given the admin's password, the API's keys and a password in a database
+    URL in its environment: its webserver, daemon and code servers (and what they start) have none of them, and are
+    closed to every secret but orchestration's from their start (Landlock, where the kernel has it)."""
     settings = platform.settings
+    admin = credentials.password(settings, Role.ADMIN)  # the real one: `txmon dagster` migrates with it
+    assert admin
+    key = "a-key-of-the-api-for-this-test-0123456789"
+    secret_url = (
+        f"postgresql://{settings.pg_user}:{admin}@{settings.pg_host}:{settings.pg_port}/{settings.warehouse_db}"
+    )
+    extra = {
+        "TXMON_PG_PASSWORD": admin,
+        "TXMON_API_KEYS": json.dumps({key: {"role": "analyst", "regions": ["*"]}}),
+        "TXMON_WAREHOUSE_DSN": secret_url,
+        "TXMON_INGEST_MODE": "worker",  # no lander: this test reads processes, it lands nothing
+    }
     log_path = tmp_path / "dagster.log"
     with open(log_path, "wb") as log:
         proc = platform.popen(
-            "dagster",
-            "--port",
-            str(free_port()),
-            env_extra={"TXMON_INGEST_MODE": "worker"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            "dagster", "--port", str(free_port()), env_extra=extra, stdout=log, stderr=subprocess.STDOUT
         )
     try:
 
@@ -181,12 +190,23 @@ def test_dagster_started_by_the_admins_command_is_confined_to_orchestration(plat
             return pids if ready else []
 
         pids = wait_for("Dagster's processes", dagster_processes, timeout=300)
-        assert status(proc.pid).get("NoNewPrivs", "").strip() == "0", "the admin's own command is not confined"
         dagster = [pid for pid in pids if any(name in cmdline(pid) for name in ("dagster-webserver", "dagster-daemon"))]
         assert len(dagster) >= 2
-        for pid in {*dagster, *(child for each in dagster for child in descendants(each))}:
-            if status(pid):
+        confined = {*dagster, *(child for each in dagster for child in descendants(each))}
+        for pid in {*pids, *confined}:
+            env = environ(pid)
+            if not env:
+                continue  # ended meanwhile
+            assert not {"TXMON_PG_PASSWORD", "TXMON_API_KEYS"} & set(env), cmdline(pid)
+            assert admin not in json.dumps(env) and key not in json.dumps(env), cmdline(pid)
+            assert env.get("TXMON_WAREHOUSE_DSN", "").startswith(
+                f"postgresql://{settings.pg_user}@{settings.pg_host}"
+            ), cmdline(pid)
+            if pid in confined:
                 assert_given_only(pid, settings, Duty.ORCHESTRATION)
+        # txmon itself had them (it migrated as the admin with that URL), and is not confined.
+        assert environ(proc.pid)["TXMON_PG_PASSWORD"] == admin
+        assert status(proc.pid).get("NoNewPrivs", "").strip() == "0", "the admin's own command is not confined"
     finally:
         proc.terminate()
         proc.wait(timeout=240)

@@ -40,14 +40,15 @@ FIRST = [
 ]
 
 
-@pytest.fixture
-def packaged(platform, tmp_path):
-    """The closed day landed and materialized: its refresh published it and built its package (version 1)."""
-    land(platform, tmp_path, "first", FIRST)
-    platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
-    root = platform.settings.report_dir(REGION)
+@pytest.fixture(scope="module")
+def packaged(module_platform, tmp_path_factory):
+    """The closed day landed and materialized: its refresh published it and built its package (version 1). One for
+    the module: a test that edits a package edits a copy, or puts it back; the republication runs last."""
+    land(module_platform, tmp_path_factory.mktemp("packaged"), "first", FIRST)
+    module_platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
+    root = module_platform.settings.report_dir(REGION)
     assert (root / DAY.isoformat() / "v1" / "manifest.json").exists()
-    return platform, root
+    return module_platform, root
 
 
 def digests(folder) -> dict[str, str]:
@@ -137,35 +138,10 @@ def test_a_package_holds_the_published_region_day_exactly_and_verifies(packaged)
     assert "verified" in platform.txmon("report", "verify", str(rolled_up)).stdout
 
 
-def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_version(packaged, tmp_path):
+def test_verify_names_an_edited_csv_cell_and_a_changed_parquet_byte(packaged, tmp_path):
     platform, root = packaged
-    v1 = root / DAY.isoformat() / "v1"
-    first = digests(v1)
-    # Built again elsewhere from the same publication: byte-identical files.
-    again = tmp_path / "again"
-    platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, "--out", str(again))
-    assert digests(again / DAY.isoformat() / "v1") == first
-    # Nothing republished: no new version.
-    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION).stdout
-    assert "already version 1" in out
-    # Late data republishes the day, and its refresh builds version 2, which names version 1, kept as it was.
-    land(platform, tmp_path, "late", [event("r-5", amount="30000", currency="EUR", region=REGION, event_time=at(13))])
-    platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
-    v2 = json.loads((root / DAY.isoformat() / "v2" / "manifest.json").read_text())
-    assert v2["supersedes"] == {
-        "version": 1,
-        "manifest_sha256": hashlib.sha256((v1 / "manifest.json").read_bytes()).hexdigest(),
-    }
-    assert v2["control_totals"]["suspicious"] == 4
-    assert digests(v1) == first
-    # Version 1 no longer matches reporting: drift, named, and a non-zero exit.
-    stale = platform.txmon("report", "verify", str(v1), check=False)
-    assert stale.returncode == 1 and "drift:" in stale.stderr and "tampered" not in stale.stderr
-
-
-def test_verify_names_an_edited_csv_cell_and_a_changed_parquet_byte(packaged):
-    platform, root = packaged
-    v1 = root / DAY.isoformat() / "v1"
+    v1 = tmp_path / "v1"
+    shutil.copytree(root / DAY.isoformat() / "v1", v1)
     settlements = v1 / "daily_settlements.csv"
     settlements.write_text(settlements.read_text().replace("12500.1100", "12500.1200"))
     parquet = v1 / "suspicious_activity.parquet"
@@ -223,8 +199,13 @@ def test_the_api_lists_a_days_packages_and_serves_their_files_and_the_public_key
         )
         assert "signature and files verified" in offline.stdout
         # A changed file shows in the listing.
-        (root / DAY.isoformat() / "v1" / "daily_settlements.csv").write_text("region\n")
-        (changed,) = api.ok("/reports", date=DAY.isoformat(), region=REGION)["items"]
+        edited = root / DAY.isoformat() / "v1" / "daily_settlements.csv"
+        original = edited.read_bytes()
+        edited.write_text("region\n")
+        try:
+            (changed,) = api.ok("/reports", date=DAY.isoformat(), region=REGION)["items"]
+        finally:
+            edited.write_bytes(original)
         assert not changed["verified"]
         assert changed["problems"] == ["tampered: daily_settlements.csv differs from its hash in the manifest"]
 
@@ -233,7 +214,8 @@ EXACT_DAY = date(2026, 11, 17)
 HOSTILE = '=HYPERLINK("http://x","y"),\'\n;x\u00e9'  # a formula, quotes, a comma, a newline: kept verbatim
 
 
-def test_money_and_identifiers_are_exact_in_every_format(platform, tmp_path):
+def test_money_and_identifiers_are_exact_in_every_format(module_platform, tmp_path):
+    platform = module_platform  # a day of its own
     stamp = f"{EXACT_DAY}T08:00:00Z"
     land(
         platform,
@@ -291,3 +273,30 @@ def test_concurrent_builds_of_one_package_make_one_version(packaged):
         built = list(pool.map(lambda _: build_global(platform.settings, DAY), range(4)))
     assert {b.version for b in built} == {1} and sum(b.created for b in built) == 1
     assert sorted(p.name for p in day_folder.iterdir()) == [".lock", "v1"]
+
+
+def test_the_same_publication_gives_the_same_bytes_and_a_republication_a_new_version(packaged, tmp_path):
+    """Last of the module's: it republishes the day."""
+    platform, root = packaged
+    v1 = root / DAY.isoformat() / "v1"
+    first = digests(v1)
+    # Built again elsewhere from the same publication: byte-identical files.
+    again = tmp_path / "again"
+    platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION, "--out", str(again))
+    assert digests(again / DAY.isoformat() / "v1") == first
+    # Nothing republished: no new version.
+    out = platform.txmon("report", "--date", DAY.isoformat(), "--region", REGION).stdout
+    assert "already version 1" in out
+    # Late data republishes the day, and its refresh builds version 2, which names version 1, kept as it was.
+    land(platform, tmp_path, "late", [event("r-5", amount="30000", currency="EUR", region=REGION, event_time=at(13))])
+    platform.txmon("materialize", "--date", DAY.isoformat(), "--region", REGION)
+    v2 = json.loads((root / DAY.isoformat() / "v2" / "manifest.json").read_text())
+    assert v2["supersedes"] == {
+        "version": 1,
+        "manifest_sha256": hashlib.sha256((v1 / "manifest.json").read_bytes()).hexdigest(),
+    }
+    assert v2["control_totals"]["suspicious"] == 4
+    assert digests(v1) == first
+    # Version 1 no longer matches reporting: drift, named, and a non-zero exit.
+    stale = platform.txmon("report", "verify", str(v1), check=False)
+    assert stale.returncode == 1 and "drift:" in stale.stderr and "tampered" not in stale.stderr

@@ -159,10 +159,10 @@ def judged(settings: Settings, events) -> tuple[Counter, list[aml_rules.Judged]]
 def test_at_10000_tps_ordinary_traffic_fires_no_rule_and_the_patterns_fire_as_planned():
     settings = Settings.from_env({})
     gen = PaymentGenerator(settings, tps=10_000, seed=11, start=START, structuring_rate=0.002, velocity_rate=0.001)
-    seen, _ = judged(settings, gen.until(30))  # 300,000 transactions
-    assert seen["ordinary transactions"] > 295_000
+    seen, _ = judged(settings, gen.until(10))  # 100,000 transactions
+    assert seen["ordinary transactions"] > 98_000
     assert seen["ordinary over the threshold"] > 0.002 * seen["ordinary transactions"]  # the tail stays
-    assert seen["structuring groups"] > 500 and seen["velocity bursts"] > 200  # most still under way at the end
+    assert seen["structuring groups"] > 150 and seen["velocity bursts"] > 60  # most still under way at the end
 
 
 def test_over_a_day_patterns_complete_and_ordinary_traffic_fires_no_rule():

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,6 +146,15 @@ def broker_jars() -> Path:
     return lib
 
 
+def cluster_id() -> str:
+    """A new cluster's id as `kafka-storage random-uuid` makes it (a random UUID in URL-safe base64, never starting
+    with "-"), without starting a JVM for it."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
 class Kafka:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -233,20 +244,9 @@ class Kafka:
     def _format(self, lib: Path) -> None:
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = (
-            subprocess.run(
-                self._java_cmd(lib, "kafka.tools.StorageTool", "random-uuid"),
-                capture_output=True,
-                text=True,
-                check=True,
-                env=child_env(),
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
         proc = subprocess.run(
             self._java_cmd(
-                lib, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties), "--standalone"
+                lib, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(self.properties), "--standalone"
             ),
             capture_output=True,
             text=True,
