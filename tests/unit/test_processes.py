@@ -165,3 +165,19 @@ def test_txmon_forgets_its_secrets_once_its_settings_are_read(monkeypatch):
         [sys.executable, "-c", "import os; print('TXMON_PG_PASSWORD' in os.environ)"], capture_output=True, text=True
     )
     assert child.stdout.strip() == "False"
+
+
+def test_stopping_a_service_this_process_started_does_not_wait_out_its_timeout(tmp_path):
+    """A service started by this process (`kafka.start()` in a test, `txmon run`) stays a zombie until reaped: its
+    stop sees it ended, and reaps it, instead of waiting for /proc to forget it."""
+    from txmon.devtools.services.common import alive, stop_process
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "a-service-of-this-test"])
+    pid_file = tmp_path / "service.pid"
+    pid_file.write_text(str(proc.pid))
+    started = time.monotonic()
+    stop_process(pid_file, "a-service-of-this-test", timeout=30)
+    assert time.monotonic() - started < 30, "it waited out its timeout"
+    assert not alive(proc.pid) and not pid_file.exists()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(proc.pid, os.WNOHANG)  # reaped already
