@@ -194,6 +194,7 @@ rule_bounds as (
     select
         rule_params.region,
         min(rule_params.structuring_min_ratio) as structuring_min_ratio,
+        max(rule_params.structuring_window_hours) as structuring_window_hours,
         min(rule_params.velocity_max_transactions) as velocity_max_transactions,
         max(rule_params.velocity_window_minutes) as velocity_window_minutes
     from rule_params

@@ -65,8 +65,10 @@
 
 {#-
   The slices this merge changed: each merged transaction's slice, the one it left when it moved to another day or
-  region, and the other days of its account's transactions that its AML typologies' windows reach (a late transaction
-  completes a group of the day before). Each is refreshed next (orchestration reads intermediate.changed_slices).
+  region, and the other days of its account's transactions that its AML typologies' windows reach, around where it is
+  (a late transaction completes a group of the day before) and around where it was before this merge when it moved
+  or its amount changed (it may have left a group or window there). The windows are the longest and the band the
+  widest of any version of the parameters. Each is refreshed next (orchestration reads intermediate.changed_slices).
 -#}
 {% macro mark_changed_slices() -%}
     insert into intermediate.changed_slices (slice_date, region)
@@ -74,26 +76,47 @@
 
     merged as (
 
-        select
-            state.*,
-            rule_params.structuring_window_hours,
-            rule_params.velocity_window_minutes,
-            coalesce({{ may_structure('state', 'rule_params.structuring_min_ratio') }}, false) as may_structure
-        from {{ this }} as state
-        left join rule_params on {{ in_force('state') }}
-        left join usd_rate_bounds as bound on bound.currency = state.currency
+        select state.* from {{ this }} as state
         where state.refreshed_at = {{ merged_at() }}
+
+    ),
+
+    positions as (
+
+        select merged.account_id, merged.region, merged.event_date, merged.event_at, merged.amount, merged.currency
+        from merged
+        union all
+        select
+            merged.account_id, merged.previous_region, merged.previous_event_date, merged.previous_event_at,
+            merged.previous_amount, merged.previous_currency
+        from merged
+        where merged.previous_event_date is not null
+          and (merged.previous_region, merged.previous_event_at, merged.previous_amount, merged.previous_currency)
+              is distinct from (merged.region, merged.event_at, merged.amount, merged.currency)
+
+    ),
+
+    reaching as (
+
+        select
+            position.*,
+            b.structuring_window_hours,
+            b.velocity_window_minutes,
+            coalesce({{ may_structure('position', 'b.structuring_min_ratio') }}, false) as may_structure
+        from positions as position
+        left join rule_bounds as b on b.region = position.region
+        left join usd_rate_bounds as bound on bound.currency = position.currency
 
     )
 
     select distinct changed.slice_date, changed.region
-    from merged as state
+    from reaching as state
     cross join lateral (
-        values (state.event_date, state.region), (state.previous_event_date, state.previous_region)
+        values (state.event_date, state.region)
         union all
         -- The other days with transactions of its account that its windows reach (a structuring group's before and
         -- after it, a velocity window's after it): their groups may have changed. Looked up (index on account,
-        -- region, time) only for a transaction in structuring's band or within a velocity window of midnight.
+        -- region, time) only for a position in structuring's band or within a velocity window of midnight.
         select other.event_date, other.region
         from {{ this }} as other
         where (

@@ -115,6 +115,26 @@ def test_structuring_and_velocity_are_published_with_their_evidence(module_platf
     bad = platform.txmon("backtest", "--from", "2026-11-24", "--to", "2026-11-23", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 
+    # s-3's reversal carries another amount, out of the band: the merge marks the day before too, whose group s-3
+    # left, and the refreshes of both days publish no structuring any more.
+    reversal = event(
+        "s-3",
+        "reversed",
+        amount="500.00",
+        currency="USD",
+        region="US",
+        account_id="acc-s",
+        event_time=(evening + timedelta(hours=3, minutes=5)).isoformat(),
+    )
+    land(platform, tmp_path, "reversal", [reversal])
+    platform.txmon("publish", "--date", NEXT.isoformat(), "--region", "US")
+    marked = {d for (d,) in platform.query("SELECT slice_date FROM intermediate.changed_slices WHERE region = 'US'")}
+    assert DAY in marked, "the merge marked the day of the group the reversal left"
+    platform.txmon("publish", "--date", DAY.isoformat(), "--region", "US")
+    left = {**published(platform, DAY), **published(platform, NEXT)}
+    assert not [tx for tx, (reasons, _) in left.items() if "structuring" in reasons], left
+    assert {tx for tx, (reasons, _) in left.items() if "velocity" in reasons} == {"v-21", "v-22"}
+
 
 def burst(platform) -> dict:
     """acc-b's published rows of the 24th."""

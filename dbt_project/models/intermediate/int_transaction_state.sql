@@ -106,9 +106,15 @@ select
     {% if is_incremental() -%}
     prior.event_date as previous_event_date,
     prior.region as previous_region,
+    prior.event_at as previous_event_at,
+    prior.amount as previous_amount,
+    prior.currency as previous_currency,
     {%- else -%}
     null::date as previous_event_date,
     null::text as previous_region,
+    null::timestamptz as previous_event_at,
+    null::numeric as previous_amount,
+    null::text as previous_currency,
     {%- endif %}
     {{ merged_at() }} as refreshed_at
 
